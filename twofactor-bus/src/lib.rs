@@ -1,0 +1,503 @@
+//! The D-Bus contract shared by `twofactord`, `pam_twofactor` and `twofactorctl`.
+//!
+//! Everything that crosses the bus is defined here once: the bus name, the object path, the
+//! interface names, the wire types, the error names and the client proxies. The committed
+//! interface XML (`interface.xml`) is the documented contract; a test compares it with the
+//! daemon's live introspection.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use zbus::{Type, proxy};
+
+/// Well-known bus name owned by `twofactord` on the system bus.
+pub const BUS_NAME: &str = "org.twofactor.TwoFactor1";
+/// The one object that carries all three interfaces.
+pub const OBJECT_PATH: &str = "/org/twofactor/TwoFactor1";
+/// Interface used by the PAM module.
+pub const LOGIN_INTERFACE: &str = "org.twofactor.TwoFactor1.Login";
+/// Interface for a user's own enrollment.
+pub const ENROLLMENT_INTERFACE: &str = "org.twofactor.TwoFactor1.Enrollment";
+/// Interface for administrators.
+pub const ADMIN_INTERFACE: &str = "org.twofactor.TwoFactor1.Admin";
+/// Prefix of every D-Bus error name the daemon returns.
+pub const ERROR_PREFIX: &str = "org.twofactor.TwoFactor1.Error";
+
+/// The committed interface description; the daemon's introspection must match it.
+pub const INTERFACE_XML: &str = include_str!("../interface.xml");
+
+/// The closed set of D-Bus errors. A wrong code is never one of these: it is a login result.
+#[derive(zbus::DBusError, Debug, Clone, PartialEq)]
+#[zbus(prefix = "org.twofactor.TwoFactor1.Error")]
+pub enum BusError {
+    /// A transport error on the client side (never sent by the daemon).
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// The caller may not call this method, or not for this user.
+    AccessDenied(String),
+    /// The named user does not exist (or the name is not a valid user name).
+    NoSuchUser(String),
+    /// An argument is malformed (too long, bad characters, unknown key).
+    InvalidArgument(String),
+    /// The login or enrollment handle is unknown, expired or belongs to another caller.
+    NoSuchSession(String),
+    /// Policy forbids this operation for this user.
+    NotAllowed(String),
+    /// The daemon could not read or write its state; nothing was changed.
+    StateUnavailable(String),
+    /// The policy file is invalid; the running policy stays in force.
+    InvalidPolicy(String),
+}
+
+impl BusError {
+    /// Short, stable name of the error (the last part of its D-Bus name).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BusError::ZBus(_) => "Transport",
+            BusError::AccessDenied(_) => "AccessDenied",
+            BusError::NoSuchUser(_) => "NoSuchUser",
+            BusError::InvalidArgument(_) => "InvalidArgument",
+            BusError::NoSuchSession(_) => "NoSuchSession",
+            BusError::NotAllowed(_) => "NotAllowed",
+            BusError::StateUnavailable(_) => "StateUnavailable",
+            BusError::InvalidPolicy(_) => "InvalidPolicy",
+        }
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> String {
+        match self {
+            BusError::ZBus(e) => e.to_string(),
+            BusError::AccessDenied(m)
+            | BusError::NoSuchUser(m)
+            | BusError::InvalidArgument(m)
+            | BusError::NoSuchSession(m)
+            | BusError::NotAllowed(m)
+            | BusError::StateUnavailable(m)
+            | BusError::InvalidPolicy(m) => m.clone(),
+        }
+    }
+}
+
+/// Keys of the login context passed to `BeginLogin`.
+pub mod context {
+    /// The PAM service name (`sshd`, `sudo`, `login`, …).
+    pub const SERVICE: &str = "service";
+    /// PAM_RHOST: the remote host, empty for local logins.
+    pub const RHOST: &str = "rhost";
+    /// PAM_TTY.
+    pub const TTY: &str = "tty";
+    /// PAM_RUSER.
+    pub const RUSER: &str = "ruser";
+}
+
+/// One step of the login conversation as it travels on the bus.
+///
+/// `kind` is one of [`StepKind`]'s names; `notices` are shown before the step is performed.
+#[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq)]
+pub struct WireStep {
+    /// `prompt` or `done`.
+    pub kind: String,
+    /// Prompt text for `prompt`; unused for `done`.
+    pub text: String,
+    /// Whether the answer to a prompt may be echoed.
+    pub echo: bool,
+    /// For `done`: `success`, `denied`, `not-required` or `unavailable`.
+    pub outcome: String,
+    /// Messages to show first: (is_error, text).
+    pub notices: Vec<(bool, String)>,
+}
+
+/// What the module is asked to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepKind {
+    /// Ask the user and send the answer with `Continue`.
+    Prompt { text: String, echo: bool },
+    /// The conversation is over.
+    Done(Outcome),
+}
+
+/// A decoded login step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginStep {
+    /// Messages to show before performing `kind`.
+    pub notices: Vec<Notice>,
+    /// The action.
+    pub kind: StepKind,
+}
+
+/// A message for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Shown as an error (`PAM_ERROR_MSG`) rather than information (`PAM_TEXT_INFO`).
+    pub error: bool,
+    /// The text.
+    pub text: String,
+}
+
+/// The result of a login conversation.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The second factor was verified.
+    Success,
+    /// Wrong code, locked out, required but not enrolled, …
+    Denied,
+    /// Policy says 2FA does not apply to this login.
+    NotRequired,
+    /// The daemon cannot decide (state unreadable, …): never success.
+    Unavailable,
+}
+
+impl Outcome {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::NotRequired => "not-required",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Some(match s {
+            "success" => Outcome::Success,
+            "denied" => Outcome::Denied,
+            "not-required" => Outcome::NotRequired,
+            "unavailable" => Outcome::Unavailable,
+            _ => return None,
+        })
+    }
+}
+
+/// A step the client could not understand: the module fails closed on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "protocol error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+impl LoginStep {
+    /// A prompt step.
+    pub fn prompt(text: impl Into<String>, echo: bool) -> Self {
+        LoginStep {
+            notices: Vec::new(),
+            kind: StepKind::Prompt {
+                text: text.into(),
+                echo,
+            },
+        }
+    }
+
+    /// A final step.
+    pub fn done(outcome: Outcome) -> Self {
+        LoginStep {
+            notices: Vec::new(),
+            kind: StepKind::Done(outcome),
+        }
+    }
+
+    /// Adds an informational message.
+    pub fn info(mut self, text: impl Into<String>) -> Self {
+        self.notices.push(Notice {
+            error: false,
+            text: text.into(),
+        });
+        self
+    }
+
+    /// Adds an error message.
+    pub fn error(mut self, text: impl Into<String>) -> Self {
+        self.notices.push(Notice {
+            error: true,
+            text: text.into(),
+        });
+        self
+    }
+}
+
+impl From<LoginStep> for WireStep {
+    fn from(step: LoginStep) -> Self {
+        let notices = step
+            .notices
+            .into_iter()
+            .map(|n| (n.error, n.text))
+            .collect();
+        match step.kind {
+            StepKind::Prompt { text, echo } => WireStep {
+                kind: "prompt".into(),
+                text,
+                echo,
+                outcome: String::new(),
+                notices,
+            },
+            StepKind::Done(outcome) => WireStep {
+                kind: "done".into(),
+                text: String::new(),
+                echo: false,
+                outcome: outcome.as_str().into(),
+                notices,
+            },
+        }
+    }
+}
+
+impl TryFrom<WireStep> for LoginStep {
+    type Error = ProtocolError;
+
+    fn try_from(w: WireStep) -> Result<Self, ProtocolError> {
+        let notices = w
+            .notices
+            .into_iter()
+            .map(|(error, text)| Notice { error, text })
+            .collect();
+        let kind = match w.kind.as_str() {
+            "prompt" => StepKind::Prompt {
+                text: w.text,
+                echo: w.echo,
+            },
+            "done" => StepKind::Done(
+                Outcome::parse(&w.outcome)
+                    .ok_or_else(|| ProtocolError(format!("unknown outcome {:?}", w.outcome)))?,
+            ),
+            other => return Err(ProtocolError(format!("unknown step kind {other:?}"))),
+        };
+        Ok(LoginStep { notices, kind })
+    }
+}
+
+/// A factor as shown to users and admins (never its secret).
+#[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq)]
+pub struct FactorInfo {
+    /// `totp` (later: `fido2`).
+    pub kind: String,
+    /// A name for the factor.
+    pub name: String,
+    /// Unix time it was activated.
+    pub created: i64,
+    /// Unix time of its last successful use, 0 if never.
+    pub last_used: i64,
+}
+
+/// Everything `status` and `admin show` print about one user.
+#[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq)]
+pub struct UserStatus {
+    /// Login name.
+    pub user: String,
+    /// Numeric uid: the identity.
+    pub uid: u32,
+    /// Effective mode for a plain login: `disabled`, `optional` or `required`.
+    pub mode: String,
+    /// The rule that produced `mode`, e.g. `groups.wheel (/etc/twofactor/policy.toml:12)`.
+    pub rule: String,
+    /// Whether the user has an active second factor.
+    pub enrolled: bool,
+    /// Whether a second factor is asked for at login (mode and enrollment together).
+    pub enforced: bool,
+    /// Whether an admin set a per-user requirement.
+    pub admin_required: bool,
+    /// The active factors.
+    pub factors: Vec<FactorInfo>,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u32,
+    /// Unix time until which the user is locked out, 0 if not locked.
+    pub locked_until: i64,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+}
+
+/// A TOTP enrollment that waits for its first code.
+#[derive(Serialize, Deserialize, Type, Clone, PartialEq, Eq)]
+pub struct TotpEnrollment {
+    /// Handle for `ConfirmTotp`.
+    pub enrollment_id: String,
+    /// The secret, base32 without padding: shown once, to be put into an app.
+    pub secret_base32: String,
+    /// The `otpauth://totp/...` URI (contains the secret).
+    pub uri: String,
+    /// `SHA1`, `SHA256` or `SHA512`.
+    pub algorithm: String,
+    /// 6 or 8.
+    pub digits: u32,
+    /// Seconds per step.
+    pub period: u32,
+    /// Unix time after which the enrollment is void.
+    pub expires: i64,
+}
+
+impl std::fmt::Debug for TotpEnrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpEnrollment")
+            .field("enrollment_id", &self.enrollment_id)
+            .field("secret_base32", &"<redacted>")
+            .field("uri", &"<redacted>")
+            .field("algorithm", &self.algorithm)
+            .field("digits", &self.digits)
+            .field("period", &self.period)
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+/// The answer to an operation that needs a code: accepted or not, why, and any new codes.
+#[derive(Serialize, Deserialize, Type, Clone, PartialEq, Eq)]
+pub struct CodeResult {
+    /// Whether the code was accepted and the operation done.
+    pub accepted: bool,
+    /// What happened, for the user.
+    pub message: String,
+    /// New recovery codes (shown once), if the operation made any.
+    pub recovery_codes: Vec<String>,
+}
+
+impl std::fmt::Debug for CodeResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeResult")
+            .field("accepted", &self.accepted)
+            .field("message", &self.message)
+            .field("recovery_codes", &self.recovery_codes.len())
+            .finish()
+    }
+}
+
+/// One audit-log entry.
+#[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Unix time.
+    pub time: i64,
+    /// The user the event is about.
+    pub user: String,
+    /// Event name, e.g. `login`, `enroll`, `lockout`, `admin-require`.
+    pub event: String,
+    /// `success`, `failure`, or a short result word.
+    pub result: String,
+    /// PAM service, if any.
+    pub service: String,
+    /// Remote host, if any.
+    pub rhost: String,
+    /// Who did it (login name of the bus caller).
+    pub actor: String,
+    /// Details (never a secret or a code).
+    pub detail: String,
+}
+
+/// The Login interface, used by the PAM module.
+#[proxy(
+    interface = "org.twofactor.TwoFactor1.Login",
+    default_service = "org.twofactor.TwoFactor1",
+    default_path = "/org/twofactor/TwoFactor1"
+)]
+pub trait Login {
+    /// Starts a login for `user` (empty: the caller) with a context (`service`, `rhost`, `tty`).
+    fn begin_login(
+        &self,
+        user: &str,
+        context: HashMap<&str, &str>,
+    ) -> Result<(String, WireStep), BusError>;
+    /// Answers the current prompt.
+    #[zbus(name = "Continue")]
+    fn continue_(&self, handle: &str, answer: &str) -> Result<WireStep, BusError>;
+    /// Abandons a login.
+    fn cancel(&self, handle: &str) -> Result<(), BusError>;
+}
+
+/// The Enrollment interface: self-service for the caller's own account.
+#[proxy(
+    interface = "org.twofactor.TwoFactor1.Enrollment",
+    default_service = "org.twofactor.TwoFactor1",
+    default_path = "/org/twofactor/TwoFactor1"
+)]
+pub trait Enrollment {
+    /// Status of `user` (empty: the caller; another user needs the admin right).
+    fn status(&self, user: &str) -> Result<UserStatus, BusError>;
+    /// Starts a TOTP enrollment for the caller.
+    fn begin_totp(&self) -> Result<TotpEnrollment, BusError>;
+    /// Activates a pending TOTP enrollment with a current code.
+    fn confirm_totp(&self, enrollment_id: &str, code: &str) -> Result<CodeResult, BusError>;
+    /// Replaces the caller's recovery codes; needs a current code.
+    fn regenerate_recovery_codes(&self, code: &str) -> Result<CodeResult, BusError>;
+    /// Removes all of the caller's factors; needs a current code; refused when 2FA is required.
+    fn disable(&self, code: &str) -> Result<CodeResult, BusError>;
+}
+
+/// The Admin interface: uid 0 or members of the policy's admin groups.
+#[proxy(
+    interface = "org.twofactor.TwoFactor1.Admin",
+    default_service = "org.twofactor.TwoFactor1",
+    default_path = "/org/twofactor/TwoFactor1"
+)]
+pub trait Admin {
+    /// Status of any user.
+    fn show(&self, user: &str) -> Result<UserStatus, BusError>;
+    /// Sets the per-user requirement.
+    fn require(&self, user: &str) -> Result<(), BusError>;
+    /// Clears the per-user requirement.
+    fn release(&self, user: &str) -> Result<(), BusError>;
+    /// Wipes a user's factors, recovery codes and pending enrollments.
+    fn reset(&self, user: &str) -> Result<(), BusError>;
+    /// Ends a lockout and clears the failure count.
+    fn unlock(&self, user: &str) -> Result<(), BusError>;
+    /// Every user the daemon has state for.
+    fn list_users(&self) -> Result<Vec<UserStatus>, BusError>;
+    /// Audit entries for `user` (empty: all) since `since` (unix time), newest last.
+    fn audit(&self, user: &str, since: i64, limit: u32) -> Result<Vec<AuditEntry>, BusError>;
+    /// Re-reads the policy file; an invalid file is refused and the old policy stays.
+    fn reload_policy(&self) -> Result<String, BusError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_round_trip_through_the_wire_form() {
+        let steps = [
+            LoginStep::prompt("Verification code: ", false).info("hello"),
+            LoginStep::done(Outcome::Success),
+            LoginStep::done(Outcome::Denied).error("wrong code"),
+            LoginStep::done(Outcome::NotRequired),
+            LoginStep::done(Outcome::Unavailable),
+        ];
+        for step in steps {
+            let wire = WireStep::from(step.clone());
+            assert_eq!(LoginStep::try_from(wire).ok(), Some(step));
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_and_outcomes_are_protocol_errors() {
+        let mut w = WireStep::from(LoginStep::done(Outcome::Success));
+        w.outcome = "maybe".into();
+        assert!(LoginStep::try_from(w.clone()).is_err());
+        w.kind = "teleport".into();
+        assert!(LoginStep::try_from(w).is_err());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let e = TotpEnrollment {
+            enrollment_id: "id".into(),
+            secret_base32: "JBSWY3DPEHPK3PXP".into(),
+            uri: "otpauth://totp/x?secret=JBSWY3DPEHPK3PXP".into(),
+            algorithm: "SHA1".into(),
+            digits: 6,
+            period: 30,
+            expires: 0,
+        };
+        assert!(!format!("{e:?}").contains("JBSWY3DP"));
+        let r = CodeResult {
+            accepted: true,
+            message: String::new(),
+            recovery_codes: vec!["abcd-efgh".into()],
+        };
+        assert!(!format!("{r:?}").contains("abcd"));
+    }
+}

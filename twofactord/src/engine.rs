@@ -1,0 +1,1006 @@
+//! Every decision the daemon makes, in plain Rust: the D-Bus layer only identifies the caller
+//! and forwards here. Time comes from a [`Clock`], accounts from [`Accounts`], state from a
+//! [`Store`], so all of it is testable without a bus.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use twofactor_bus::{
+    AuditEntry, BusError, CodeResult, FactorInfo, LoginStep, Outcome, TotpEnrollment, UserStatus,
+};
+use zeroize::Zeroizing;
+
+use crate::authz::{self, Access};
+use crate::identity::{self, Account, Accounts};
+use crate::policy::{EffectiveMode, Mode, Policy};
+use crate::recovery;
+use crate::store::{AuditRecord, PendingTotp, Store, StoreError};
+use crate::totp::{self, TotpCheck, TotpParams, TotpSecret};
+
+/// The source of time. The real clock is read in one place: [`SystemClock`].
+pub trait Clock: Send + Sync {
+    /// Unix time in seconds.
+    fn now(&self) -> i64;
+}
+
+/// The system's real-time clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// Who is calling, as the bus daemon reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The caller's uid.
+    pub uid: u32,
+    /// The caller's unique bus name (sessions are bound to it).
+    pub sender: String,
+}
+
+/// What a login is about: from the PAM items.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginContext {
+    /// PAM service.
+    pub service: String,
+    /// PAM_RHOST.
+    pub rhost: String,
+    /// PAM_TTY.
+    pub tty: String,
+}
+
+/// How long a login may wait for its answer.
+const LOGIN_TTL_SECS: i64 = 300;
+/// How long a TOTP enrollment waits for its first code.
+const ENROLL_TTL_SECS: i64 = 600;
+/// Open logins per sender and in all.
+const MAX_SESSIONS_PER_SENDER: usize = 32;
+const MAX_SESSIONS: usize = 8192;
+/// Longest answer accepted at the prompt.
+const MAX_ANSWER_LEN: usize = 64;
+/// Longest context value.
+const MAX_CONTEXT_LEN: usize = 1024;
+
+struct LoginSession {
+    sender: String,
+    account: Account,
+    ctx: LoginContext,
+    attempts_left: u32,
+    expires: i64,
+}
+
+/// The outcome of checking a code against a user's factors.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CodeVerdict {
+    Totp,
+    Recovery {
+        left: usize,
+    },
+    Locked {
+        until: i64,
+    },
+    Rejected {
+        message: String,
+        locked_until: Option<i64>,
+    },
+}
+
+/// The daemon's brain.
+pub struct Engine {
+    store: Mutex<Box<dyn Store>>,
+    policy: RwLock<Arc<Policy>>,
+    policy_path: Option<PathBuf>,
+    accounts: Box<dyn Accounts>,
+    clock: Box<dyn Clock>,
+    sessions: Mutex<HashMap<String, LoginSession>>,
+}
+
+fn store_err(e: StoreError) -> BusError {
+    crate::log::error(&format!("{e}"));
+    BusError::StateUnavailable("the daemon cannot access its state; nothing was changed".into())
+}
+
+fn random_handle() -> Result<String, BusError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn minutes(secs: i64) -> String {
+    let m = (secs.max(0) + 59) / 60;
+    if m == 1 {
+        "1 minute".into()
+    } else {
+        format!("{m} minutes")
+    }
+}
+
+impl Engine {
+    /// A new engine. `policy_path` is what `reload` re-reads (`None`: built-in policy only).
+    pub fn new(
+        store: Box<dyn Store>,
+        policy: Policy,
+        policy_path: Option<PathBuf>,
+        accounts: Box<dyn Accounts>,
+        clock: Box<dyn Clock>,
+    ) -> Engine {
+        Engine {
+            store: Mutex::new(store),
+            policy: RwLock::new(Arc::new(policy)),
+            policy_path,
+            accounts,
+            clock,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn store(&self) -> Result<MutexGuard<'_, Box<dyn Store>>, BusError> {
+        self.store
+            .lock()
+            .map_err(|_| BusError::StateUnavailable("state lock poisoned".into()))
+    }
+
+    fn sessions(&self) -> Result<MutexGuard<'_, HashMap<String, LoginSession>>, BusError> {
+        self.sessions
+            .lock()
+            .map_err(|_| BusError::StateUnavailable("session lock poisoned".into()))
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Re-reads the policy file. An invalid file is refused and the old policy stays.
+    pub fn reload(&self) -> Result<String, BusError> {
+        let Some(path) = &self.policy_path else {
+            return Ok("no policy file configured; the built-in policy stays in force".into());
+        };
+        match Policy::load(path) {
+            Ok(p) => {
+                let warnings = p.warnings.clone();
+                for w in &warnings {
+                    crate::log::warn(w);
+                }
+                match self.policy.write() {
+                    Ok(mut slot) => *slot = Arc::new(p),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(p),
+                }
+                crate::log::info(&format!("policy reloaded from {}", path.display()));
+                let mut msg = format!("policy reloaded from {}", path.display());
+                for w in warnings {
+                    msg.push_str("\nwarning: ");
+                    msg.push_str(&w);
+                }
+                Ok(msg)
+            }
+            Err(e) => {
+                crate::log::error(&format!("policy reload refused, old policy stays: {e}"));
+                Err(BusError::InvalidPolicy(format!(
+                    "{e}\nthe running policy stays in force"
+                )))
+            }
+        }
+    }
+
+    /// Resolves a target user: empty means the caller.
+    fn target(&self, caller: &Caller, user: &str) -> Result<Account, BusError> {
+        if user.is_empty() {
+            return self
+                .accounts
+                .user_by_uid(caller.uid)
+                .ok_or_else(|| BusError::NoSuchUser(format!("uid {} has no account", caller.uid)));
+        }
+        identity::validate_name(user).map_err(BusError::InvalidArgument)?;
+        self.accounts
+            .user_by_name(user)
+            .ok_or_else(|| BusError::NoSuchUser(format!("no such user: {user}")))
+    }
+
+    fn caller_is_admin(&self, caller: &Caller) -> bool {
+        if caller.uid == 0 {
+            return true;
+        }
+        let policy = self.policy();
+        self.accounts
+            .user_by_uid(caller.uid)
+            .is_some_and(|a| policy.is_admin(&a))
+    }
+
+    /// Applies the authorization table for `interface`.`method` on `target`.
+    pub fn authorize(
+        &self,
+        interface: &str,
+        method: &str,
+        caller: &Caller,
+        target_uid: u32,
+    ) -> Result<(), BusError> {
+        let Some(access) = authz::access_for(interface, method) else {
+            return Err(BusError::AccessDenied(format!(
+                "{interface}.{method} is not allowed"
+            )));
+        };
+        let admin =
+            matches!(access, Access::SelfOrAdmin | Access::Admin) && self.caller_is_admin(caller);
+        if authz::permits(access, caller.uid, admin, target_uid) {
+            Ok(())
+        } else {
+            Err(BusError::AccessDenied(match access {
+                Access::Admin => "this needs root or membership in an admin group".into(),
+                _ => "you may only do this for your own account".into(),
+            }))
+        }
+    }
+
+    fn audit(&self, store: &mut dyn Store, record: AuditRecord) {
+        crate::log::audit(&record);
+        if let Err(e) = store.append_audit(&record) {
+            crate::log::error(&format!("audit record not stored: {e}"));
+        }
+    }
+
+    fn record(
+        &self,
+        account: &Account,
+        caller: &Caller,
+        event: &str,
+        result: &str,
+        ctx: Option<&LoginContext>,
+        detail: impl Into<String>,
+    ) -> AuditRecord {
+        let actor = if caller.uid == account.uid {
+            account.name.clone()
+        } else {
+            self.accounts
+                .user_by_uid(caller.uid)
+                .map_or_else(|| format!("uid {}", caller.uid), |a| a.name)
+        };
+        AuditRecord {
+            time: self.clock.now(),
+            uid: account.uid,
+            user: account.name.clone(),
+            event: event.into(),
+            result: result.into(),
+            service: ctx.map(|c| c.service.clone()).unwrap_or_default(),
+            rhost: ctx.map(|c| c.rhost.clone()).unwrap_or_default(),
+            actor,
+            detail: detail.into(),
+        }
+    }
+
+    fn effective(&self, store: &dyn Store, account: &Account) -> Result<EffectiveMode, BusError> {
+        let admin_required = store
+            .user_state(account.uid)
+            .map_err(store_err)?
+            .is_some_and(|s| s.admin_required);
+        Ok(self.policy().resolve(account, admin_required))
+    }
+
+    fn status_of(&self, store: &dyn Store, account: &Account) -> Result<UserStatus, BusError> {
+        let state = store.user_state(account.uid).map_err(store_err)?;
+        let policy = self.policy();
+        let eff = policy.resolve(account, state.as_ref().is_some_and(|s| s.admin_required));
+        let totp = store.totp(account.uid).map_err(store_err)?;
+        let left = store.unused_recovery(account.uid).map_err(store_err)?.len();
+        let now = self.clock.now();
+        let mut factors = Vec::new();
+        if let Some(t) = &totp {
+            factors.push(FactorInfo {
+                kind: "totp".into(),
+                name: format!(
+                    "authenticator app ({}, {} digits, {}s)",
+                    t.params.algorithm.as_str(),
+                    t.params.digits,
+                    t.params.period
+                ),
+                created: t.created,
+                last_used: t.last_used,
+            });
+        }
+        let enrolled = totp.is_some();
+        Ok(UserStatus {
+            user: account.name.clone(),
+            uid: account.uid,
+            mode: eff.mode.as_str().into(),
+            rule: eff.explain(&policy.path),
+            enrolled,
+            enforced: match eff.mode {
+                Mode::Disabled => false,
+                Mode::Optional => enrolled,
+                Mode::Required => true,
+            },
+            admin_required: state.as_ref().is_some_and(|s| s.admin_required),
+            factors,
+            recovery_codes_left: left as u32,
+            locked_until: state
+                .as_ref()
+                .map(|s| s.locked_until)
+                .filter(|&t| t > now)
+                .unwrap_or(0),
+            failures: state.as_ref().map_or(0, |s| s.failures),
+        })
+    }
+
+    /// Checks a code (TOTP or recovery) for `account`, with lockout, replay protection and
+    /// failure counting. The only path by which a code is ever accepted.
+    fn verify_code(
+        &self,
+        store: &mut dyn Store,
+        account: &Account,
+        caller: &Caller,
+        answer: &str,
+        ctx: Option<&LoginContext>,
+        purpose: &str,
+    ) -> Result<CodeVerdict, BusError> {
+        let now = self.clock.now();
+        let policy = self.policy();
+        let state = store.user_state(account.uid).map_err(store_err)?;
+        if let Some(until) = state.as_ref().map(|s| s.locked_until).filter(|&t| t > now) {
+            return Ok(CodeVerdict::Locked { until });
+        }
+        let answer: Zeroizing<String> = Zeroizing::new(
+            answer
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>(),
+        );
+        let mut rejection = if answer.is_empty() {
+            Some("No code was entered.".to_string())
+        } else if answer.len() > MAX_ANSWER_LEN {
+            Some("That is not a valid code: it is too long.".to_string())
+        } else {
+            None
+        };
+        if rejection.is_none() {
+            let factor = store.totp(account.uid).map_err(store_err)?;
+            let last_step = state.as_ref().and_then(|s| s.last_totp_step);
+            if let Some(f) = factor
+                .as_ref()
+                .filter(|f| totp::looks_like_code(&answer, f.params))
+            {
+                match totp::verify(
+                    &f.secret,
+                    f.params,
+                    policy.totp.window,
+                    &answer,
+                    now as u64,
+                    last_step,
+                ) {
+                    TotpCheck::Valid(step) => {
+                        if store
+                            .accept_totp_step(account.uid, step, now)
+                            .map_err(store_err)?
+                        {
+                            let r = self.record(account, caller, purpose, "success", ctx, "totp");
+                            self.audit(store, r);
+                            return Ok(CodeVerdict::Totp);
+                        }
+                        rejection =
+                            Some("That code was already used. Wait for the next code.".to_string());
+                    }
+                    TotpCheck::Replayed => {
+                        rejection =
+                            Some("That code was already used. Wait for the next code.".to_string());
+                    }
+                    TotpCheck::Wrong => {}
+                }
+            } else if let Some(normalized) = recovery::normalize(&answer) {
+                let unused = store.unused_recovery(account.uid).map_err(store_err)?;
+                if let Some(id) = recovery::find(&normalized, &unused)
+                    && store
+                        .consume_recovery(account.uid, id, now)
+                        .map_err(store_err)?
+                {
+                    let left = unused.len().saturating_sub(1);
+                    let r = self.record(
+                        account,
+                        caller,
+                        "recovery-code-used",
+                        "success",
+                        ctx,
+                        format!("{left} recovery codes left (for {purpose})"),
+                    );
+                    self.audit(store, r);
+                    return Ok(CodeVerdict::Recovery { left });
+                }
+            }
+        }
+        let message = rejection.unwrap_or_else(|| "Wrong code.".to_string());
+        let failure = store
+            .record_failure(account.uid, &account.name, now, &policy.rate_limit)
+            .map_err(store_err)?;
+        let r = self.record(
+            account,
+            caller,
+            purpose,
+            "failure",
+            ctx,
+            message.trim_end_matches('.'),
+        );
+        self.audit(store, r);
+        if let Some(until) = failure.locked_until {
+            let r = self.record(
+                account,
+                caller,
+                "lockout",
+                "locked",
+                ctx,
+                format!(
+                    "{} failures; locked for {}",
+                    policy.rate_limit.max_failures,
+                    minutes(until - now)
+                ),
+            );
+            self.audit(store, r);
+        }
+        Ok(CodeVerdict::Rejected {
+            message,
+            locked_until: failure.locked_until,
+        })
+    }
+
+    /// `Login.BeginLogin`.
+    pub fn begin_login(
+        &self,
+        caller: &Caller,
+        user: &str,
+        context: &HashMap<String, String>,
+    ) -> Result<(String, LoginStep), BusError> {
+        for (k, v) in context {
+            if !matches!(k.as_str(), "service" | "rhost" | "tty" | "ruser") {
+                return Err(BusError::InvalidArgument(format!(
+                    "unknown context key {k:?}"
+                )));
+            }
+            if v.len() > MAX_CONTEXT_LEN || v.contains('\0') {
+                return Err(BusError::InvalidArgument(format!(
+                    "context value {k:?} is invalid"
+                )));
+            }
+        }
+        let ctx = LoginContext {
+            service: context.get("service").cloned().unwrap_or_default(),
+            rhost: context.get("rhost").cloned().unwrap_or_default(),
+            tty: context.get("tty").cloned().unwrap_or_default(),
+        };
+        if user.is_empty() {
+            return Err(BusError::InvalidArgument(
+                "a login needs a user name".into(),
+            ));
+        }
+        identity::validate_name(user).map_err(BusError::InvalidArgument)?;
+        let Some(account) = self.accounts.user_by_name(user) else {
+            // Only root may learn that a name does not exist.
+            if caller.uid != 0 {
+                return Err(BusError::AccessDenied(
+                    "you may only do this for your own account".into(),
+                ));
+            }
+            return Ok((String::new(), LoginStep::done(Outcome::Denied)));
+        };
+        self.authorize("Login", "BeginLogin", caller, account.uid)?;
+
+        let mut store = self.store()?;
+        let eff = self.effective(store.as_ref(), &account)?;
+        let enrolled = store.totp(account.uid).map_err(store_err)?.is_some();
+        let policy = self.policy();
+        match (eff.mode, enrolled) {
+            (Mode::Disabled, _) | (Mode::Optional, false) => {
+                return Ok((String::new(), LoginStep::done(Outcome::NotRequired)));
+            }
+            (Mode::Required, false) => {
+                let r = self.record(
+                    &account,
+                    caller,
+                    "login",
+                    "failure",
+                    Some(&ctx),
+                    format!(
+                        "2FA required ({}) but not enrolled",
+                        eff.explain(&policy.path)
+                    ),
+                );
+                self.audit(store.as_mut(), r);
+                return Ok((
+                    String::new(),
+                    LoginStep::done(Outcome::Denied).error(format!(
+                        "Two-factor authentication is required for {} but no second factor is \
+                         set up.\nEnroll with `twofactorctl enroll totp` from a session that is \
+                         already logged in, or ask an administrator.",
+                        account.name
+                    )),
+                ));
+            }
+            _ => {}
+        }
+        let now = self.clock.now();
+        if let Some(state) = store.user_state(account.uid).map_err(store_err)?
+            && state.locked_until > now
+        {
+            let r = self.record(
+                &account,
+                caller,
+                "login",
+                "failure",
+                Some(&ctx),
+                "locked out",
+            );
+            self.audit(store.as_mut(), r);
+            return Ok((
+                String::new(),
+                LoginStep::done(Outcome::Denied).error(format!(
+                    "Too many failed attempts. Try again in {}.",
+                    minutes(state.locked_until - now)
+                )),
+            ));
+        }
+        drop(store);
+
+        let handle = random_handle()?;
+        let mut sessions = self.sessions()?;
+        sessions.retain(|_, s| s.expires > now);
+        let mine = sessions
+            .values()
+            .filter(|s| s.sender == caller.sender)
+            .count();
+        if mine >= MAX_SESSIONS_PER_SENDER || sessions.len() >= MAX_SESSIONS {
+            return Err(BusError::NotAllowed("too many logins in progress".into()));
+        }
+        sessions.insert(
+            handle.clone(),
+            LoginSession {
+                sender: caller.sender.clone(),
+                account,
+                ctx,
+                attempts_left: policy.attempts,
+                expires: now + LOGIN_TTL_SECS,
+            },
+        );
+        Ok((handle, LoginStep::prompt(policy.prompt.clone(), false)))
+    }
+
+    /// `Login.Continue`: the answer to the current prompt.
+    pub fn continue_login(
+        &self,
+        caller: &Caller,
+        handle: &str,
+        answer: &str,
+    ) -> Result<LoginStep, BusError> {
+        let now = self.clock.now();
+        let mut session = {
+            let mut sessions = self.sessions()?;
+            match sessions.remove(handle) {
+                Some(s) if s.sender == caller.sender && s.expires > now => s,
+                Some(s) if s.sender != caller.sender => {
+                    // Not yours: put it back untouched.
+                    sessions.insert(handle.to_string(), s);
+                    return Err(BusError::NoSuchSession("no such login".into()));
+                }
+                _ => {
+                    return Err(BusError::NoSuchSession(
+                        "no such login, or it expired".into(),
+                    ));
+                }
+            }
+        };
+        let mut store = self.store()?;
+        let verdict = self.verify_code(
+            store.as_mut(),
+            &session.account,
+            caller,
+            answer,
+            Some(&session.ctx),
+            "login",
+        )?;
+        drop(store);
+        Ok(match verdict {
+            CodeVerdict::Totp => LoginStep::done(Outcome::Success),
+            CodeVerdict::Recovery { left } => {
+                let step = LoginStep::done(Outcome::Success).info(format!(
+                    "Recovery code accepted. {left} recovery codes left."
+                ));
+                if left <= 3 {
+                    step.info("Run `twofactorctl recovery regenerate` to get a new set.")
+                } else {
+                    step
+                }
+            }
+            CodeVerdict::Locked { until } => LoginStep::done(Outcome::Denied).error(format!(
+                "Too many failed attempts. Try again in {}.",
+                minutes(until - now)
+            )),
+            CodeVerdict::Rejected {
+                message,
+                locked_until: Some(until),
+            } => LoginStep::done(Outcome::Denied).error(format!(
+                "{message} Too many failed attempts: locked for {}.",
+                minutes(until - now)
+            )),
+            CodeVerdict::Rejected { message, .. } => {
+                session.attempts_left = session.attempts_left.saturating_sub(1);
+                if session.attempts_left == 0 {
+                    LoginStep::done(Outcome::Denied).error(message)
+                } else {
+                    let prompt = self.policy().prompt.clone();
+                    self.sessions()?.insert(handle.to_string(), session);
+                    LoginStep::prompt(prompt, false).error(message)
+                }
+            }
+        })
+    }
+
+    /// `Login.Cancel`.
+    pub fn cancel_login(&self, caller: &Caller, handle: &str) -> Result<(), BusError> {
+        let mut sessions = self.sessions()?;
+        match sessions.get(handle) {
+            Some(s) if s.sender == caller.sender => {
+                sessions.remove(handle);
+                Ok(())
+            }
+            _ => Err(BusError::NoSuchSession("no such login".into())),
+        }
+    }
+
+    /// Drops every login of a bus name that left the bus.
+    pub fn sender_gone(&self, sender: &str) {
+        if let Ok(mut s) = self.sessions() {
+            s.retain(|_, v| v.sender != sender);
+        }
+    }
+
+    /// `Enrollment.Status` and `Admin.Show`.
+    pub fn status(
+        &self,
+        caller: &Caller,
+        user: &str,
+        method: (&str, &str),
+    ) -> Result<UserStatus, BusError> {
+        let account = self.target(caller, user)?;
+        self.authorize(method.0, method.1, caller, account.uid)?;
+        let store = self.store()?;
+        self.status_of(store.as_ref(), &account)
+    }
+
+    /// `Enrollment.BeginTotp`.
+    pub fn begin_totp(&self, caller: &Caller) -> Result<TotpEnrollment, BusError> {
+        let account = self.target(caller, "")?;
+        self.authorize("Enrollment", "BeginTotp", caller, account.uid)?;
+        let mut store = self.store()?;
+        let eff = self.effective(store.as_ref(), &account)?;
+        let policy = self.policy();
+        if eff.mode == Mode::Disabled {
+            return Err(BusError::NotAllowed(format!(
+                "two-factor authentication is disabled for {} by {}",
+                account.name,
+                eff.explain(&policy.path)
+            )));
+        }
+        if store.totp(account.uid).map_err(store_err)?.is_some() {
+            return Err(BusError::NotAllowed(
+                "an authenticator app is already enrolled; run `twofactorctl disable` first to \
+                 replace it"
+                    .into(),
+            ));
+        }
+        let now = self.clock.now();
+        let _ = store.drop_expired_pending(now).map_err(store_err)?;
+        let secret = TotpSecret::generate()
+            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
+        let params = TotpParams::from(&policy.totp);
+        let pending = PendingTotp {
+            id: random_handle()?,
+            uid: account.uid,
+            secret,
+            params,
+            expires: now + ENROLL_TTL_SECS,
+        };
+        store.put_pending_totp(&pending).map_err(store_err)?;
+        Ok(TotpEnrollment {
+            enrollment_id: pending.id.clone(),
+            secret_base32: pending.secret.to_base32().to_string(),
+            uri: totp::otpauth_uri(&pending.secret, params, &policy.totp.issuer, &account.name)
+                .to_string(),
+            algorithm: params.algorithm.as_str().into(),
+            digits: u32::from(params.digits),
+            period: params.period as u32,
+            expires: pending.expires,
+        })
+    }
+
+    /// `Enrollment.ConfirmTotp`.
+    pub fn confirm_totp(
+        &self,
+        caller: &Caller,
+        enrollment_id: &str,
+        code: &str,
+    ) -> Result<CodeResult, BusError> {
+        let account = self.target(caller, "")?;
+        self.authorize("Enrollment", "ConfirmTotp", caller, account.uid)?;
+        if enrollment_id.len() > 64 {
+            return Err(BusError::InvalidArgument("enrollment id too long".into()));
+        }
+        let now = self.clock.now();
+        let mut store = self.store()?;
+        let pending = store
+            .pending_totp(enrollment_id)
+            .map_err(store_err)?
+            .filter(|p| p.uid == account.uid && p.expires >= now)
+            .ok_or_else(|| {
+                BusError::NoSuchSession(
+                    "no such enrollment, or it expired; run `twofactorctl enroll totp` again"
+                        .into(),
+                )
+            })?;
+        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        if !totp::looks_like_code(&code, pending.params) {
+            return Ok(CodeResult {
+                accepted: false,
+                message: format!(
+                    "A code has {} digits; type the code your app shows now.",
+                    pending.params.digits
+                ),
+                recovery_codes: Vec::new(),
+            });
+        }
+        let window = self.policy().totp.window;
+        let TotpCheck::Valid(step) = totp::verify(
+            &pending.secret,
+            pending.params,
+            window,
+            &code,
+            now as u64,
+            None,
+        ) else {
+            return Ok(CodeResult {
+                accepted: false,
+                message: "Wrong code. Check that the app and this machine agree on the time, \
+                          then type the current code."
+                    .into(),
+                recovery_codes: Vec::new(),
+            });
+        };
+        let (shown, stored) = recovery::generate_set()
+            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
+        store
+            .activate_totp(
+                account.uid,
+                &account.name,
+                &pending.id,
+                step,
+                now,
+                Some(&stored),
+            )
+            .map_err(store_err)?;
+        let r = self.record(&account, caller, "enroll", "success", None, "totp");
+        self.audit(store.as_mut(), r);
+        Ok(CodeResult {
+            accepted: true,
+            message: "Your authenticator app is enrolled.".into(),
+            recovery_codes: shown.iter().map(|c| c.to_string()).collect(),
+        })
+    }
+
+    /// `Enrollment.RegenerateRecoveryCodes`.
+    pub fn regenerate_recovery(&self, caller: &Caller, code: &str) -> Result<CodeResult, BusError> {
+        let account = self.target(caller, "")?;
+        self.authorize("Enrollment", "RegenerateRecoveryCodes", caller, account.uid)?;
+        let mut store = self.store()?;
+        if store.totp(account.uid).map_err(store_err)?.is_none() {
+            return Err(BusError::NotAllowed(
+                "no second factor is enrolled; run `twofactorctl enroll totp` first".into(),
+            ));
+        }
+        match self.verify_code(store.as_mut(), &account, caller, code, None, "proof")? {
+            CodeVerdict::Totp | CodeVerdict::Recovery { .. } => {}
+            other => return Ok(refused(other, self.clock.now())),
+        }
+        let (shown, stored) = recovery::generate_set()
+            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
+        store
+            .replace_recovery(account.uid, &stored)
+            .map_err(store_err)?;
+        let r = self.record(
+            &account,
+            caller,
+            "recovery-regenerated",
+            "success",
+            None,
+            "old codes revoked",
+        );
+        self.audit(store.as_mut(), r);
+        Ok(CodeResult {
+            accepted: true,
+            message: "New recovery codes; the old ones no longer work.".into(),
+            recovery_codes: shown.iter().map(|c| c.to_string()).collect(),
+        })
+    }
+
+    /// `Enrollment.Disable`.
+    pub fn disable(&self, caller: &Caller, code: &str) -> Result<CodeResult, BusError> {
+        let account = self.target(caller, "")?;
+        self.authorize("Enrollment", "Disable", caller, account.uid)?;
+        let mut store = self.store()?;
+        let eff = self.effective(store.as_ref(), &account)?;
+        if eff.mode == Mode::Required {
+            return Err(BusError::NotAllowed(format!(
+                "two-factor authentication is required for {} by {}; it cannot be disabled",
+                account.name,
+                eff.explain(&self.policy().path)
+            )));
+        }
+        if store.totp(account.uid).map_err(store_err)?.is_none() {
+            return Err(BusError::NotAllowed("no second factor is enrolled".into()));
+        }
+        match self.verify_code(store.as_mut(), &account, caller, code, None, "proof")? {
+            CodeVerdict::Totp | CodeVerdict::Recovery { .. } => {}
+            other => return Ok(refused(other, self.clock.now())),
+        }
+        store.reset(account.uid).map_err(store_err)?;
+        let r = self.record(
+            &account,
+            caller,
+            "disable",
+            "success",
+            None,
+            "all factors removed by the user",
+        );
+        self.audit(store.as_mut(), r);
+        Ok(CodeResult {
+            accepted: true,
+            message: "Two-factor authentication is disabled; your factors and recovery codes \
+                      were removed."
+                .into(),
+            recovery_codes: Vec::new(),
+        })
+    }
+
+    /// `Admin.Require` / `Admin.Release`.
+    pub fn set_required(
+        &self,
+        caller: &Caller,
+        user: &str,
+        required: bool,
+    ) -> Result<(), BusError> {
+        let account = self.target(caller, user)?;
+        let method = if required { "Require" } else { "Release" };
+        self.authorize("Admin", method, caller, account.uid)?;
+        let mut store = self.store()?;
+        store
+            .set_admin_required(account.uid, &account.name, required)
+            .map_err(store_err)?;
+        let event = if required {
+            "admin-require"
+        } else {
+            "admin-release"
+        };
+        let r = self.record(&account, caller, event, "success", None, "");
+        self.audit(store.as_mut(), r);
+        Ok(())
+    }
+
+    /// `Admin.Reset`.
+    pub fn reset(&self, caller: &Caller, user: &str) -> Result<(), BusError> {
+        let account = self.target(caller, user)?;
+        self.authorize("Admin", "Reset", caller, account.uid)?;
+        let mut store = self.store()?;
+        store.reset(account.uid).map_err(store_err)?;
+        let r = self.record(
+            &account,
+            caller,
+            "admin-reset",
+            "success",
+            None,
+            "all factors removed",
+        );
+        self.audit(store.as_mut(), r);
+        Ok(())
+    }
+
+    /// `Admin.Unlock`.
+    pub fn unlock(&self, caller: &Caller, user: &str) -> Result<(), BusError> {
+        let account = self.target(caller, user)?;
+        self.authorize("Admin", "Unlock", caller, account.uid)?;
+        let mut store = self.store()?;
+        store.unlock(account.uid).map_err(store_err)?;
+        let r = self.record(&account, caller, "admin-unlock", "success", None, "");
+        self.audit(store.as_mut(), r);
+        Ok(())
+    }
+
+    /// `Admin.ListUsers`.
+    pub fn list_users(&self, caller: &Caller) -> Result<Vec<UserStatus>, BusError> {
+        self.authorize("Admin", "ListUsers", caller, u32::MAX)?;
+        let store = self.store()?;
+        let mut out = Vec::new();
+        for uid in store.known_uids().map_err(store_err)? {
+            if let Some(account) = self.accounts.user_by_uid(uid) {
+                out.push(self.status_of(store.as_ref(), &account)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `Admin.Audit`.
+    pub fn audit_log(
+        &self,
+        caller: &Caller,
+        user: &str,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, BusError> {
+        self.authorize("Admin", "Audit", caller, u32::MAX)?;
+        let uid = if user.is_empty() {
+            None
+        } else {
+            Some(self.target(caller, user)?.uid)
+        };
+        let store = self.store()?;
+        let limit = limit.clamp(1, 10_000);
+        Ok(store
+            .audit(uid, since, limit)
+            .map_err(store_err)?
+            .into_iter()
+            .map(|r| AuditEntry {
+                time: r.time,
+                user: r.user,
+                event: r.event,
+                result: r.result,
+                service: r.service,
+                rhost: r.rhost,
+                actor: r.actor,
+                detail: r.detail,
+            })
+            .collect())
+    }
+
+    /// `Admin.ReloadPolicy`.
+    pub fn reload_policy(&self, caller: &Caller) -> Result<String, BusError> {
+        self.authorize("Admin", "ReloadPolicy", caller, u32::MAX)?;
+        self.reload()
+    }
+
+    /// The policy file this engine reloads from.
+    pub fn policy_path(&self) -> Option<&Path> {
+        self.policy_path.as_deref()
+    }
+}
+
+fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
+    let message = match verdict {
+        CodeVerdict::Locked { until } => format!(
+            "Too many failed attempts. Try again in {}.",
+            minutes(until - now)
+        ),
+        CodeVerdict::Rejected {
+            message,
+            locked_until: Some(until),
+        } => format!(
+            "{message} Too many failed attempts: locked for {}.",
+            minutes(until - now)
+        ),
+        CodeVerdict::Rejected { message, .. } => message,
+        CodeVerdict::Totp | CodeVerdict::Recovery { .. } => String::new(),
+    };
+    CodeResult {
+        accepted: false,
+        message,
+        recovery_codes: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,16 @@
+//! `twofactord`: the privileged daemon that owns every secret and every decision of twofactor.
+//!
+//! Layers, from the bus inwards: [`service`] identifies the caller and forwards to the
+//! [`engine::Engine`], which applies [`authz`], [`policy`], the factors ([`totp`],
+//! [`recovery`]) and the [`store`].
+#![forbid(unsafe_code)]
+
+pub mod authz;
+pub mod engine;
+pub mod identity;
+pub mod log;
+pub mod policy;
+pub mod recovery;
+pub mod service;
+pub mod store;
+pub mod totp;

@@ -1,0 +1,159 @@
+//! `twofactord`: serve the twofactor D-Bus interfaces, or `--check` a policy file.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use twofactord::engine::{Engine, SystemClock};
+use twofactord::identity::Nss;
+use twofactord::policy::Policy;
+use twofactord::store::SqliteStore;
+use twofactord::{log, service};
+
+const DEFAULT_POLICY: &str = "/etc/twofactor/policy.toml";
+const DEFAULT_STATE_DIR: &str = "/var/lib/twofactord";
+
+/// The twofactor daemon: owns every secret and every decision, on the D-Bus system bus.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// D-Bus address to serve on instead of the system bus (tests and demos).
+    #[arg(long, value_name = "ADDRESS")]
+    bus: Option<String>,
+    /// Policy file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_POLICY)]
+    policy: PathBuf,
+    /// State directory (created with mode 0700).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Validate a policy file (default: --policy) and exit: 0 if valid.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+    check: Option<PathBuf>,
+    /// Log debug lines.
+    #[arg(long)]
+    debug: bool,
+}
+
+fn load_policy(path: &std::path::Path, explicit: bool) -> Result<Policy, String> {
+    if !path.exists() && !explicit {
+        log::warn(&format!(
+            "{} does not exist; using the built-in policy (default_mode = \"optional\")",
+            path.display()
+        ));
+        return Ok(Policy::builtin());
+    }
+    Policy::load(path).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    log::set_debug(args.debug);
+    let explicit_policy = args.policy.as_os_str() != DEFAULT_POLICY;
+
+    if let Some(check) = &args.check {
+        let path = if check.as_os_str().is_empty() {
+            args.policy.clone()
+        } else {
+            check.clone()
+        };
+        return match Policy::load(&path) {
+            Ok(p) => {
+                for w in &p.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{}: policy is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    // Signals are taken by one thread with sigwait; block them before any thread starts.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+        signals.add(s);
+    }
+    if let Err(e) = signals.thread_block() {
+        log::error(&format!("cannot block signals: {e}"));
+        return ExitCode::FAILURE;
+    }
+
+    let policy = match load_policy(&args.policy, explicit_policy) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error(&format!("refusing to start: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &policy.warnings {
+        log::warn(w);
+    }
+    let store = match SqliteStore::open(&args.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error(&format!("refusing to start: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let policy_path = (explicit_policy || args.policy.exists()).then(|| args.policy.clone());
+    let engine = Arc::new(Engine::new(
+        Box::new(store),
+        policy,
+        policy_path,
+        Box::new(Nss),
+        Box::new(SystemClock),
+    ));
+
+    {
+        let engine = Arc::clone(&engine);
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                loop {
+                    match signals.wait() {
+                        Ok(Signal::SIGHUP) => {
+                            let _ = engine.reload();
+                        }
+                        Ok(sig) => {
+                            log::info(&format!("{sig}: exiting"));
+                            std::process::exit(0);
+                        }
+                        Err(e) => {
+                            log::error(&format!("sigwait: {e}"));
+                            std::process::exit(1);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error(&format!("cannot start the signal thread: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let result = zbus::block_on(async {
+        let (_conn, shared) = service::serve(engine, args.bus.as_deref()).await?;
+        log::info(&format!(
+            "serving {} on {}",
+            twofactor_bus::BUS_NAME,
+            args.bus.as_deref().unwrap_or("the system bus")
+        ));
+        service::watch_departures(&shared).await
+    });
+    match result {
+        Ok(()) => {
+            log::error("the bus connection closed");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            log::error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,742 @@
+//! The admin's policy file: raw TOML structs, validated into a runtime [`Policy`].
+//!
+//! Parsing happens in two stages. The raw structs mirror the file with
+//! `deny_unknown_fields`, so a typo is an error rather than a silently ignored key. Validation
+//! turns them into the runtime policy, resolving user and group names through NSS to ids. Every
+//! error names the file, the line, the column and the problem.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::identity::{self, Account};
+
+/// The tristate of a policy rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// No prompts; enrollment refused.
+    Disabled,
+    /// Users may enroll; once enrolled, 2FA is enforced for them.
+    Optional,
+    /// Users must use 2FA and may not disable it.
+    Required,
+}
+
+impl Mode {
+    /// The name used in the file and on the bus.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Disabled => "disabled",
+            Mode::Optional => "optional",
+            Mode::Required => "required",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// TOTP hash algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Algorithm {
+    /// HMAC-SHA1, what every authenticator app supports.
+    SHA1,
+    /// HMAC-SHA256.
+    SHA256,
+    /// HMAC-SHA512.
+    SHA512,
+}
+
+impl Algorithm {
+    /// Name as in otpauth URIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::SHA1 => "SHA1",
+            Algorithm::SHA256 => "SHA256",
+            Algorithm::SHA512 => "SHA512",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        match s {
+            "SHA1" => Some(Algorithm::SHA1),
+            "SHA256" => Some(Algorithm::SHA256),
+            "SHA512" => Some(Algorithm::SHA512),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    default_mode: Option<Mode>,
+    admin_groups: Option<Vec<Spanned<String>>>,
+    login: Option<RawLogin>,
+    totp: Option<RawTotp>,
+    rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    groups: BTreeMap<Spanned<String>, RawRule>,
+    #[serde(default)]
+    users: BTreeMap<Spanned<String>, RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogin {
+    attempts: Option<Spanned<i64>>,
+    prompt: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTotp {
+    issuer: Option<Spanned<String>>,
+    algorithm: Option<Algorithm>,
+    digits: Option<Spanned<i64>>,
+    period: Option<Spanned<i64>>,
+    window: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    max_failures: Option<Spanned<i64>>,
+    lockout: Option<Spanned<String>>,
+    escalation: Option<Spanned<i64>>,
+    max_lockout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    mode: Mode,
+}
+
+/// TOTP parameters for new enrollments and verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpPolicy {
+    /// Issuer shown in authenticator apps.
+    pub issuer: String,
+    /// Hash algorithm for new enrollments.
+    pub algorithm: Algorithm,
+    /// 6 or 8.
+    pub digits: u8,
+    /// Seconds per step.
+    pub period: u64,
+    /// Steps accepted on either side of the current one.
+    pub window: u64,
+}
+
+/// Failure counting and lockout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Consecutive failures that lock the user.
+    pub max_failures: u32,
+    /// Length of the first lockout.
+    pub lockout: Duration,
+    /// Each further lockout lasts this many times longer.
+    pub escalation: u32,
+    /// Upper bound of a lockout.
+    pub max_lockout: Duration,
+}
+
+impl RateLimit {
+    /// Duration of the `level`-th lockout (1-based), escalating and capped.
+    pub fn lockout_for(&self, level: u32) -> Duration {
+        let factor = u64::from(self.escalation.max(1))
+            .checked_pow(level.saturating_sub(1))
+            .unwrap_or(u64::MAX);
+        let secs = self.lockout.as_secs().saturating_mul(factor);
+        Duration::from_secs(secs).min(self.max_lockout)
+    }
+}
+
+/// Where a rule came from, for "why" explanations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSource {
+    /// e.g. `users.alice` or `groups.wheel`.
+    pub key: String,
+    /// 1-based line in the file.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    mode: Mode,
+    source: RuleSource,
+}
+
+/// The validated runtime policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The file it came from (or `<built-in>`).
+    pub path: PathBuf,
+    /// Mode when no rule matches.
+    pub default_mode: Mode,
+    default_line: Option<usize>,
+    /// gids whose members may call admin methods.
+    pub admin_gids: Vec<u32>,
+    /// Prompts per login before the login is denied.
+    pub attempts: u32,
+    /// Prompt text.
+    pub prompt: String,
+    /// TOTP parameters.
+    pub totp: TotpPolicy,
+    /// Rate limiting.
+    pub rate_limit: RateLimit,
+    users: HashMap<u32, Rule>,
+    groups: HashMap<u32, Rule>,
+    /// Names that did not resolve through NSS when the policy was loaded.
+    pub warnings: Vec<String>,
+}
+
+/// Why a user has the mode they have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// An admin's per-user requirement stored by the daemon.
+    AdminRequire,
+    /// A `[users.NAME]` rule.
+    User(RuleSource),
+    /// The strictest of the matching `[groups.NAME]` rules.
+    Group(RuleSource),
+    /// `default_mode`.
+    Default(Option<usize>),
+}
+
+/// The effective mode for one user, and the rule that produced it.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveMode {
+    /// The mode.
+    pub mode: Mode,
+    /// The rule.
+    pub reason: Reason,
+}
+
+impl EffectiveMode {
+    /// A one-line explanation naming the rule and where it is.
+    pub fn explain(&self, policy_path: &Path) -> String {
+        let file = policy_path.display();
+        match &self.reason {
+            Reason::AdminRequire => {
+                "admin requirement (set with `twofactorctl admin require`)".to_string()
+            }
+            Reason::User(s) | Reason::Group(s) => format!("{} ({file}:{})", s.key, s.line),
+            Reason::Default(Some(line)) => format!("default_mode ({file}:{line})"),
+            Reason::Default(None) => "built-in default".to_string(),
+        }
+    }
+}
+
+/// A policy file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line, if known.
+    pub line: Option<usize>,
+    /// 1-based column, if known.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.path.display(), self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.path.display(), self.message),
+            _ => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Converts a byte offset into a 1-based (line, column).
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err_at(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> PolicyError {
+        let (line, column) = line_col(self.text, span.start);
+        PolicyError {
+            path: self.path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        }
+    }
+
+    fn line_of(&self, span: std::ops::Range<usize>) -> usize {
+        line_col(self.text, span.start).0
+    }
+
+    fn int_in(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        allowed: std::ops::RangeInclusive<i64>,
+        default: i64,
+    ) -> Result<i64, PolicyError> {
+        match v {
+            None => Ok(default),
+            Some(s) if allowed.contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => Err(self.err_at(
+                s.span(),
+                format!(
+                    "{key} = {} is out of range ({}..={})",
+                    s.get_ref(),
+                    allowed.start(),
+                    allowed.end()
+                ),
+            )),
+        }
+    }
+
+    fn duration(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, PolicyError> {
+        match v {
+            None => Ok(default),
+            Some(s) => humantime::parse_duration(s.get_ref()).map_err(|e| {
+                self.err_at(
+                    s.span(),
+                    format!(
+                        "{key} = {:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\"",
+                        s.get_ref()
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+fn default_issuer() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("twofactor@{host}")
+}
+
+impl Policy {
+    /// The policy used when no file exists: optional for everybody, standard TOTP.
+    pub fn builtin() -> Policy {
+        Policy {
+            path: PathBuf::from("<built-in>"),
+            default_mode: Mode::Optional,
+            default_line: None,
+            admin_gids: Vec::new(),
+            attempts: 3,
+            prompt: "Verification code: ".into(),
+            totp: TotpPolicy {
+                issuer: default_issuer(),
+                algorithm: Algorithm::SHA1,
+                digits: 6,
+                period: 30,
+                window: 1,
+            },
+            rate_limit: RateLimit {
+                max_failures: 5,
+                lockout: Duration::from_secs(300),
+                escalation: 2,
+                max_lockout: Duration::from_secs(24 * 3600),
+            },
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let bytes = std::fs::read(path).map_err(|e| PolicyError {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let offset = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let (line, column) = line_col(&text, offset);
+            PolicyError {
+                path: path.to_path_buf(),
+                line: Some(line),
+                column: Some(column),
+                message: "the file is not valid UTF-8".into(),
+            }
+        })?;
+        Policy::parse(path, &text, &identity::Nss)
+    }
+
+    /// Parses and validates policy text; names resolve through `accounts`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        accounts: &dyn identity::Accounts,
+    ) -> Result<Policy, PolicyError> {
+        let ctx = Ctx { path, text };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => ctx.err_at(span, message),
+                None => PolicyError {
+                    path: path.to_path_buf(),
+                    line: None,
+                    column: None,
+                    message,
+                },
+            }
+        })?;
+        let mut policy = Policy::builtin();
+        policy.path = path.to_path_buf();
+        if let Some(mode) = raw.default_mode {
+            policy.default_mode = mode;
+            policy.default_line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("default_mode"))
+                .map(|i| i + 1);
+        }
+        if let Some(login) = &raw.login {
+            policy.attempts = ctx.int_in(&login.attempts, "login.attempts", 1..=10, 3)? as u32;
+            if let Some(p) = &login.prompt {
+                policy.prompt = p.clone();
+            }
+        }
+        if let Some(t) = &raw.totp {
+            if let Some(issuer) = &t.issuer {
+                let value = issuer.get_ref();
+                if value.is_empty() || value.contains(':') || value.len() > 64 {
+                    return Err(ctx.err_at(
+                        issuer.span(),
+                        "totp.issuer must be 1 to 64 characters without ':'",
+                    ));
+                }
+                policy.totp.issuer = value.clone();
+            }
+            if let Some(a) = t.algorithm {
+                policy.totp.algorithm = a;
+            }
+            if let Some(d) = &t.digits
+                && *d.get_ref() != 6
+                && *d.get_ref() != 8
+            {
+                return Err(ctx.err_at(d.span(), "totp.digits must be 6 or 8"));
+            }
+            policy.totp.digits = ctx.int_in(&t.digits, "totp.digits", 6..=8, 6)? as u8;
+            policy.totp.period = ctx.int_in(&t.period, "totp.period", 15..=300, 30)? as u64;
+            policy.totp.window = ctx.int_in(&t.window, "totp.window", 0..=10, 1)? as u64;
+        }
+        if let Some(r) = &raw.rate_limit {
+            policy.rate_limit.max_failures =
+                ctx.int_in(&r.max_failures, "rate_limit.max_failures", 1..=1000, 5)? as u32;
+            policy.rate_limit.escalation =
+                ctx.int_in(&r.escalation, "rate_limit.escalation", 1..=100, 2)? as u32;
+            policy.rate_limit.lockout =
+                ctx.duration(&r.lockout, "rate_limit.lockout", policy.rate_limit.lockout)?;
+            policy.rate_limit.max_lockout = ctx.duration(
+                &r.max_lockout,
+                "rate_limit.max_lockout",
+                policy.rate_limit.max_lockout,
+            )?;
+            if policy.rate_limit.lockout.is_zero() {
+                let span = r.lockout.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                return Err(ctx.err_at(span, "rate_limit.lockout must be longer than 0s"));
+            }
+            if policy.rate_limit.max_lockout < policy.rate_limit.lockout {
+                let span = r
+                    .max_lockout
+                    .as_ref()
+                    .or(r.lockout.as_ref())
+                    .map(|s| s.span())
+                    .unwrap_or(0..0);
+                return Err(ctx.err_at(
+                    span,
+                    "rate_limit.max_lockout must not be shorter than rate_limit.lockout",
+                ));
+            }
+        }
+        for name in raw.admin_groups.iter().flatten() {
+            match accounts.group_by_name(name.get_ref()) {
+                Some(gid) => policy.admin_gids.push(gid),
+                None => policy.warnings.push(format!(
+                    "{}:{}: admin group {:?} does not exist",
+                    path.display(),
+                    ctx.line_of(name.span()),
+                    name.get_ref()
+                )),
+            }
+        }
+        for (name, rule) in &raw.groups {
+            let line = ctx.line_of(name.span());
+            match accounts.group_by_name(name.get_ref()) {
+                Some(gid) => {
+                    policy.groups.insert(
+                        gid,
+                        Rule {
+                            mode: rule.mode,
+                            source: RuleSource {
+                                key: format!("groups.{}", name.get_ref()),
+                                line,
+                            },
+                        },
+                    );
+                }
+                None => policy.warnings.push(format!(
+                    "{}:{line}: group {:?} does not exist; its rule applies to nobody",
+                    path.display(),
+                    name.get_ref()
+                )),
+            }
+        }
+        for (name, rule) in &raw.users {
+            let line = ctx.line_of(name.span());
+            match accounts.user_by_name(name.get_ref()) {
+                Some(account) => {
+                    policy.users.insert(
+                        account.uid,
+                        Rule {
+                            mode: rule.mode,
+                            source: RuleSource {
+                                key: format!("users.{}", name.get_ref()),
+                                line,
+                            },
+                        },
+                    );
+                }
+                None => policy.warnings.push(format!(
+                    "{}:{line}: user {:?} does not exist; its rule applies to nobody",
+                    path.display(),
+                    name.get_ref()
+                )),
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The mode for `account`: admin requirement > user rule > strictest group rule > default.
+    pub fn resolve(&self, account: &Account, admin_required: bool) -> EffectiveMode {
+        if admin_required {
+            return EffectiveMode {
+                mode: Mode::Required,
+                reason: Reason::AdminRequire,
+            };
+        }
+        if let Some(rule) = self.users.get(&account.uid) {
+            return EffectiveMode {
+                mode: rule.mode,
+                reason: Reason::User(rule.source.clone()),
+            };
+        }
+        let strictest = account
+            .gids
+            .iter()
+            .filter_map(|gid| self.groups.get(gid))
+            // Strictest mode first; among equals the earliest line, so the answer is stable.
+            .min_by(|a, b| b.mode.cmp(&a.mode).then(a.source.line.cmp(&b.source.line)));
+        if let Some(rule) = strictest {
+            return EffectiveMode {
+                mode: rule.mode,
+                reason: Reason::Group(rule.source.clone()),
+            };
+        }
+        EffectiveMode {
+            mode: self.default_mode,
+            reason: Reason::Default(self.default_line),
+        }
+    }
+
+    /// Whether `account` may call admin methods.
+    pub fn is_admin(&self, account: &Account) -> bool {
+        account.uid == 0 || account.gids.iter().any(|g| self.admin_gids.contains(g))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::FakeAccounts;
+
+    fn accounts() -> FakeAccounts {
+        FakeAccounts::new()
+            .user("alice", 1000, &[1000, 10, 27])
+            .user("bob", 1001, &[1001, 27])
+            .user("carol", 1002, &[1002])
+            .group("wheel", 10)
+            .group("sudo", 27)
+            .group("alice", 1000)
+            .group("bob", 1001)
+            .group("carol", 1002)
+    }
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(Path::new("/etc/twofactor/policy.toml"), text, &accounts())
+    }
+
+    fn mode_of(p: &Policy, name: &str, admin: bool) -> (Mode, String) {
+        let acc = accounts().user_by_name(name).expect("test user");
+        let eff = p.resolve(&acc, admin);
+        (eff.mode, eff.explain(&p.path))
+    }
+
+    #[test]
+    fn resolution_matrix() {
+        let p = parse(
+            r#"
+default_mode = "optional"
+[groups.wheel]
+mode = "required"
+[groups.sudo]
+mode = "disabled"
+[users.bob]
+mode = "optional"
+"#,
+        )
+        .expect("valid policy");
+        // alice: wheel(required) and sudo(disabled) -> strictest group wins.
+        let (m, why) = mode_of(&p, "alice", false);
+        assert_eq!(m, Mode::Required);
+        assert!(
+            why.starts_with("groups.wheel (/etc/twofactor/policy.toml:4)"),
+            "{why}"
+        );
+        // bob: user rule beats the group rule.
+        let (m, why) = mode_of(&p, "bob", false);
+        assert_eq!(m, Mode::Optional);
+        assert!(why.starts_with("users.bob"), "{why}");
+        // carol: no rule -> default, with its line.
+        let (m, why) = mode_of(&p, "carol", false);
+        assert_eq!(m, Mode::Optional);
+        assert_eq!(why, "default_mode (/etc/twofactor/policy.toml:2)");
+        // admin requirement beats everything, even a user rule.
+        let (m, why) = mode_of(&p, "bob", true);
+        assert_eq!(m, Mode::Required);
+        assert!(why.contains("admin"));
+    }
+
+    #[test]
+    fn group_rules_only_disabled_and_optional_pick_optional() {
+        let p = parse(
+            "default_mode = \"required\"\n[groups.wheel]\nmode = \"disabled\"\n[groups.sudo]\nmode = \"optional\"\n",
+        )
+        .expect("valid");
+        assert_eq!(mode_of(&p, "alice", false).0, Mode::Optional);
+        assert_eq!(mode_of(&p, "bob", false).0, Mode::Optional);
+        assert_eq!(mode_of(&p, "carol", false).0, Mode::Required);
+    }
+
+    #[test]
+    fn empty_file_is_the_builtin_default() {
+        let p = parse("").expect("valid");
+        assert_eq!(p.default_mode, Mode::Optional);
+        assert_eq!(p.totp.digits, 6);
+        assert_eq!(mode_of(&p, "carol", false).1, "built-in default");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let e = parse("default_mode = \"optional\"\n[totp]\ndigits = 7\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.column, Some(10));
+        assert!(
+            e.to_string()
+                .starts_with("/etc/twofactor/policy.toml:3:10: "),
+            "{e}"
+        );
+        assert!(e.message.contains("6 or 8"));
+
+        let e = parse("default_mode = \"sometimes\"\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert!(e.message.contains("unknown variant"), "{}", e.message);
+
+        let e = parse("[totp]\nperiod = 30\ncolour = \"blue\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+
+        let e = parse("[rate_limit]\nlockout = \"soon\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(11)));
+        assert!(e.message.contains("not a duration"));
+
+        let e = parse("default_mode = \n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+
+        let e = parse("[users.alice]\nmode = \"required\"\nmode = \"optional\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+
+        let e = parse("[totp]\nwindow = -1\n").unwrap_err();
+        assert!(e.message.contains("out of range"));
+
+        let e = parse("[rate_limit]\nlockout = \"1h\"\nmax_lockout = \"5m\"\n").unwrap_err();
+        assert!(e.message.contains("max_lockout"));
+    }
+
+    #[test]
+    fn unknown_names_are_warnings_not_errors() {
+        let p = parse("admin_groups = [\"nosuch\"]\n[users.ghost]\nmode = \"required\"\n")
+            .expect("valid");
+        assert_eq!(p.warnings.len(), 2);
+        assert!(p.admin_gids.is_empty());
+    }
+
+    #[test]
+    fn admin_groups_grant_admin() {
+        let p = parse("admin_groups = [\"wheel\"]\n").expect("valid");
+        let a = accounts();
+        assert!(p.is_admin(&a.user_by_name("alice").expect("alice")));
+        assert!(!p.is_admin(&a.user_by_name("bob").expect("bob")));
+    }
+
+    #[test]
+    fn lockouts_escalate_and_are_capped() {
+        let r = RateLimit {
+            max_failures: 3,
+            lockout: Duration::from_secs(60),
+            escalation: 2,
+            max_lockout: Duration::from_secs(300),
+        };
+        assert_eq!(r.lockout_for(1).as_secs(), 60);
+        assert_eq!(r.lockout_for(2).as_secs(), 120);
+        assert_eq!(r.lockout_for(3).as_secs(), 240);
+        assert_eq!(r.lockout_for(4).as_secs(), 300);
+        assert_eq!(r.lockout_for(200).as_secs(), 300);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../conf/policy.toml");
+        let p = parse(text).expect("conf/policy.toml must be valid");
+        assert_eq!(p.default_mode, Mode::Optional);
+    }
+}

@@ -1,0 +1,328 @@
+//! The D-Bus face of the daemon: thin interface impls that identify the caller through the bus
+//! and forward to the [`Engine`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use twofactor_bus::{
+    AuditEntry, BUS_NAME, BusError, CodeResult, OBJECT_PATH, TotpEnrollment, UserStatus, WireStep,
+};
+use zbus::message::Header;
+use zbus::{Connection, interface};
+
+use crate::engine::{Caller, Engine};
+
+/// Resolves senders to uids through the bus daemon. Unique names are never reused on a bus,
+/// so a cached answer stays true until the name leaves.
+pub struct Callers {
+    dbus: zbus::fdo::DBusProxy<'static>,
+    cache: Mutex<HashMap<String, u32>>,
+}
+
+const CALLER_CACHE_MAX: usize = 4096;
+
+impl Callers {
+    /// Uses `conn` to ask the bus daemon.
+    pub async fn new(conn: &Connection) -> zbus::Result<Callers> {
+        Ok(Callers {
+            dbus: zbus::fdo::DBusProxy::new(conn).await?,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The caller of the message with header `hdr`.
+    pub async fn identify(&self, hdr: &Header<'_>) -> Result<Caller, BusError> {
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| BusError::AccessDenied("message without a sender".into()))?;
+        let name = sender.to_string();
+        if let Ok(cache) = self.cache.lock()
+            && let Some(&uid) = cache.get(&name)
+        {
+            return Ok(Caller { uid, sender: name });
+        }
+        let uid = self
+            .dbus
+            .get_connection_unix_user(sender.clone().into())
+            .await
+            .map_err(|e| {
+                crate::log::warn(&format!("cannot identify caller {name}: {e}"));
+                BusError::AccessDenied("the bus could not identify the caller".into())
+            })?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CALLER_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(name.clone(), uid);
+        }
+        Ok(Caller { uid, sender: name })
+    }
+
+    /// Forgets a name that left the bus.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(name);
+        }
+    }
+}
+
+/// State shared by the three interfaces.
+#[derive(Clone)]
+pub struct Shared {
+    /// The decisions.
+    pub engine: Arc<Engine>,
+    /// Caller identification.
+    pub callers: Arc<Callers>,
+}
+
+fn log_denied<T>(method: &str, caller: &Caller, r: Result<T, BusError>) -> Result<T, BusError> {
+    if let Err(e @ BusError::AccessDenied(_)) = &r {
+        crate::log::warn(&format!(
+            "denied {method} to uid {} ({}): {}",
+            caller.uid,
+            caller.sender,
+            e.message()
+        ));
+    }
+    r
+}
+
+/// `org.twofactor.TwoFactor1.Login`.
+pub struct LoginIface(pub Shared);
+/// `org.twofactor.TwoFactor1.Enrollment`.
+pub struct EnrollmentIface(pub Shared);
+/// `org.twofactor.TwoFactor1.Admin`.
+pub struct AdminIface(pub Shared);
+
+#[interface(name = "org.twofactor.TwoFactor1.Login", introspection_docs = false)]
+impl LoginIface {
+    #[zbus(out_args("handle", "step"))]
+    async fn begin_login(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+        context: HashMap<String, String>,
+    ) -> Result<(String, WireStep), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.begin_login(&caller, &user, &context);
+        log_denied("BeginLogin", &caller, r).map(|(h, s)| (h, s.into()))
+    }
+
+    #[zbus(name = "Continue", out_args("step"))]
+    async fn continue_login(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        handle: String,
+        answer: String,
+    ) -> Result<WireStep, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0
+            .engine
+            .continue_login(&caller, &handle, &answer)
+            .map(Into::into)
+    }
+
+    async fn cancel(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        handle: String,
+    ) -> Result<(), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.cancel_login(&caller, &handle)
+    }
+}
+
+#[interface(
+    name = "org.twofactor.TwoFactor1.Enrollment",
+    introspection_docs = false
+)]
+impl EnrollmentIface {
+    #[zbus(out_args("status"))]
+    async fn status(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+    ) -> Result<UserStatus, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self
+            .0
+            .engine
+            .status(&caller, &user, ("Enrollment", "Status"));
+        log_denied("Status", &caller, r)
+    }
+
+    #[zbus(out_args("enrollment"))]
+    async fn begin_totp(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<TotpEnrollment, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.begin_totp(&caller)
+    }
+
+    #[zbus(out_args("result"))]
+    async fn confirm_totp(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        enrollment_id: String,
+        code: String,
+    ) -> Result<CodeResult, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.confirm_totp(&caller, &enrollment_id, &code)
+    }
+
+    #[zbus(out_args("result"))]
+    async fn regenerate_recovery_codes(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        code: String,
+    ) -> Result<CodeResult, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.regenerate_recovery(&caller, &code)
+    }
+
+    #[zbus(out_args("result"))]
+    async fn disable(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        code: String,
+    ) -> Result<CodeResult, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.disable(&caller, &code)
+    }
+}
+
+#[interface(name = "org.twofactor.TwoFactor1.Admin", introspection_docs = false)]
+impl AdminIface {
+    #[zbus(out_args("status"))]
+    async fn show(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+    ) -> Result<UserStatus, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.status(&caller, &user, ("Admin", "Show"));
+        log_denied("Show", &caller, r)
+    }
+
+    async fn require(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.set_required(&caller, &user, true);
+        log_denied("Require", &caller, r)
+    }
+
+    async fn release(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.set_required(&caller, &user, false);
+        log_denied("Release", &caller, r)
+    }
+
+    async fn reset(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.reset(&caller, &user);
+        log_denied("Reset", &caller, r)
+    }
+
+    async fn unlock(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.unlock(&caller, &user);
+        log_denied("Unlock", &caller, r)
+    }
+
+    #[zbus(out_args("users"))]
+    async fn list_users(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<UserStatus>, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.list_users(&caller);
+        log_denied("ListUsers", &caller, r)
+    }
+
+    #[zbus(out_args("entries"))]
+    async fn audit(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.audit_log(&caller, &user, since, limit);
+        log_denied("Audit", &caller, r)
+    }
+
+    #[zbus(out_args("message"))]
+    async fn reload_policy(&self, #[zbus(header)] hdr: Header<'_>) -> Result<String, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.reload_policy(&caller);
+        log_denied("ReloadPolicy", &caller, r)
+    }
+}
+
+/// Connects to the bus at `address` (or the system bus), serves the object, then takes the
+/// well-known name. Returns once the name is owned.
+pub async fn serve(
+    engine: Arc<Engine>,
+    address: Option<&str>,
+) -> Result<(Connection, Shared), String> {
+    let builder = match address {
+        Some(a) => zbus::connection::Builder::address(a),
+        None => zbus::connection::Builder::system(),
+    };
+    let conn = builder
+        .build()
+        .await
+        .map_err(|e| format!("cannot connect to the bus: {e}"))?;
+    let callers = Arc::new(
+        Callers::new(&conn)
+            .await
+            .map_err(|e| format!("bus daemon proxy: {e}"))?,
+    );
+    let shared = Shared { engine, callers };
+    let server = conn.object_server();
+    server
+        .at(OBJECT_PATH, LoginIface(shared.clone()))
+        .await
+        .map_err(|e| format!("serve Login: {e}"))?;
+    server
+        .at(OBJECT_PATH, EnrollmentIface(shared.clone()))
+        .await
+        .map_err(|e| format!("serve Enrollment: {e}"))?;
+    server
+        .at(OBJECT_PATH, AdminIface(shared.clone()))
+        .await
+        .map_err(|e| format!("serve Admin: {e}"))?;
+    let reply = conn
+        .request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
+        .await
+        .map_err(|e| format!("cannot own {BUS_NAME} (the bus policy forbids it?): {e}"))?;
+    if reply != zbus::fdo::RequestNameReply::PrimaryOwner {
+        return Err(format!(
+            "cannot own {BUS_NAME}: another twofactord is running"
+        ));
+    }
+    Ok((conn, shared))
+}
+
+/// Runs until the connection closes: drops the logins and cached identity of every caller that
+/// leaves the bus.
+pub async fn watch_departures(shared: &Shared) -> Result<(), String> {
+    let mut changes = shared
+        .callers
+        .dbus
+        .receive_name_owner_changed()
+        .await
+        .map_err(|e| format!("cannot watch the bus: {e}"))?;
+    while let Some(signal) = changes.next().await {
+        if let Ok(args) = signal.args()
+            && args.new_owner().is_none()
+        {
+            let name = args.name().to_string();
+            shared.engine.sender_gone(&name);
+            shared.callers.forget(&name);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,893 @@
+//! The daemon's state: secrets, replay and rate-limit state, admin flags and the audit log.
+//!
+//! [`Store`] is the seam; [`SqliteStore`] the embedded backend. [`conformance`] holds the suite
+//! every backend must pass. Errors never carry a secret.
+
+use std::fmt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::policy::{Algorithm, RateLimit};
+use crate::recovery::StoredCode;
+use crate::totp::{TotpParams, TotpSecret};
+
+/// A failure of the state backend. The daemon fails closed on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "state store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Per-user state that is not a factor.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserState {
+    /// Identity.
+    pub uid: u32,
+    /// Name at the time of the last write (for listings; never used for identity).
+    pub name: String,
+    /// An admin's per-user requirement.
+    pub admin_required: bool,
+    /// Consecutive failures since the last success or lockout.
+    pub failures: u32,
+    /// How many lockouts in a row (for escalation).
+    pub lock_level: u32,
+    /// Unix time the current lockout ends (0: none).
+    pub locked_until: i64,
+    /// Last accepted TOTP time step (replay protection).
+    pub last_totp_step: Option<u64>,
+}
+
+/// An active TOTP factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpFactor {
+    /// The shared secret.
+    pub secret: TotpSecret,
+    /// Parameters it was enrolled with.
+    pub params: TotpParams,
+    /// Unix time of activation.
+    pub created: i64,
+    /// Unix time of the last successful use (0: never).
+    pub last_used: i64,
+}
+
+/// A TOTP enrollment waiting for its first code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingTotp {
+    /// Random handle.
+    pub id: String,
+    /// Owner.
+    pub uid: u32,
+    /// The new secret.
+    pub secret: TotpSecret,
+    /// Its parameters.
+    pub params: TotpParams,
+    /// Unix time after which it is void.
+    pub expires: i64,
+}
+
+/// What a failed attempt led to.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureOutcome {
+    /// Failures now counted.
+    pub failures: u32,
+    /// Set when this failure started a lockout: its end.
+    pub locked_until: Option<i64>,
+}
+
+/// One audit-log record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditRecord {
+    /// Unix time.
+    pub time: i64,
+    /// The user it is about.
+    pub uid: u32,
+    /// Their name.
+    pub user: String,
+    /// Event name.
+    pub event: String,
+    /// Result word.
+    pub result: String,
+    /// PAM service.
+    pub service: String,
+    /// Remote host.
+    pub rhost: String,
+    /// Who did it.
+    pub actor: String,
+    /// Details; never a secret.
+    pub detail: String,
+}
+
+/// The state backend. Every method is one atomic, durable operation.
+pub trait Store: Send {
+    /// State of a user; `None` if the daemon never stored anything for them.
+    fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>>;
+    /// The user's active TOTP factor.
+    fn totp(&self, uid: u32) -> StoreResult<Option<TotpFactor>>;
+    /// Stores a pending enrollment, replacing any other pending one of the same user.
+    fn put_pending_totp(&mut self, pending: &PendingTotp) -> StoreResult<()>;
+    /// Looks up a pending enrollment.
+    fn pending_totp(&self, id: &str) -> StoreResult<Option<PendingTotp>>;
+    /// Drops pending enrollments that expired before `now`; returns how many.
+    fn drop_expired_pending(&mut self, now: i64) -> StoreResult<usize>;
+    /// Activates a pending enrollment: the factor, the accepted step, and (if given) a first
+    /// set of recovery codes, all or nothing. Fails if the pending enrollment is gone.
+    fn activate_totp(
+        &mut self,
+        uid: u32,
+        name: &str,
+        pending_id: &str,
+        accepted_step: u64,
+        now: i64,
+        recovery: Option<&[StoredCode]>,
+    ) -> StoreResult<()>;
+    /// Accepts TOTP `step` only if it is later than the last accepted one (atomically: two
+    /// concurrent logins with one code cannot both win). Resets failures on success.
+    fn accept_totp_step(&mut self, uid: u32, step: u64, now: i64) -> StoreResult<bool>;
+    /// Unused recovery codes.
+    fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>>;
+    /// Marks a code used, only if it is still unused; resets failures on success.
+    fn consume_recovery(&mut self, uid: u32, id: i64, now: i64) -> StoreResult<bool>;
+    /// Replaces all recovery codes of a user.
+    fn replace_recovery(&mut self, uid: u32, codes: &[StoredCode]) -> StoreResult<()>;
+    /// Counts a failure; past the limit starts an (escalating) lockout.
+    fn record_failure(
+        &mut self,
+        uid: u32,
+        name: &str,
+        now: i64,
+        limit: &RateLimit,
+    ) -> StoreResult<FailureOutcome>;
+    /// Sets or clears the admin requirement.
+    fn set_admin_required(&mut self, uid: u32, name: &str, required: bool) -> StoreResult<()>;
+    /// Removes every factor, recovery code and pending enrollment of a user.
+    fn reset(&mut self, uid: u32) -> StoreResult<()>;
+    /// Ends a lockout and clears failures and escalation.
+    fn unlock(&mut self, uid: u32) -> StoreResult<()>;
+    /// Appends to the audit log.
+    fn append_audit(&mut self, record: &AuditRecord) -> StoreResult<()>;
+    /// Reads the audit log, oldest first, at most `limit` newest records.
+    fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+    /// Every uid with any state.
+    fn known_uids(&self) -> StoreResult<Vec<u32>>;
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    uid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    admin_required INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    lock_level INTEGER NOT NULL DEFAULT 0,
+    locked_until INTEGER NOT NULL DEFAULT 0,
+    last_totp_step INTEGER
+);
+CREATE TABLE IF NOT EXISTS totp (
+    uid INTEGER PRIMARY KEY,
+    secret BLOB NOT NULL,
+    algorithm TEXT NOT NULL,
+    digits INTEGER NOT NULL,
+    period INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    last_used INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS pending_totp (
+    id TEXT PRIMARY KEY,
+    uid INTEGER NOT NULL UNIQUE,
+    secret BLOB NOT NULL,
+    algorithm TEXT NOT NULL,
+    digits INTEGER NOT NULL,
+    period INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recovery (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid INTEGER NOT NULL,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    used_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS recovery_uid ON recovery(uid);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    event TEXT NOT NULL,
+    result TEXT NOT NULL,
+    service TEXT NOT NULL,
+    rhost TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_uid_time ON audit(uid, time);
+CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
+";
+
+/// SQLite in WAL mode with durable commits, in a root-only directory.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+/// Creates the state directory (mode 0700) or checks that an existing one is private.
+pub fn prepare_state_dir(dir: &Path) -> StoreResult<PathBuf> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| StoreError(format!("cannot stat {}: {e}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(StoreError(format!("{} is not a directory", dir.display())));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError(format!(
+            "state directory {} is accessible by other users (mode {mode:04o}); run: chmod 700 {}",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(StoreError(format!(
+            "state directory {} is owned by uid {}, not by the daemon's uid {}",
+            dir.display(),
+            meta.uid(),
+            nix::unistd::geteuid()
+        )));
+    }
+    Ok(dir.join("state.sqlite3"))
+}
+
+fn params_from_row(alg: &str, digits: i64, period: i64) -> rusqlite::Result<TotpParams> {
+    let algorithm = Algorithm::parse(alg).ok_or_else(|| {
+        rusqlite::Error::InvalidColumnType(0, "algorithm".into(), rusqlite::types::Type::Text)
+    })?;
+    let digits = u8::try_from(digits).ok().filter(|d| *d == 6 || *d == 8);
+    let period = u64::try_from(period).ok().filter(|p| *p > 0);
+    match (digits, period) {
+        (Some(digits), Some(period)) => Ok(TotpParams {
+            algorithm,
+            digits,
+            period,
+        }),
+        _ => Err(rusqlite::Error::InvalidColumnType(
+            0,
+            "digits/period".into(),
+            rusqlite::types::Type::Integer,
+        )),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `state_dir`.
+    pub fn open(state_dir: &Path) -> StoreResult<SqliteStore> {
+        let path = prepare_state_dir(state_dir)?;
+        // The database file is created by SQLite: keep it private whatever the umask.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let conn = Connection::open(&path);
+        nix::sys::stat::umask(old);
+        let conn = conn?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn in_memory() -> StoreResult<SqliteStore> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> StoreResult<SqliteStore> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Durable commits: a replay-protection step or a lockout must survive a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError(format!(
+                "database schema version {version} is newer than this daemon ({SCHEMA_VERSION})"
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(SqliteStore { conn })
+    }
+
+    fn ensure_user(tx: &Connection, uid: u32, name: &str) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO users (uid, name) VALUES (?1, ?2)
+             ON CONFLICT(uid) DO UPDATE SET name = excluded.name",
+            params![uid, name],
+        )?;
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, admin_required, failures, lock_level, locked_until, last_totp_step
+                 FROM users WHERE uid = ?1",
+                params![uid],
+                |r| {
+                    Ok(UserState {
+                        uid,
+                        name: r.get(0)?,
+                        admin_required: r.get(1)?,
+                        failures: r.get(2)?,
+                        lock_level: r.get(3)?,
+                        locked_until: r.get(4)?,
+                        last_totp_step: r.get::<_, Option<i64>>(5)?.map(|s| s as u64),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn totp(&self, uid: u32) -> StoreResult<Option<TotpFactor>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT secret, algorithm, digits, period, created, last_used
+                 FROM totp WHERE uid = ?1",
+                params![uid],
+                |r| {
+                    let alg: String = r.get(1)?;
+                    Ok(TotpFactor {
+                        secret: TotpSecret::from_bytes(r.get(0)?),
+                        params: params_from_row(&alg, r.get(2)?, r.get(3)?)?,
+                        created: r.get(4)?,
+                        last_used: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn put_pending_totp(&mut self, p: &PendingTotp) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM pending_totp WHERE uid = ?1", params![p.uid])?;
+        tx.execute(
+            "INSERT INTO pending_totp (id, uid, secret, algorithm, digits, period, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                p.id,
+                p.uid,
+                p.secret.as_bytes(),
+                p.params.algorithm.as_str(),
+                p.params.digits,
+                p.params.period as i64,
+                p.expires
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn pending_totp(&self, id: &str) -> StoreResult<Option<PendingTotp>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT uid, secret, algorithm, digits, period, expires
+                 FROM pending_totp WHERE id = ?1",
+                params![id],
+                |r| {
+                    let alg: String = r.get(2)?;
+                    Ok(PendingTotp {
+                        id: id.to_string(),
+                        uid: r.get(0)?,
+                        secret: TotpSecret::from_bytes(r.get(1)?),
+                        params: params_from_row(&alg, r.get(3)?, r.get(4)?)?,
+                        expires: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn drop_expired_pending(&mut self, now: i64) -> StoreResult<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM pending_totp WHERE expires < ?1", params![now])?)
+    }
+
+    fn activate_totp(
+        &mut self,
+        uid: u32,
+        name: &str,
+        pending_id: &str,
+        accepted_step: u64,
+        now: i64,
+        recovery: Option<&[StoredCode]>,
+    ) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_user(&tx, uid, name)?;
+        let moved = tx.execute(
+            "INSERT OR REPLACE INTO totp (uid, secret, algorithm, digits, period, created, last_used)
+             SELECT uid, secret, algorithm, digits, period, ?3, ?3
+             FROM pending_totp WHERE id = ?1 AND uid = ?2",
+            params![pending_id, uid, now],
+        )?;
+        if moved != 1 {
+            return Err(StoreError("the enrollment is no longer pending".into()));
+        }
+        tx.execute(
+            "DELETE FROM pending_totp WHERE id = ?1",
+            params![pending_id],
+        )?;
+        tx.execute(
+            "UPDATE users SET last_totp_step = ?2, failures = 0 WHERE uid = ?1",
+            params![uid, accepted_step as i64],
+        )?;
+        if let Some(codes) = recovery {
+            tx.execute("DELETE FROM recovery WHERE uid = ?1", params![uid])?;
+            for c in codes {
+                tx.execute(
+                    "INSERT INTO recovery (uid, salt, hash) VALUES (?1, ?2, ?3)",
+                    params![uid, c.salt, c.hash],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn accept_totp_step(&mut self, uid: u32, step: u64, now: i64) -> StoreResult<bool> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE users SET last_totp_step = ?2, failures = 0, lock_level = 0
+             WHERE uid = ?1 AND (last_totp_step IS NULL OR last_totp_step < ?2)",
+            params![uid, step as i64],
+        )?;
+        if changed == 1 {
+            tx.execute(
+                "UPDATE totp SET last_used = ?2 WHERE uid = ?1",
+                params![uid, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![uid], |r| {
+            Ok(StoredCode {
+                id: r.get(0)?,
+                salt: r.get(1)?,
+                hash: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn consume_recovery(&mut self, uid: u32, id: i64, now: i64) -> StoreResult<bool> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE recovery SET used_at = ?3 WHERE id = ?2 AND uid = ?1 AND used_at IS NULL",
+            params![uid, id, now],
+        )?;
+        if changed == 1 {
+            tx.execute(
+                "UPDATE users SET failures = 0, lock_level = 0 WHERE uid = ?1",
+                params![uid],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    fn replace_recovery(&mut self, uid: u32, codes: &[StoredCode]) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM recovery WHERE uid = ?1", params![uid])?;
+        for c in codes {
+            tx.execute(
+                "INSERT INTO recovery (uid, salt, hash) VALUES (?1, ?2, ?3)",
+                params![uid, c.salt, c.hash],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn record_failure(
+        &mut self,
+        uid: u32,
+        name: &str,
+        now: i64,
+        limit: &RateLimit,
+    ) -> StoreResult<FailureOutcome> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_user(&tx, uid, name)?;
+        let (failures, level): (u32, u32) = tx.query_row(
+            "SELECT failures, lock_level FROM users WHERE uid = ?1",
+            params![uid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let failures = failures.saturating_add(1);
+        let outcome = if failures >= limit.max_failures {
+            let level = level.saturating_add(1);
+            let until = now.saturating_add(limit.lockout_for(level).as_secs() as i64);
+            tx.execute(
+                "UPDATE users SET failures = 0, lock_level = ?2, locked_until = ?3 WHERE uid = ?1",
+                params![uid, level, until],
+            )?;
+            FailureOutcome {
+                failures,
+                locked_until: Some(until),
+            }
+        } else {
+            tx.execute(
+                "UPDATE users SET failures = ?2 WHERE uid = ?1",
+                params![uid, failures],
+            )?;
+            FailureOutcome {
+                failures,
+                locked_until: None,
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn set_admin_required(&mut self, uid: u32, name: &str, required: bool) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_user(&tx, uid, name)?;
+        tx.execute(
+            "UPDATE users SET admin_required = ?2 WHERE uid = ?1",
+            params![uid, required],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn reset(&mut self, uid: u32) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM totp WHERE uid = ?1", params![uid])?;
+        tx.execute("DELETE FROM recovery WHERE uid = ?1", params![uid])?;
+        tx.execute("DELETE FROM pending_totp WHERE uid = ?1", params![uid])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn unlock(&mut self, uid: u32) -> StoreResult<()> {
+        self.conn.execute(
+            "UPDATE users SET failures = 0, lock_level = 0, locked_until = 0 WHERE uid = ?1",
+            params![uid],
+        )?;
+        Ok(())
+    }
+
+    fn append_audit(&mut self, r: &AuditRecord) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit (time, uid, user, event, result, service, rhost, actor, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                r.time, r.uid, r.user, r.event, r.result, r.service, r.rhost, r.actor, r.detail
+            ])?;
+        Ok(())
+    }
+
+    fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT time, uid, user, event, result, service, rhost, actor, detail FROM (
+                 SELECT * FROM audit WHERE (?1 IS NULL OR uid = ?1) AND time >= ?2
+                 ORDER BY id DESC LIMIT ?3
+             ) ORDER BY time, rowid",
+        )?;
+        let rows = stmt.query_map(params![uid, since, limit], |r| {
+            Ok(AuditRecord {
+                time: r.get(0)?,
+                uid: r.get(1)?,
+                user: r.get(2)?,
+                event: r.get(3)?,
+                result: r.get(4)?,
+                service: r.get(5)?,
+                rhost: r.get(6)?,
+                actor: r.get(7)?,
+                detail: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn known_uids(&self) -> StoreResult<Vec<u32>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT uid FROM users UNION SELECT uid FROM totp UNION SELECT uid FROM recovery
+             ORDER BY uid",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+/// The suite every [`Store`] backend must pass. Call [`conformance::run_all`] from a test with
+/// a factory for empty stores.
+#[doc(hidden)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub mod conformance {
+    use super::*;
+    use std::time::Duration;
+
+    fn limit() -> RateLimit {
+        RateLimit {
+            max_failures: 3,
+            lockout: Duration::from_secs(60),
+            escalation: 2,
+            max_lockout: Duration::from_secs(3600),
+        }
+    }
+
+    fn pending(uid: u32, id: &str) -> PendingTotp {
+        PendingTotp {
+            id: id.into(),
+            uid,
+            secret: TotpSecret::from_bytes(vec![7; 20]),
+            params: TotpParams {
+                algorithm: Algorithm::SHA256,
+                digits: 8,
+                period: 30,
+            },
+            expires: 1000,
+        }
+    }
+
+    fn codes(n: usize) -> Vec<StoredCode> {
+        (0..n)
+            .map(|i| StoredCode {
+                id: 0,
+                salt: vec![i as u8; 16],
+                hash: vec![i as u8; 32],
+            })
+            .collect()
+    }
+
+    /// Runs every check, each on a fresh store.
+    pub fn run_all<S: Store>(mut make: impl FnMut() -> S) {
+        enrollment_lifecycle(&mut make());
+        replay_is_atomic(&mut make());
+        recovery_codes_are_single_use(&mut make());
+        failures_lock_and_escalate(&mut make());
+        admin_flags_reset_and_unlock(&mut make());
+        audit_filters_and_orders(&mut make());
+        users_are_isolated(&mut make());
+    }
+
+    fn enrollment_lifecycle(s: &mut impl Store) {
+        assert_eq!(s.totp(1000).unwrap(), None);
+        assert_eq!(s.user_state(1000).unwrap(), None);
+        s.put_pending_totp(&pending(1000, "p1")).unwrap();
+        // A second begin replaces the first.
+        s.put_pending_totp(&pending(1000, "p2")).unwrap();
+        assert_eq!(s.pending_totp("p1").unwrap(), None);
+        assert_eq!(s.pending_totp("p2").unwrap(), Some(pending(1000, "p2")));
+        // Another user's id does not activate.
+        assert!(s.activate_totp(1001, "bob", "p2", 5, 10, None).is_err());
+        s.activate_totp(1000, "alice", "p2", 5, 10, Some(&codes(10)))
+            .unwrap();
+        assert_eq!(s.pending_totp("p2").unwrap(), None);
+        let f = s.totp(1000).unwrap().expect("active");
+        assert_eq!(f.secret, pending(1000, "p2").secret);
+        assert_eq!(f.params.digits, 8);
+        assert_eq!(f.created, 10);
+        assert_eq!(s.user_state(1000).unwrap().unwrap().last_totp_step, Some(5));
+        assert_eq!(s.unused_recovery(1000).unwrap().len(), 10);
+        // Activation is single-use.
+        assert!(s.activate_totp(1000, "alice", "p2", 6, 11, None).is_err());
+        // Expiry.
+        s.put_pending_totp(&pending(1002, "p3")).unwrap();
+        assert_eq!(s.drop_expired_pending(999).unwrap(), 0);
+        assert_eq!(s.drop_expired_pending(1001).unwrap(), 1);
+        assert_eq!(s.pending_totp("p3").unwrap(), None);
+    }
+
+    fn replay_is_atomic(s: &mut impl Store) {
+        s.put_pending_totp(&pending(1000, "p")).unwrap();
+        s.activate_totp(1000, "alice", "p", 100, 1, None).unwrap();
+        assert!(!s.accept_totp_step(1000, 100, 2).unwrap());
+        assert!(!s.accept_totp_step(1000, 99, 2).unwrap());
+        assert!(s.accept_totp_step(1000, 101, 3).unwrap());
+        assert!(!s.accept_totp_step(1000, 101, 3).unwrap());
+        assert_eq!(s.totp(1000).unwrap().unwrap().last_used, 3);
+    }
+
+    fn recovery_codes_are_single_use(s: &mut impl Store) {
+        s.replace_recovery(1000, &codes(3)).unwrap();
+        let unused = s.unused_recovery(1000).unwrap();
+        assert_eq!(unused.len(), 3);
+        assert_eq!(unused[1].salt, vec![1; 16]);
+        assert!(s.consume_recovery(1000, unused[1].id, 5).unwrap());
+        assert!(!s.consume_recovery(1000, unused[1].id, 6).unwrap());
+        // Not another user's code.
+        assert!(!s.consume_recovery(1001, unused[0].id, 6).unwrap());
+        assert_eq!(s.unused_recovery(1000).unwrap().len(), 2);
+        s.replace_recovery(1000, &codes(10)).unwrap();
+        assert_eq!(s.unused_recovery(1000).unwrap().len(), 10);
+        assert!(!s.consume_recovery(1000, unused[0].id, 7).unwrap());
+    }
+
+    fn failures_lock_and_escalate(s: &mut impl Store) {
+        let l = limit();
+        assert_eq!(
+            s.record_failure(1000, "alice", 100, &l)
+                .unwrap()
+                .locked_until,
+            None
+        );
+        assert_eq!(
+            s.record_failure(1000, "alice", 101, &l)
+                .unwrap()
+                .locked_until,
+            None
+        );
+        let o = s.record_failure(1000, "alice", 102, &l).unwrap();
+        assert_eq!(o.locked_until, Some(162));
+        let st = s.user_state(1000).unwrap().unwrap();
+        assert_eq!((st.failures, st.lock_level, st.locked_until), (0, 1, 162));
+        for t in 200..202 {
+            let _ = s.record_failure(1000, "alice", t, &l).unwrap();
+        }
+        assert_eq!(
+            s.record_failure(1000, "alice", 202, &l)
+                .unwrap()
+                .locked_until,
+            Some(322)
+        );
+        // A success resets failures and escalation.
+        s.replace_recovery(1000, &codes(1)).unwrap();
+        let id = s.unused_recovery(1000).unwrap()[0].id;
+        assert!(s.consume_recovery(1000, id, 400).unwrap());
+        let st = s.user_state(1000).unwrap().unwrap();
+        assert_eq!((st.failures, st.lock_level), (0, 0));
+    }
+
+    fn admin_flags_reset_and_unlock(s: &mut impl Store) {
+        s.set_admin_required(1000, "alice", true).unwrap();
+        assert!(s.user_state(1000).unwrap().unwrap().admin_required);
+        s.put_pending_totp(&pending(1000, "p")).unwrap();
+        s.activate_totp(1000, "alice", "p", 1, 1, Some(&codes(2)))
+            .unwrap();
+        s.put_pending_totp(&pending(1000, "q")).unwrap();
+        s.reset(1000).unwrap();
+        assert_eq!(s.totp(1000).unwrap(), None);
+        assert!(s.unused_recovery(1000).unwrap().is_empty());
+        assert_eq!(s.pending_totp("q").unwrap(), None);
+        // The admin requirement survives a reset; release clears it.
+        assert!(s.user_state(1000).unwrap().unwrap().admin_required);
+        s.set_admin_required(1000, "alice", false).unwrap();
+        assert!(!s.user_state(1000).unwrap().unwrap().admin_required);
+        let l = limit();
+        for t in 0..3 {
+            let _ = s.record_failure(1000, "alice", t, &l).unwrap();
+        }
+        assert!(s.user_state(1000).unwrap().unwrap().locked_until > 0);
+        s.unlock(1000).unwrap();
+        let st = s.user_state(1000).unwrap().unwrap();
+        assert_eq!((st.failures, st.lock_level, st.locked_until), (0, 0, 0));
+    }
+
+    fn audit_filters_and_orders(s: &mut impl Store) {
+        for (t, uid) in [(10, 1000), (20, 1001), (30, 1000), (40, 1000)] {
+            s.append_audit(&AuditRecord {
+                time: t,
+                uid,
+                user: format!("u{uid}"),
+                event: "login".into(),
+                result: "success".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let all = s.audit(None, 0, 100).unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.time).collect::<Vec<_>>(),
+            [10, 20, 30, 40]
+        );
+        let alice = s.audit(Some(1000), 15, 100).unwrap();
+        assert_eq!(alice.iter().map(|r| r.time).collect::<Vec<_>>(), [30, 40]);
+        let newest = s.audit(None, 0, 2).unwrap();
+        assert_eq!(newest.iter().map(|r| r.time).collect::<Vec<_>>(), [30, 40]);
+    }
+
+    fn users_are_isolated(s: &mut impl Store) {
+        s.put_pending_totp(&pending(1000, "a")).unwrap();
+        s.activate_totp(1000, "alice", "a", 50, 1, Some(&codes(2)))
+            .unwrap();
+        assert_eq!(s.totp(1001).unwrap(), None);
+        assert!(s.unused_recovery(1001).unwrap().is_empty());
+        assert!(s.accept_totp_step(1000, 51, 2).unwrap());
+        assert_eq!(s.known_uids().unwrap(), vec![1000]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_in_memory_passes_the_conformance_suite() {
+        conformance::run_all(|| SqliteStore::in_memory().expect("in-memory db"));
+    }
+
+    #[test]
+    fn sqlite_on_disk_passes_the_conformance_suite_and_is_private() {
+        let dirs: Vec<tempfile::TempDir> = Vec::new();
+        let dirs = std::cell::RefCell::new(dirs);
+        conformance::run_all(|| {
+            let d = tempfile::tempdir().expect("tempdir");
+            let state = d.path().join("state");
+            let s = SqliteStore::open(&state).expect("open");
+            dirs.borrow_mut().push(d);
+            s
+        });
+        let d = tempfile::tempdir().expect("tempdir");
+        let state = d.path().join("state");
+        drop(SqliteStore::open(&state).expect("open"));
+        let mode = std::fs::metadata(&state).expect("dir").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let db = std::fs::metadata(state.join("state.sqlite3")).expect("db");
+        assert_eq!(db.permissions().mode() & 0o077, 0);
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let state = d.path().join("s");
+        {
+            let mut s = SqliteStore::open(&state).expect("open");
+            let l = RateLimit {
+                max_failures: 1,
+                lockout: std::time::Duration::from_secs(60),
+                escalation: 2,
+                max_lockout: std::time::Duration::from_secs(600),
+            };
+            let _ = s.record_failure(5, "x", 100, &l).expect("failure");
+        }
+        let s = SqliteStore::open(&state).expect("reopen");
+        assert_eq!(
+            s.user_state(5).expect("read").expect("row").locked_until,
+            160
+        );
+    }
+
+    #[test]
+    fn loose_state_dir_is_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let e = SqliteStore::open(d.path()).expect_err("must refuse");
+        assert!(e.0.contains("chmod 700"), "{e}");
+    }
+}
