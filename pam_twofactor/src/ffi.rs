@@ -1,0 +1,121 @@
+//! The C boundary: PAM entry points and syslog. The only unsafe code of the module.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+
+use pam::constants::{PamFlag, PamResultCode};
+use pam::conv::Conv;
+use pam::items::{RHost, Service, Tty};
+use pam::module::{PamHandle, PamHooks};
+
+use crate::args::ModuleArgs;
+use crate::conversation::PamConversation;
+use crate::login;
+use crate::outcome::{Verdict, pam_code};
+
+struct TwoFactor;
+pam::pam_hooks!(TwoFactor);
+
+/// Writes one line to syslog (authpriv). No `openlog`: the host program's ident stays.
+fn syslog(error: bool, service: &str, msg: &str) {
+    let prio = libc::LOG_AUTHPRIV | if error { libc::LOG_ERR } else { libc::LOG_INFO };
+    let line = format!("pam_twofactor({service}): {msg}").replace('\0', "?");
+    if let Ok(c) = CString::new(line) {
+        // SAFETY: the format is a literal "%s" and its one argument a valid NUL-terminated string.
+        unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
+    }
+}
+
+fn item_string(c: Option<&CStr>) -> String {
+    c.map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
+    let service = pamh
+        .get_item::<Service<'_>>()
+        .ok()
+        .flatten()
+        .map(|s| item_string(Some(s.0)))
+        .unwrap_or_default();
+    let strs: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let args = match ModuleArgs::parse(strs.iter().map(String::as_str)) {
+        Ok(a) => a,
+        Err(e) => {
+            syslog(true, &service, &format!("bad module arguments: {e}"));
+            return pam_code(Verdict::Misconfigured, crate::FailMode::Closed).to_pam();
+        }
+    };
+    let user = match pamh.get_user(None) {
+        Ok(u) => u,
+        Err(code) => {
+            syslog(true, &service, "cannot get the user name");
+            return code;
+        }
+    };
+    let rhost = item_string(pamh.get_item::<RHost<'_>>().ok().flatten().map(|r| r.0));
+    let tty = item_string(pamh.get_item::<Tty<'_>>().ok().flatten().map(|t| t.0));
+    let conv = match pamh.get_item::<Conv<'_>>() {
+        Ok(Some(c)) => c,
+        _ => {
+            syslog(
+                true,
+                &service,
+                "the application has no conversation function",
+            );
+            return pam_code(Verdict::ConversationFailed, args.failmode).to_pam();
+        }
+    };
+    let mut conversation = PamConversation(conv);
+    let context = [
+        ("service", service.as_str()),
+        ("rhost", rhost.as_str()),
+        ("tty", tty.as_str()),
+    ];
+    let log = |error: bool, msg: &str| {
+        if error || args.debug {
+            syslog(error, &service, msg);
+        }
+    };
+    let verdict = login::authenticate(
+        &args.bus,
+        args.timeout,
+        &mut conversation,
+        &user,
+        &context,
+        &log,
+    );
+    let code = pam_code(verdict, args.failmode);
+    if verdict == Verdict::Unreachable && args.failmode == crate::FailMode::Open {
+        syslog(
+            true,
+            &service,
+            &format!(
+                "twofactord unreachable: failmode=open lets the login of {user} through without a second factor"
+            ),
+        );
+    }
+    if args.debug {
+        syslog(
+            false,
+            &service,
+            &format!("user {user}: {verdict:?} -> {code:?}"),
+        );
+    }
+    code.to_pam()
+}
+
+impl PamHooks for TwoFactor {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        // pam-bindings also catches panics (as PAM_ABORT); this keeps the answer "unavailable".
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| authenticate(pamh, &args)))
+            .unwrap_or(PamResultCode::PAM_AUTHINFO_UNAVAIL)
+    }
+
+    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_SUCCESS
+    }
+}

@@ -1,0 +1,342 @@
+//! The relay loop: ask the daemon for the next step, perform it, send the answer.
+
+use std::time::Duration;
+
+use twofactor_bus::{BusError, LoginProxy, LoginStep, StepKind, WireStep};
+
+use crate::conversation::Conversation;
+use crate::outcome::Verdict;
+
+/// A step the daemon sends can only be this long a conversation; more is a daemon fault.
+const MAX_STEPS: usize = 32;
+
+/// Why the daemon could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkError(pub String);
+
+/// The daemon side of a login.
+#[allow(async_fn_in_trait)]
+pub trait Daemon {
+    /// `BeginLogin`.
+    async fn begin(
+        &self,
+        user: &str,
+        context: &[(&str, &str)],
+    ) -> Result<(String, LoginStep), LinkError>;
+    /// `Continue`.
+    async fn answer(&self, handle: &str, answer: &str) -> Result<LoginStep, LinkError>;
+    /// `Cancel` (best effort).
+    async fn cancel(&self, handle: &str);
+}
+
+/// Log sink: (is_error, message). Never given an answer.
+pub type Log<'a> = &'a dyn Fn(bool, &str);
+
+/// Runs one login conversation to its verdict.
+pub async fn run(
+    daemon: &impl Daemon,
+    conv: &mut dyn Conversation,
+    user: &str,
+    context: &[(&str, &str)],
+    log: Log<'_>,
+) -> Verdict {
+    let (handle, mut step) = match daemon.begin(user, context).await {
+        Ok(x) => x,
+        Err(e) => {
+            log(true, &format!("cannot start the login for {user}: {}", e.0));
+            return Verdict::Unreachable;
+        }
+    };
+    for _ in 0..MAX_STEPS {
+        for notice in &step.notices {
+            let shown = if notice.error {
+                conv.error(&notice.text)
+            } else {
+                conv.info(&notice.text)
+            };
+            if shown.is_err() && !matches!(step.kind, StepKind::Done(_)) {
+                daemon.cancel(&handle).await;
+                return Verdict::ConversationFailed;
+            }
+        }
+        match step.kind {
+            StepKind::Done(outcome) => return Verdict::Daemon(outcome),
+            StepKind::Prompt { text, echo } => {
+                let answer = match conv.prompt(&text, echo) {
+                    Ok(a) => a,
+                    Err(_) => {
+                        daemon.cancel(&handle).await;
+                        return Verdict::ConversationFailed;
+                    }
+                };
+                step = match daemon.answer(&handle, &answer).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log(true, &format!("login for {user} failed: {}", e.0));
+                        return Verdict::Unreachable;
+                    }
+                };
+            }
+        }
+    }
+    log(
+        true,
+        &format!("login for {user}: the daemon sent too many steps"),
+    );
+    daemon.cancel(&handle).await;
+    Verdict::Unreachable
+}
+
+/// The daemon over D-Bus.
+pub struct BusDaemon<'a> {
+    proxy: LoginProxy<'a>,
+}
+
+fn link_err(e: BusError) -> LinkError {
+    LinkError(format!("{}: {}", e.kind(), e.message()))
+}
+
+fn decode(w: WireStep) -> Result<LoginStep, LinkError> {
+    LoginStep::try_from(w).map_err(|e| LinkError(e.to_string()))
+}
+
+impl Daemon for BusDaemon<'_> {
+    async fn begin(
+        &self,
+        user: &str,
+        context: &[(&str, &str)],
+    ) -> Result<(String, LoginStep), LinkError> {
+        let ctx = context.iter().copied().collect();
+        let (handle, step) = self.proxy.begin_login(user, ctx).await.map_err(link_err)?;
+        Ok((handle, decode(step)?))
+    }
+
+    async fn answer(&self, handle: &str, answer: &str) -> Result<LoginStep, LinkError> {
+        decode(
+            self.proxy
+                .continue_(handle, answer)
+                .await
+                .map_err(link_err)?,
+        )
+    }
+
+    async fn cancel(&self, handle: &str) {
+        let _ = self.proxy.cancel(handle).await;
+    }
+}
+
+/// Connects to the bus at `address`, runs the login, and closes the connection before
+/// returning, all on the calling thread.
+pub fn authenticate(
+    address: &str,
+    timeout: Duration,
+    conv: &mut dyn Conversation,
+    user: &str,
+    context: &[(&str, &str)],
+    log: Log<'_>,
+) -> Verdict {
+    zbus::block_on(async {
+        let conn = match zbus::connection::Builder::address(address)
+            .method_timeout(timeout)
+            .build()
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                log(
+                    true,
+                    &format!("cannot connect to the bus at {address}: {e}"),
+                );
+                return Verdict::Unreachable;
+            }
+        };
+        let proxy = match LoginProxy::builder(&conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                log(true, &format!("cannot reach twofactord: {e}"));
+                return Verdict::Unreachable;
+            }
+        };
+        let verdict = run(&BusDaemon { proxy }, conv, user, context, log).await;
+        let _ = conn.close().await;
+        verdict
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversation::ConversationError;
+    use std::cell::RefCell;
+    use twofactor_bus::Outcome;
+    use zeroize::Zeroizing;
+
+    /// A scripted user: answers prompts in order and fails on an unexpected or missing one.
+    struct ScriptedUser {
+        answers: Vec<&'static str>,
+        shown: Vec<String>,
+        prompts: usize,
+    }
+
+    impl Conversation for ScriptedUser {
+        fn prompt(
+            &mut self,
+            text: &str,
+            _echo: bool,
+        ) -> Result<Zeroizing<String>, ConversationError> {
+            self.shown.push(format!("prompt:{text}"));
+            self.prompts += 1;
+            if self.answers.is_empty() {
+                panic!("unexpected prompt {text:?}");
+            }
+            Ok(Zeroizing::new(self.answers.remove(0).to_string()))
+        }
+        fn info(&mut self, text: &str) -> Result<(), ConversationError> {
+            self.shown.push(format!("info:{text}"));
+            Ok(())
+        }
+        fn error(&mut self, text: &str) -> Result<(), ConversationError> {
+            self.shown.push(format!("error:{text}"));
+            Ok(())
+        }
+    }
+
+    /// A scripted daemon: a list of steps, recording answers and cancels.
+    struct ScriptedDaemon {
+        begin: Result<LoginStep, LinkError>,
+        steps: RefCell<Vec<Result<LoginStep, LinkError>>>,
+        answers: RefCell<Vec<String>>,
+        cancelled: RefCell<bool>,
+    }
+
+    impl Daemon for ScriptedDaemon {
+        async fn begin(
+            &self,
+            _u: &str,
+            _c: &[(&str, &str)],
+        ) -> Result<(String, LoginStep), LinkError> {
+            self.begin.clone().map(|s| ("h".to_string(), s))
+        }
+        async fn answer(&self, handle: &str, answer: &str) -> Result<LoginStep, LinkError> {
+            assert_eq!(handle, "h");
+            self.answers.borrow_mut().push(answer.to_string());
+            self.steps.borrow_mut().remove(0)
+        }
+        async fn cancel(&self, _h: &str) {
+            *self.cancelled.borrow_mut() = true;
+        }
+    }
+
+    fn daemon(
+        begin: Result<LoginStep, LinkError>,
+        steps: Vec<Result<LoginStep, LinkError>>,
+    ) -> ScriptedDaemon {
+        ScriptedDaemon {
+            begin,
+            steps: RefCell::new(steps),
+            answers: RefCell::new(Vec::new()),
+            cancelled: RefCell::new(false),
+        }
+    }
+
+    fn user(answers: Vec<&'static str>) -> ScriptedUser {
+        ScriptedUser {
+            answers,
+            shown: Vec::new(),
+            prompts: 0,
+        }
+    }
+
+    fn go(d: &ScriptedDaemon, u: &mut ScriptedUser) -> Verdict {
+        zbus::block_on(run(d, u, "alice", &[("service", "sshd")], &|_, _| {}))
+    }
+
+    #[test]
+    fn relays_prompt_answer_and_success() {
+        let d = daemon(
+            Ok(LoginStep::prompt("Verification code: ", false)),
+            vec![Ok(LoginStep::done(Outcome::Success).info("welcome"))],
+        );
+        let mut u = user(vec!["123456"]);
+        assert_eq!(go(&d, &mut u), Verdict::Daemon(Outcome::Success));
+        assert_eq!(*d.answers.borrow(), ["123456"]);
+        assert_eq!(u.shown, ["prompt:Verification code: ", "info:welcome"]);
+    }
+
+    #[test]
+    fn retries_show_the_error_then_prompt_again() {
+        let d = daemon(
+            Ok(LoginStep::prompt("Code: ", false)),
+            vec![
+                Ok(LoginStep::prompt("Code: ", false).error("Wrong code.")),
+                Ok(LoginStep::done(Outcome::Denied).error("Wrong code.")),
+            ],
+        );
+        let mut u = user(vec!["1", "2"]);
+        assert_eq!(go(&d, &mut u), Verdict::Daemon(Outcome::Denied));
+        assert_eq!(
+            u.shown,
+            [
+                "prompt:Code: ",
+                "error:Wrong code.",
+                "prompt:Code: ",
+                "error:Wrong code."
+            ]
+        );
+    }
+
+    #[test]
+    fn not_required_asks_nothing() {
+        let d = daemon(Ok(LoginStep::done(Outcome::NotRequired)), vec![]);
+        let mut u = user(vec![]);
+        assert_eq!(go(&d, &mut u), Verdict::Daemon(Outcome::NotRequired));
+        assert_eq!(u.prompts, 0);
+    }
+
+    #[test]
+    fn daemon_errors_are_unreachable_never_success() {
+        let d = daemon(Err(LinkError("ServiceUnknown".into())), vec![]);
+        assert_eq!(go(&d, &mut user(vec![])), Verdict::Unreachable);
+        let d = daemon(
+            Ok(LoginStep::prompt("Code: ", false)),
+            vec![Err(LinkError("timeout".into()))],
+        );
+        assert_eq!(go(&d, &mut user(vec!["1"])), Verdict::Unreachable);
+    }
+
+    #[test]
+    fn a_daemon_that_never_finishes_is_cut_off() {
+        let steps = (0..MAX_STEPS)
+            .map(|_| Ok(LoginStep::prompt("Code: ", false)))
+            .collect();
+        let d = daemon(Ok(LoginStep::prompt("Code: ", false)), steps);
+        let mut u = user(vec!["1"; MAX_STEPS]);
+        assert_eq!(go(&d, &mut u), Verdict::Unreachable);
+        assert!(*d.cancelled.borrow());
+    }
+
+    struct BrokenTerminal;
+    impl Conversation for BrokenTerminal {
+        fn prompt(&mut self, _t: &str, _e: bool) -> Result<Zeroizing<String>, ConversationError> {
+            Err(ConversationError)
+        }
+        fn info(&mut self, _t: &str) -> Result<(), ConversationError> {
+            Err(ConversationError)
+        }
+        fn error(&mut self, _t: &str) -> Result<(), ConversationError> {
+            Err(ConversationError)
+        }
+    }
+
+    #[test]
+    fn a_failed_conversation_cancels_the_login() {
+        let d = daemon(Ok(LoginStep::prompt("Code: ", false)), vec![]);
+        let v = zbus::block_on(run(&d, &mut BrokenTerminal, "alice", &[], &|_, _| {}));
+        assert_eq!(v, Verdict::ConversationFailed);
+        assert!(*d.cancelled.borrow());
+    }
+}
