@@ -587,6 +587,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Accounts;
     use crate::identity::tests::FakeAccounts;
 
     fn accounts() -> FakeAccounts {

@@ -606,7 +606,7 @@ impl Store for SqliteStore {
             "SELECT time, uid, user, event, result, service, rhost, actor, detail FROM (
                  SELECT * FROM audit WHERE (?1 IS NULL OR uid = ?1) AND time >= ?2
                  ORDER BY id DESC LIMIT ?3
-             ) ORDER BY time, rowid",
+             ) ORDER BY id",
         )?;
         let rows = stmt.query_map(params![uid, since, limit], |r| {
             Ok(AuditRecord {

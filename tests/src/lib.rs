@@ -1,0 +1,635 @@
+//! The test kit: real parts in a private world.
+//!
+//! An [`Env`] is a private system-like `dbus-daemon` (with the shipped bus policy included), the
+//! real `twofactord` on it with a temporary state directory and policy file, and PAM service
+//! files that load the real `pam_twofactor.so`. Logins go through real libpam (`pamdrive`,
+//! built on `pam_start_confdir`); codes come from `oathtool`; other callers are real uids
+//! (`setpriv`). Nothing here touches the system's bus, PAM configuration or state, except that
+//! [`ensure_test_accounts`] creates a few `tf-*` test users and groups.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repo")
+        .to_path_buf()
+}
+
+/// The directory holding the built binaries (`target/debug`), found from the test executable
+/// (which lives in `target/debug/deps`), so `CARGO_TARGET_DIR` is honoured.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// A built binary; panics with a hint if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// Test accounts: (name, groups).
+pub const ALICE: &str = "tf-alice";
+/// A second ordinary user.
+pub const BOB: &str = "tf-bob";
+/// A member of the admin group `tf-admins`.
+pub const CAROL: &str = "tf-carol";
+/// Group of alice (used for group rules).
+pub const WHEEL: &str = "tf-wheel";
+/// Admin group (carol).
+pub const ADMINS: &str = "tf-admins";
+
+/// Creates the test users and groups if missing (needs root). Idempotent and safe to call from
+/// parallel tests.
+pub fn ensure_test_accounts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for g in [WHEEL, ADMINS] {
+            if !ok(Command::new("getent").args(["group", g])) {
+                run_checked(Command::new("groupadd").args(["--system", g]));
+            }
+        }
+        for (u, groups) in [(ALICE, WHEEL), (BOB, ""), (CAROL, ADMINS)] {
+            if !ok(Command::new("getent").args(["passwd", u])) {
+                let mut c = Command::new("useradd");
+                c.args(["--system", "--no-create-home", "--shell", "/bin/sh"]);
+                if !groups.is_empty() {
+                    c.args(["--groups", groups]);
+                }
+                c.arg(u);
+                run_checked(&mut c);
+            }
+        }
+    });
+}
+
+fn ok(c: &mut Command) -> bool {
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn run_checked(c: &mut Command) {
+    let out = c.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// uid of a user through NSS.
+pub fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-u", user]).output().expect("id");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("uid")
+}
+
+/// Unix time now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// If the current 30-second step ends within 3 seconds, waits for the next one, so that a
+/// code computed now is checked in the same step.
+pub fn wait_for_fresh_step() {
+    let into = now() % 30;
+    if into >= 27 {
+        std::thread::sleep(Duration::from_secs((30 - into) as u64 + 1));
+    }
+}
+
+/// A TOTP code from `oathtool` (independent of our code), at now + `offset` seconds.
+pub fn oathtool(secret: &str, offset: i64) -> String {
+    oathtool_with(secret, offset, &[])
+}
+
+/// `oathtool` with extra arguments (e.g. `--totp=sha256`, `--digits=8`).
+pub fn oathtool_with(secret: &str, offset: i64, extra: &[&str]) -> String {
+    let at = format!("@{}", now() + offset);
+    let mut cmd = Command::new("oathtool");
+    if !extra.iter().any(|a| a.starts_with("--totp")) {
+        cmd.arg("--totp");
+    }
+    let out = cmd
+        .args(extra)
+        .args(["-b", secret, "-N", &at])
+        .output()
+        .expect("oathtool is installed (scripts/deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "oathtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Output of a command, decoded.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// Exit code (-1 if killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Out {
+    fn from(o: Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Parses stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+
+    /// Asserts success and returns self.
+    pub fn ok(self) -> Out {
+        assert_eq!(self.code, 0, "command failed: {self:?}");
+        self
+    }
+}
+
+/// One message the module showed, in order.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Shown {
+    /// `prompt`, `prompt-echo`, `info`, `error` or `unexpected-prompt`.
+    pub style: String,
+    /// The text.
+    pub text: String,
+}
+
+/// The result of one PAM authentication.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PamResult {
+    /// pam_authenticate's return code.
+    pub rc: i32,
+    /// pam_strerror of it.
+    pub error: String,
+    /// Everything the conversation saw.
+    pub transcript: Vec<Shown>,
+    /// Answers not asked for.
+    pub answers_left: usize,
+    /// Threads in the process before pam_start.
+    pub threads_before: usize,
+    /// After pam_authenticate returned.
+    pub threads_after_auth: usize,
+    /// After pam_end.
+    pub threads_after_end: usize,
+}
+
+/// libpam return codes used in assertions.
+pub mod rc {
+    /// PAM_SUCCESS.
+    pub const SUCCESS: i32 = 0;
+    /// PAM_PERM_DENIED.
+    pub const PERM_DENIED: i32 = 6;
+    /// PAM_AUTH_ERR.
+    pub const AUTH_ERR: i32 = 7;
+    /// PAM_AUTHINFO_UNAVAIL.
+    pub const AUTHINFO_UNAVAIL: i32 = 9;
+    /// PAM_CONV_ERR.
+    pub const CONV_ERR: i32 = 19;
+    /// PAM_IGNORE.
+    pub const IGNORE: i32 = 25;
+}
+
+impl PamResult {
+    /// Number of prompts shown.
+    pub fn prompts(&self) -> usize {
+        self.transcript
+            .iter()
+            .filter(|s| s.style.starts_with("prompt"))
+            .count()
+    }
+
+    /// Whether any message contains `needle`.
+    pub fn said(&self, needle: &str) -> bool {
+        self.transcript.iter().any(|s| s.text.contains(needle))
+    }
+}
+
+/// The system's PAM module directory (for pam_permit.so).
+pub fn pam_module(name: &str) -> PathBuf {
+    for dir in [
+        "/lib/x86_64-linux-gnu/security",
+        "/usr/lib/x86_64-linux-gnu/security",
+        "/lib/aarch64-linux-gnu/security",
+        "/usr/lib/aarch64-linux-gnu/security",
+        "/lib/security",
+        "/usr/lib/security",
+        "/lib64/security",
+    ] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not found");
+}
+
+/// A private world: bus, daemon, policy, state and PAM services.
+pub struct Env {
+    /// Root of everything (deleted on drop).
+    pub dir: tempfile::TempDir,
+    bus: Child,
+    daemon: Option<Child>,
+    /// The bus address.
+    pub address: String,
+    /// The policy file the daemon reads.
+    pub policy: PathBuf,
+    /// The daemon's state directory.
+    pub state: PathBuf,
+    /// The PAM service directory (pam_start_confdir).
+    pub pamd: PathBuf,
+    /// The daemon's stderr.
+    pub daemon_log: PathBuf,
+}
+
+/// The bus configuration: the system bus's defaults, trimmed, plus the shipped policy file.
+fn bus_config(socket: &Path) -> String {
+    let shipped = repo().join("packaging/dbus/org.twofactor.TwoFactor1.conf");
+    assert!(shipped.exists(), "{} is missing", shipped.display());
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+  </policy>
+  <include>{shipped}</include>
+</busconfig>
+"#,
+        socket = socket.display(),
+        shipped = shipped.display()
+    )
+}
+
+impl Env {
+    /// A world with `policy` as the policy file, the daemon running.
+    pub fn new(policy: &str) -> Env {
+        ensure_test_accounts();
+        let dir = tempfile::Builder::new()
+            .prefix("twofactor-test-")
+            .tempdir()
+            .expect("tempdir");
+        // Other uids must reach the bus socket; the state directory stays private.
+        set_mode(dir.path(), 0o755);
+        let socket = dir.path().join("bus");
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(&conf, bus_config(&socket)).expect("bus config");
+        let mut bus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--nopidfile", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon is installed (scripts/deps.sh installs it)");
+        let address = {
+            use std::io::BufRead;
+            let stdout = bus.stdout.take().expect("stdout");
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("bus address");
+            line.trim().to_string()
+        };
+        assert!(address.starts_with("unix:"), "bad bus address {address:?}");
+        let policy_path = dir.path().join("policy.toml");
+        std::fs::write(&policy_path, policy).expect("policy");
+        let state = dir.path().join("state");
+        let pamd = dir.path().join("pam.d");
+        std::fs::create_dir(&pamd).expect("pam.d");
+        let daemon_log = dir.path().join("daemon.log");
+        let mut env = Env {
+            dir,
+            bus,
+            daemon: None,
+            address,
+            policy: policy_path,
+            state,
+            pamd,
+            daemon_log,
+        };
+        env.write_pam_services();
+        env.start_daemon();
+        env
+    }
+
+    fn write_pam_services(&self) {
+        let module = bin("libpam_twofactor.so");
+        let permit = pam_module("pam_permit.so");
+        let services = [
+            ("tf", "timeout=5".to_string()),
+            ("tf-open", "timeout=5 failmode=open".to_string()),
+            ("tf-badarg", "timeout=5 failmode=sometimes".to_string()),
+        ];
+        for (name, extra) in services {
+            let text = format!(
+                "auth required {} bus={} {extra}\nauth required {}\naccount required {}\n",
+                module.display(),
+                self.address,
+                permit.display(),
+                permit.display()
+            );
+            std::fs::write(self.pamd.join(name), text).expect("service");
+        }
+        // The module alone: its own return code is what pam_authenticate reports.
+        let alone = format!(
+            "auth required {} bus={} timeout=5\n",
+            module.display(),
+            self.address
+        );
+        std::fs::write(self.pamd.join("tf-alone"), alone).expect("service");
+        std::fs::write(
+            self.pamd.join("other"),
+            format!("auth required {}\n", pam_module("pam_deny.so").display()),
+        )
+        .expect("other");
+    }
+
+    /// Starts the daemon and waits until it owns its name.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.daemon_log)
+            .expect("log");
+        let child = Command::new(bin("twofactord"))
+            .args(["--bus", &self.address])
+            .arg("--policy")
+            .arg(&self.policy)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("twofactord");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.name_owned() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.daemon.as_mut().map(|c| c.try_wait()) {
+                panic!("twofactord exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("twofactord did not take its bus name: {}", self.log());
+    }
+
+    /// Stops the daemon (SIGTERM) and waits for it.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops and starts the daemon (state must survive).
+    pub fn restart_daemon(&mut self) {
+        self.stop_daemon();
+        self.start_daemon();
+    }
+
+    /// Sends SIGHUP to the daemon (policy reload).
+    pub fn hup_daemon(&self) {
+        if let Some(c) = &self.daemon {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGHUP) };
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.daemon_log).unwrap_or_default()
+    }
+
+    fn name_owned(&self) -> bool {
+        let out = Command::new("busctl")
+            .arg(format!("--address={}", self.address))
+            .args([
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "NameHasOwner",
+                "s",
+                twofactor_bus::BUS_NAME,
+            ])
+            .output();
+        matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "b true")
+    }
+
+    /// Replaces the policy file (does not reload).
+    pub fn write_policy(&self, text: &str) {
+        std::fs::write(&self.policy, text).expect("policy");
+    }
+
+    /// `twofactorctl --bus ADDRESS ARGS…` as root.
+    pub fn ctl(&self, args: &[&str]) -> Out {
+        self.ctl_as("root", args, None)
+    }
+
+    /// `twofactorctl` as `user` (through setpriv), with optional standard input.
+    pub fn ctl_as(&self, user: &str, args: &[&str], stdin: Option<&str>) -> Out {
+        let mut cmd = as_user(user, &bin("twofactorctl"));
+        cmd.args(["--bus", &self.address]).args(args);
+        run_with_stdin(cmd, stdin)
+    }
+
+    /// `busctl call` on the daemon's object as `user`.
+    pub fn busctl_as(
+        &self,
+        user: &str,
+        interface: &str,
+        method: &str,
+        sig_and_args: &[&str],
+    ) -> Out {
+        let mut cmd = as_user(user, Path::new("/usr/bin/busctl"));
+        cmd.arg(format!("--address={}", self.address))
+            .args([
+                "call",
+                twofactor_bus::BUS_NAME,
+                twofactor_bus::OBJECT_PATH,
+                &format!("org.twofactor.TwoFactor1.{interface}"),
+                method,
+            ])
+            .args(sig_and_args);
+        run_with_stdin(cmd, None)
+    }
+
+    /// Enrolls `user` with TOTP as that user (begin, then confirm with an oathtool code).
+    pub fn enroll(&self, user: &str) -> Enrolled {
+        let begin = self
+            .ctl_as(user, &["--json", "enroll", "totp", "--begin"], None)
+            .ok()
+            .json();
+        let secret = begin["secret"].as_str().expect("secret").to_string();
+        let id = begin["enrollment_id"].as_str().expect("id").to_string();
+        wait_for_fresh_step();
+        let code = oathtool(&secret, 0);
+        let done = self
+            .ctl_as(
+                user,
+                &[
+                    "--json",
+                    "enroll",
+                    "totp",
+                    "--confirm",
+                    &id,
+                    "--code",
+                    &code,
+                ],
+                None,
+            )
+            .ok()
+            .json();
+        assert_eq!(done["accepted"], true, "{done}");
+        let recovery = done["recovery_codes"]
+            .as_array()
+            .expect("codes")
+            .iter()
+            .map(|c| c.as_str().expect("code").to_string())
+            .collect();
+        Enrolled {
+            secret,
+            recovery,
+            first_code: code,
+        }
+    }
+
+    /// One PAM authentication of `user` through service `service`, run as root.
+    pub fn login(&self, service: &str, user: &str, answers: &[&str]) -> PamResult {
+        self.login_full("root", service, user, None, answers)
+    }
+
+    /// A PAM authentication run by `caller` (a uid other than root tests authorization), with an
+    /// optional remote host.
+    pub fn login_full(
+        &self,
+        caller: &str,
+        service: &str,
+        user: &str,
+        rhost: Option<&str>,
+        answers: &[&str],
+    ) -> PamResult {
+        let mut cmd = as_user(caller, &bin("pamdrive"));
+        cmd.arg(&self.pamd).arg(service).arg(user);
+        if let Some(r) = rhost {
+            cmd.args(["--rhost", r]);
+        }
+        cmd.args(answers);
+        let out = run_with_stdin(cmd, None);
+        assert_eq!(out.code, 0, "pamdrive failed: {out:?}");
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("pamdrive output ({e}): {out:?}"))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+/// What enrollment produced.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    /// Base32 secret.
+    pub secret: String,
+    /// The 10 recovery codes.
+    pub recovery: Vec<String>,
+    /// The code used to confirm (already spent).
+    pub first_code: String,
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A command run as `user` (root: as is).
+pub fn as_user(user: &str, program: &Path) -> Command {
+    if user == "root" {
+        return Command::new(program);
+    }
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={user}"),
+        &format!("--regid={user}"),
+        "--init-groups",
+        "--",
+    ])
+    .arg(program);
+    c
+}
+
+fn run_with_stdin(mut cmd: Command, stdin: Option<&str>) -> Out {
+    use std::io::Write;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(input) = stdin {
+        let mut s = child.stdin.take().expect("stdin");
+        let _ = s.write_all(input.as_bytes());
+    }
+    Out::from(child.wait_with_output().expect("wait"))
+}

@@ -1,0 +1,279 @@
+//! Logins through real libpam, the real module, a real bus and the real daemon, with codes
+//! from oathtool.
+
+use twofactor_tests::*;
+
+const OPTIONAL: &str = "default_mode = \"optional\"\n";
+
+#[test]
+fn a_valid_code_logs_in_and_a_replayed_one_is_refused() {
+    let env = Env::new(OPTIONAL);
+    let e = env.enroll(ALICE);
+    // The confirmation code's step is already spent: the same code again is a replay.
+    let replay = env.login("tf", ALICE, &[&e.first_code, &e.first_code, &e.first_code]);
+    assert_eq!(replay.rc, rc::AUTH_ERR, "{replay:?}");
+    assert!(replay.said("already used"), "{replay:?}");
+
+    // A code for the next step is fresh.
+    let next = oathtool(&e.secret, 30);
+    let ok = env.login("tf", ALICE, &[&next]);
+    assert_eq!(ok.rc, rc::SUCCESS, "{ok:?}");
+    assert_eq!(ok.prompts(), 1);
+    assert_eq!(ok.transcript[0].text, "Verification code: ");
+    assert_eq!(ok.transcript[0].style, "prompt");
+    // And then refused when replayed.
+    let again = env.login("tf", ALICE, &[&next, &next, &next]);
+    assert_eq!(again.rc, rc::AUTH_ERR, "{again:?}");
+    assert!(again.said("already used"));
+}
+
+#[test]
+fn a_wrong_code_is_refused_and_retries_are_bounded() {
+    let env = Env::new(OPTIONAL);
+    let e = env.enroll(ALICE);
+    let good = oathtool(&e.secret, 30);
+    let wrong = if good == "000000" { "111111" } else { "000000" };
+    // Three attempts per login (the default), all wrong.
+    let r = env.login("tf", ALICE, &[wrong, wrong, wrong, wrong]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert_eq!(r.prompts(), 3);
+    assert_eq!(r.answers_left, 1);
+    assert!(r.said("Wrong code."));
+    // A wrong code then the right one in the same login succeeds.
+    let r = env.login("tf", ALICE, &[wrong, &good]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    assert_eq!(r.prompts(), 2);
+}
+
+#[test]
+fn codes_one_step_early_or_late_pass_three_steps_off_do_not() {
+    let env = Env::new(OPTIONAL);
+    let e = env.enroll(ALICE);
+    let e_bob = env.enroll(BOB);
+    wait_for_fresh_step();
+    // Three steps off: refused (bob, whose last accepted step is the enrollment's).
+    for off in [-90, 90] {
+        let code = oathtool(&e_bob.secret, off);
+        let r = env.login("tf", BOB, &[&code, &code, &code]);
+        assert_eq!(r.rc, rc::AUTH_ERR, "offset {off}: {r:?}");
+    }
+    // One step late (the app's clock is ahead) is accepted.
+    let r = env.login("tf", ALICE, &[&oathtool(&e.secret, 30)]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    // One step late on a fresh user.
+    let carol = env.enroll(CAROL);
+    let r = env.login("tf", CAROL, &[&oathtool(&carol.secret, 30)]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    // An early code (−1 step) after a later one was accepted counts as a replay.
+    let early = oathtool(&carol.secret, -30);
+    let r = env.login("tf", CAROL, &[&early, &early, &early]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+}
+
+#[test]
+fn a_code_one_step_behind_is_accepted() {
+    let env = Env::new(OPTIONAL);
+    // Enroll without spending the current step: begin + confirm with the *next* step's code,
+    // then log in with the current one minus one step would be a replay; instead use a user
+    // whose last step is the enrollment's and a code from the step after next minus one.
+    let begin = env
+        .ctl_as(ALICE, &["--json", "enroll", "totp", "--begin"], None)
+        .ok()
+        .json();
+    let secret = begin["secret"].as_str().unwrap().to_string();
+    let id = begin["enrollment_id"].as_str().unwrap().to_string();
+    wait_for_fresh_step();
+    // Confirm with a code one step behind: accepted within the window.
+    let behind = oathtool(&secret, -30);
+    let r = env
+        .ctl_as(
+            ALICE,
+            &[
+                "--json",
+                "enroll",
+                "totp",
+                "--confirm",
+                &id,
+                "--code",
+                &behind,
+            ],
+            None,
+        )
+        .ok()
+        .json();
+    assert_eq!(r["accepted"], true, "{r}");
+    // The current step is later than the confirmed one: accepted.
+    let r = env.login("tf", ALICE, &[&oathtool(&secret, 0)]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+}
+
+#[test]
+fn a_recovery_code_works_once() {
+    let env = Env::new(OPTIONAL);
+    let e = env.enroll(ALICE);
+    assert_eq!(e.recovery.len(), 10);
+    let code = e.recovery[3].clone();
+    let r = env.login("tf", ALICE, &[&code]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    assert!(r.said("9 recovery codes left"), "{r:?}");
+    let r = env.login("tf", ALICE, &[&code, &code, &code]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    // Typed sloppily (upper case, spaces) a fresh one still works.
+    let sloppy = e.recovery[4].to_uppercase().replace('-', " ");
+    let r = env.login("tf", ALICE, &[&sloppy]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    let st = env.ctl(&["--json", "admin", "show", ALICE]).ok().json();
+    assert_eq!(st["recovery_codes_left"], 8);
+    assert!(env.log().contains("event=recovery-code-used"));
+    // No code or secret in the daemon's log.
+    assert!(!env.log().contains(&code));
+    assert!(!env.log().contains(&e.secret));
+}
+
+#[test]
+fn lockout_escalates_survives_a_restart_and_admin_unlock_ends_it() {
+    let mut env =
+        Env::new("default_mode = \"optional\"\n[rate_limit]\nmax_failures = 3\nlockout = \"1h\"\n");
+    let e = env.enroll(ALICE);
+    let r = env.login("tf", ALICE, &["000001", "000002", "000003"]);
+    assert_eq!(r.rc, rc::AUTH_ERR);
+    assert!(r.said("locked"), "{r:?}");
+    // The right code is refused while locked, without a prompt.
+    let good = oathtool(&e.secret, 30);
+    let r = env.login("tf", ALICE, &[&good]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert_eq!(r.prompts(), 0);
+    assert!(r.said("Too many failed attempts"));
+    env.restart_daemon();
+    let r = env.login("tf", ALICE, &[&good]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "lock must survive a restart: {r:?}");
+    let st = env.ctl(&["--json", "admin", "show", ALICE]).ok().json();
+    assert!(st["locked_until"].as_i64().unwrap() > now() + 3000, "{st}");
+    env.ctl(&["admin", "unlock", ALICE]).ok();
+    let r = env.login("tf", ALICE, &[&good]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    let audit = env.ctl(&["--json", "admin", "audit", "--user", ALICE]);
+    assert_eq!(audit.code, 0, "{audit:?}\n{}", env.log());
+    let audit = audit.json();
+    let events: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"lockout"), "{events:?}");
+    assert!(events.contains(&"admin-unlock"), "{events:?}");
+}
+
+#[test]
+fn replay_state_survives_a_restart() {
+    let mut env = Env::new(OPTIONAL);
+    let e = env.enroll(ALICE);
+    let code = oathtool(&e.secret, 30);
+    assert_eq!(env.login("tf", ALICE, &[&code]).rc, rc::SUCCESS);
+    env.restart_daemon();
+    let r = env.login("tf", ALICE, &[&code, &code, &code]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(r.said("already used"));
+}
+
+#[test]
+fn optional_and_unenrolled_is_ignored_without_a_prompt() {
+    let env = Env::new(OPTIONAL);
+    let r = env.login("tf-alone", BOB, &[]);
+    assert_eq!(r.rc, rc::PERM_DENIED, "{r:?}");
+    assert_eq!(r.prompts(), 0);
+    // In a stack with a password module after it, the stack decides.
+    let r = env.login("tf", BOB, &[]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    assert_eq!(r.prompts(), 0);
+}
+
+#[test]
+fn disabled_users_are_never_asked_even_when_enrolled() {
+    let env = Env::new(OPTIONAL);
+    let e = env.enroll(ALICE);
+    env.write_policy(&format!("{OPTIONAL}[users.{ALICE}]\nmode = \"disabled\"\n"));
+    env.ctl(&["admin", "reload"]).ok();
+    let r = env.login("tf-alone", ALICE, &[]);
+    assert_eq!(r.prompts(), 0, "{r:?}");
+    assert_eq!(r.rc, rc::PERM_DENIED);
+    drop(e);
+}
+
+#[test]
+fn required_and_unenrolled_is_denied_with_how_to_enroll() {
+    let env = Env::new(&format!(
+        "{OPTIONAL}[groups.{WHEEL}]\nmode = \"required\"\n"
+    ));
+    let r = env.login("tf", ALICE, &[]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert_eq!(r.prompts(), 0);
+    assert!(r.said("twofactorctl enroll totp"), "{r:?}");
+    // bob is not in the group: optional, not enrolled.
+    assert_eq!(env.login("tf", BOB, &[]).rc, rc::SUCCESS);
+}
+
+#[test]
+fn a_stopped_daemon_fails_closed_unless_failmode_is_open() {
+    let mut env = Env::new(OPTIONAL);
+    let _ = env.enroll(ALICE);
+    env.stop_daemon();
+    let r = env.login("tf", ALICE, &["123456"]);
+    assert_eq!(r.rc, rc::AUTHINFO_UNAVAIL, "{r:?}");
+    assert_eq!(r.prompts(), 0);
+    // Not even an unenrolled user is let through: "cannot reach" is never "not enrolled".
+    assert_eq!(env.login("tf", BOB, &[]).rc, rc::AUTHINFO_UNAVAIL);
+    // failmode=open turns only this case into PAM_IGNORE (the rest of the stack decides).
+    assert_eq!(env.login("tf-open", ALICE, &[]).rc, rc::SUCCESS);
+    // A typo in the module arguments is a service error, never success.
+    env.start_daemon();
+    let r = env.login("tf-badarg", ALICE, &["123456"]);
+    assert_eq!(r.rc, 3, "PAM_SERVICE_ERR expected: {r:?}");
+}
+
+#[test]
+fn the_module_leaves_no_threads_behind() {
+    let env = Env::new(OPTIONAL);
+    let e = env.enroll(ALICE);
+    let r = env.login("tf", ALICE, &[&oathtool(&e.secret, 30)]);
+    assert_eq!(r.rc, rc::SUCCESS);
+    assert_eq!(r.threads_before, 1, "{r:?}");
+    assert_eq!(r.threads_after_auth, r.threads_before, "{r:?}");
+    assert_eq!(r.threads_after_end, r.threads_before, "{r:?}");
+}
+
+#[test]
+fn bad_answers_get_clear_errors_and_leave_state_intact() {
+    let env = Env::new(OPTIONAL);
+    let e = env.enroll(ALICE);
+    let long = "1".repeat(5000);
+    let r = env.login("tf", ALICE, &["", &long, "12ab56"]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(r.said("No code was entered."), "{r:?}");
+    assert!(r.said("too long"), "{r:?}");
+    assert!(r.said("Wrong code."), "{r:?}");
+    // The factor is intact: a good code still works.
+    let r = env.login("tf", ALICE, &[&oathtool(&e.secret, 30)]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+}
+
+#[test]
+fn unknown_and_odd_user_names() {
+    let env = Env::new(OPTIONAL);
+    let r = env.login("tf", "tf-nosuchuser", &[]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    for bad in ["a b", "x:y", "../etc/passwd", "tab\tname"] {
+        let out = env.busctl_as("root", "Login", "BeginLogin", &["sa{ss}", bad, "0"]);
+        assert_ne!(out.code, 0, "{bad}: {out:?}");
+        assert!(
+            out.stderr.contains("not allowed") || out.stderr.contains("InvalidArgument"),
+            "{bad}: {out:?}"
+        );
+    }
+    let out = env.ctl(&["admin", "show", "tf-nosuchuser"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no such user"), "{out:?}");
+    // The daemon is still fine.
+    env.ctl(&["admin", "show", ALICE]).ok();
+}
