@@ -1,0 +1,111 @@
+# twofactor: two-factor authentication for Unix logins.
+#
+#   make build                        release build of the whole workspace
+#   make install [DESTDIR=...] [PREFIX=/usr] [PAMDIR=...] [UNITDIR=...]
+#   make uninstall                    (keeps /etc/twofactor and /var/lib/twofactord)
+
+CARGO ?= cargo
+INSTALL ?= install
+
+# --- install ---
+#
+# Installation layout (every directory is prefixed with $(DESTDIR)):
+#   $(SBINDIR)/twofactord                       the daemon
+#   $(BINDIR)/twofactorctl                      the CLI
+#   $(PAMDIR)/pam_twofactor.so                  the PAM module
+#   $(DBUS_POLICYDIR)/org.twofactor.TwoFactor1.conf      bus policy
+#   $(DBUS_SERVICEDIR)/org.twofactor.TwoFactor1.service  bus activation
+#   $(UNITDIR)/twofactord.service               systemd unit
+#   $(SYSUSERSDIR)/twofactord.conf              system user _twofactord
+#   $(PAMCONFIGDIR)/twofactor                   pam-auth-update profile
+#   $(SYSCONFDIR)/twofactor/policy.toml         example policy, only if absent
+#   $(DOCDIR)/                                  policy example, PAM excerpts
+#
+# The unit and the bus activation file name /usr/sbin/twofactord: with another
+# PREFIX, adjust them (or use a systemd drop-in).
+
+PREFIX ?= /usr
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+DOCDIR ?= $(PREFIX)/share/doc/twofactor
+SYSCONFDIR ?= /etc
+# Multiarch triplet for the PAM module directory, e.g. x86_64-linux-gnu.
+MULTIARCH ?= $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+PAMDIR ?= /lib/$(MULTIARCH)/security
+UNITDIR ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+DBUS_POLICYDIR ?= /usr/share/dbus-1/system.d
+DBUS_SERVICEDIR ?= /usr/share/dbus-1/system-services
+PAMCONFIGDIR ?= /usr/share/pam-configs
+
+RELEASE_DIR := target/release
+DBUS_NAME := org.twofactor.TwoFactor1
+PAM_EXCERPTS := README sshd sudo login
+
+.PHONY: build install uninstall
+
+build:
+	$(CARGO) build --release --workspace
+
+# `install` does not build: run `make build` first (as your user; install as
+# root), so that root never runs cargo in your tree.
+install:
+	@for f in twofactord twofactorctl libpam_twofactor.so; do \
+	    test -f $(RELEASE_DIR)/$$f || { echo "$(RELEASE_DIR)/$$f is missing: run 'make build' first" >&2; exit 1; }; \
+	done
+	@test -n "$(MULTIARCH)" -o "$(origin PAMDIR)" != file || { \
+	    echo "cannot determine the multiarch triplet: set PAMDIR=... (or MULTIARCH=...)" >&2; exit 1; }
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PAMDIR)
+	$(INSTALL) -m 0755 $(RELEASE_DIR)/twofactord $(DESTDIR)$(SBINDIR)/twofactord
+	$(INSTALL) -m 0755 $(RELEASE_DIR)/twofactorctl $(DESTDIR)$(BINDIR)/twofactorctl
+	$(INSTALL) -m 0644 $(RELEASE_DIR)/libpam_twofactor.so $(DESTDIR)$(PAMDIR)/pam_twofactor.so
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(DBUS_POLICYDIR) $(DESTDIR)$(DBUS_SERVICEDIR)
+	$(INSTALL) -m 0644 packaging/dbus/$(DBUS_NAME).conf $(DESTDIR)$(DBUS_POLICYDIR)/$(DBUS_NAME).conf
+	$(INSTALL) -m 0644 packaging/dbus/$(DBUS_NAME).service $(DESTDIR)$(DBUS_SERVICEDIR)/$(DBUS_NAME).service
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(PAMCONFIGDIR)
+	$(INSTALL) -m 0644 packaging/systemd/twofactord.service $(DESTDIR)$(UNITDIR)/twofactord.service
+	$(INSTALL) -m 0644 packaging/sysusers.d/twofactord.conf $(DESTDIR)$(SYSUSERSDIR)/twofactord.conf
+	$(INSTALL) -m 0644 packaging/pam-configs/twofactor $(DESTDIR)$(PAMCONFIGDIR)/twofactor
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/twofactor
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/twofactor/policy.toml ]; then \
+	    echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/twofactor/policy.toml"; \
+	else \
+	    echo "$(INSTALL) -m 0644 conf/policy.toml $(DESTDIR)$(SYSCONFDIR)/twofactor/policy.toml"; \
+	    $(INSTALL) -m 0644 conf/policy.toml $(DESTDIR)$(SYSCONFDIR)/twofactor/policy.toml; \
+	fi
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DOCDIR)/pam
+	$(INSTALL) -m 0644 conf/policy.toml $(DESTDIR)$(DOCDIR)/policy.toml.example
+	$(INSTALL) -m 0644 $(addprefix packaging/pam/,$(PAM_EXCERPTS)) $(DESTDIR)$(DOCDIR)/pam/
+	@echo
+	@echo "Installed. On a live system (DESTDIR empty), as root:"
+	@echo "  systemd-sysusers twofactord.conf    # creates the user _twofactord"
+	@echo "  systemctl daemon-reload && systemctl reload dbus"
+	@echo "  twofactord --check && systemctl enable --now twofactord"
+	@echo "  then add pam_twofactor to PAM: see $(DOCDIR)/pam/README"
+
+# Removes what `install` installed, except the admin's policy
+# ($(SYSCONFDIR)/twofactor) and the daemon's state (/var/lib/twofactord:
+# secrets, recovery codes, audit log). Remove pam_twofactor from the PAM stacks
+# (`pam-auth-update --disable twofactor`, /etc/pam.d) BEFORE uninstalling: a
+# stack naming a missing module fails every login through it.
+# Refuses while an active line in /etc/pam.d names the module (FORCE=1 to
+# override).
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -z "$(FORCE)" ] && \
+	    grep -qsE '^[[:space:]]*[^#[:space:]].*pam_twofactor' /etc/pam.d/*; then \
+	    echo "refusing to uninstall: these PAM stacks still use pam_twofactor.so:" >&2; \
+	    grep -lsE '^[[:space:]]*[^#[:space:]].*pam_twofactor' /etc/pam.d/* >&2; \
+	    echo "remove it first (pam-auth-update --disable twofactor), or run with FORCE=1" >&2; \
+	    exit 1; \
+	fi
+	rm -f $(DESTDIR)$(SBINDIR)/twofactord
+	rm -f $(DESTDIR)$(BINDIR)/twofactorctl
+	rm -f $(DESTDIR)$(PAMDIR)/pam_twofactor.so
+	rm -f $(DESTDIR)$(DBUS_POLICYDIR)/$(DBUS_NAME).conf
+	rm -f $(DESTDIR)$(DBUS_SERVICEDIR)/$(DBUS_NAME).service
+	rm -f $(DESTDIR)$(UNITDIR)/twofactord.service
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/twofactord.conf
+	rm -f $(DESTDIR)$(PAMCONFIGDIR)/twofactor
+	rm -f $(DESTDIR)$(DOCDIR)/policy.toml.example
+	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/pam/,$(PAM_EXCERPTS))
+	rmdir $(DESTDIR)$(DOCDIR)/pam $(DESTDIR)$(DOCDIR) 2>/dev/null || true
