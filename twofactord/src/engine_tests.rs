@@ -1,1 +1,360 @@
+//! Engine tests with an injected clock, fake accounts and an in-memory store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use twofactor_bus::StepKind;
+
 use super::*;
+use crate::identity::tests::FakeAccounts;
+use crate::store::SqliteStore;
+
+#[derive(Clone)]
+struct FakeClock(Arc<AtomicI64>);
+
+impl Clock for FakeClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl FakeClock {
+    fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+const T0: i64 = 1_800_000_000; // a step boundary (divisible by 30)
+
+fn accounts() -> FakeAccounts {
+    FakeAccounts::new()
+        .user("root", 0, &[0])
+        .user("alice", 1000, &[1000, 10])
+        .user("bob", 1001, &[1001])
+        .group("wheel", 10)
+}
+
+fn engine(policy: &str) -> (Engine, FakeClock) {
+    let clock = FakeClock(Arc::new(AtomicI64::new(T0)));
+    let policy =
+        Policy::parse(Path::new("/test/policy.toml"), policy, &accounts()).expect("policy");
+    let store = SqliteStore::in_memory().expect("store");
+    let e = Engine::new(
+        Box::new(store),
+        policy,
+        None,
+        Box::new(accounts()),
+        Box::new(clock.clone()),
+    );
+    (e, clock)
+}
+
+fn caller(uid: u32) -> Caller {
+    Caller {
+        uid,
+        sender: format!(":1.{uid}"),
+    }
+}
+
+fn root() -> Caller {
+    caller(0)
+}
+
+/// Enrolls `uid` at the clock's current time; returns the secret.
+fn enroll(e: &Engine, clock: &FakeClock, uid: u32) -> TotpSecret {
+    let en = e.begin_totp(&caller(uid)).expect("begin");
+    let secret = TotpSecret::from_bytes(
+        base32::decode(
+            base32::Alphabet::Rfc4648 { padding: false },
+            &en.secret_base32,
+        )
+        .expect("base32"),
+    );
+    let code = code(&secret, clock.now());
+    let r = e
+        .confirm_totp(&caller(uid), &en.enrollment_id, &code)
+        .expect("confirm");
+    assert!(r.accepted, "{}", r.message);
+    assert_eq!(r.recovery_codes.len(), 10);
+    secret
+}
+
+fn code(secret: &TotpSecret, at: i64) -> String {
+    let p = TotpParams {
+        algorithm: crate::policy::Algorithm::SHA1,
+        digits: 6,
+        period: 30,
+    };
+    totp::code_at(secret, p, at as u64).to_string()
+}
+
+fn ctx() -> HashMap<String, String> {
+    HashMap::from([("service".to_string(), "sshd".to_string())])
+}
+
+/// Begins a login of `user` as root and answers with `answers`; returns the final step.
+fn login(e: &Engine, user: &str, answers: &[&str]) -> LoginStep {
+    let (handle, mut step) = e.begin_login(&root(), user, &ctx()).expect("begin");
+    for a in answers {
+        match step.kind {
+            StepKind::Prompt { .. } => {
+                step = e.continue_login(&root(), &handle, a).expect("continue");
+            }
+            StepKind::Done(_) => panic!("no prompt for answer {a}: {step:?}"),
+        }
+    }
+    step
+}
+
+fn outcome(step: &LoginStep) -> Option<Outcome> {
+    match step.kind {
+        StepKind::Done(o) => Some(o),
+        StepKind::Prompt { .. } => None,
+    }
+}
+
+fn notices(step: &LoginStep) -> String {
+    step.notices
+        .iter()
+        .map(|n| n.text.clone())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[test]
+fn replay_is_refused_and_the_next_step_is_accepted() {
+    let (e, clock) = engine("[login]\nattempts = 1\n");
+    let s = enroll(&e, &clock, 1000);
+    clock.advance(30);
+    let c = code(&s, clock.now());
+    assert_eq!(outcome(&login(&e, "alice", &[&c])), Some(Outcome::Success));
+    let again = login(&e, "alice", &[&c]);
+    assert_eq!(outcome(&again), Some(Outcome::Denied));
+    assert!(notices(&again).contains("already used"));
+    clock.advance(30);
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&code(&s, clock.now())])),
+        Some(Outcome::Success)
+    );
+}
+
+#[test]
+fn window_is_one_step_each_side() {
+    let (e, clock) = engine("[login]\nattempts = 1\n[rate_limit]\nmax_failures = 100\n");
+    let s = enroll(&e, &clock, 1000);
+    clock.advance(300);
+    let now = clock.now();
+    for off in [-90, 90, -60, 60] {
+        let step = login(&e, "alice", &[&code(&s, now + off)]);
+        assert_eq!(outcome(&step), Some(Outcome::Denied), "offset {off}");
+    }
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&code(&s, now - 30)])),
+        Some(Outcome::Success)
+    );
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&code(&s, now)])),
+        Some(Outcome::Success)
+    );
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&code(&s, now + 30)])),
+        Some(Outcome::Success)
+    );
+}
+
+#[test]
+fn lockout_escalates_and_expires() {
+    let (e, clock) = engine(
+        "[login]\nattempts = 1\n[rate_limit]\nmax_failures = 2\nlockout = \"1m\"\nescalation = 3\nmax_lockout = \"5m\"\n",
+    );
+    let s = enroll(&e, &clock, 1000);
+    let fail = |e: &Engine| login(e, "alice", &["000000"]);
+    let _ = fail(&e);
+    let locked = fail(&e);
+    assert!(
+        notices(&locked).contains("locked for 1 minute"),
+        "{}",
+        notices(&locked)
+    );
+    // Locked: no prompt at all, even for a right code.
+    clock.advance(30);
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::Denied));
+    assert!(notices(&step).contains("Too many failed attempts"));
+    // After the lockout the second round locks for 3 minutes.
+    clock.advance(31);
+    let _ = fail(&e);
+    let locked = fail(&e);
+    assert!(
+        notices(&locked).contains("locked for 3 minutes"),
+        "{}",
+        notices(&locked)
+    );
+    clock.advance(181);
+    let _ = fail(&e);
+    let locked = fail(&e);
+    // 9 minutes capped at 5.
+    assert!(
+        notices(&locked).contains("locked for 5 minutes"),
+        "{}",
+        notices(&locked)
+    );
+    clock.advance(301);
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&code(&s, clock.now())])),
+        Some(Outcome::Success)
+    );
+    // Success reset the escalation.
+    let _ = fail(&e);
+    assert!(notices(&fail(&e)).contains("locked for 1 minute"));
+}
+
+#[test]
+fn a_wrong_code_through_proof_paths_counts_too() {
+    let (e, clock) = engine("[rate_limit]\nmax_failures = 2\n");
+    let _ = enroll(&e, &clock, 1000);
+    let r = e.disable(&caller(1000), "000000").expect("disable");
+    assert!(!r.accepted);
+    let r = e
+        .regenerate_recovery(&caller(1000), "111111")
+        .expect("regen");
+    assert!(!r.accepted);
+    assert!(r.message.contains("locked"), "{}", r.message);
+    let st = e
+        .status(&caller(1000), "", ("Enrollment", "Status"))
+        .expect("status");
+    assert!(st.locked_until > clock.now());
+}
+
+#[test]
+fn unconfirmed_enrollments_expire() {
+    let (e, clock) = engine("");
+    let en = e.begin_totp(&caller(1000)).expect("begin");
+    let secret = TotpSecret::from_bytes(
+        base32::decode(
+            base32::Alphabet::Rfc4648 { padding: false },
+            &en.secret_base32,
+        )
+        .expect("base32"),
+    );
+    clock.advance(601);
+    let err = e
+        .confirm_totp(
+            &caller(1000),
+            &en.enrollment_id,
+            &code(&secret, clock.now()),
+        )
+        .expect_err("expired");
+    assert!(matches!(err, BusError::NoSuchSession(_)), "{err:?}");
+    let st = e
+        .status(&caller(1000), "", ("Enrollment", "Status"))
+        .expect("status");
+    assert!(!st.enrolled);
+}
+
+#[test]
+fn logins_expire_and_are_bound_to_their_sender() {
+    let (e, clock) = engine("");
+    let _ = enroll(&e, &clock, 1000);
+    let (handle, _) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    let other = Caller {
+        uid: 0,
+        sender: ":1.999".into(),
+    };
+    assert!(matches!(
+        e.continue_login(&other, &handle, "123456"),
+        Err(BusError::NoSuchSession(_))
+    ));
+    clock.advance(301);
+    assert!(matches!(
+        e.continue_login(&root(), &handle, "123456"),
+        Err(BusError::NoSuchSession(_))
+    ));
+    let (handle, _) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    e.sender_gone(&root().sender);
+    assert!(e.continue_login(&root(), &handle, "123456").is_err());
+}
+
+#[test]
+fn modes_decide_who_is_asked() {
+    let (e, clock) = engine(
+        "default_mode = \"optional\"\n[users.bob]\nmode = \"disabled\"\n[groups.wheel]\nmode = \"required\"\n",
+    );
+    // alice: required (wheel), not enrolled: denied, with how to enroll.
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::Denied));
+    assert!(notices(&step).contains("twofactorctl enroll totp"));
+    // bob: disabled: never asked; enrollment refused.
+    let (_, step) = e.begin_login(&root(), "bob", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::NotRequired));
+    assert!(matches!(
+        e.begin_totp(&caller(1001)),
+        Err(BusError::NotAllowed(_))
+    ));
+    // root: optional, unenrolled -> not required; enrolled -> prompt.
+    let (_, step) = e.begin_login(&root(), "root", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::NotRequired));
+    let _ = enroll(&e, &clock, 0);
+    let (_, step) = e.begin_login(&root(), "root", &ctx()).expect("begin");
+    assert!(matches!(step.kind, StepKind::Prompt { .. }));
+    // alice enrolled: asked; may not disable.
+    let s = enroll(&e, &clock, 1000);
+    clock.advance(30);
+    let err = e
+        .disable(&caller(1000), &code(&s, clock.now()))
+        .expect_err("required");
+    assert!(matches!(err, BusError::NotAllowed(m) if m.contains("groups.wheel")));
+}
+
+#[test]
+fn callers_cannot_act_for_others() {
+    let (e, clock) = engine("");
+    let _ = enroll(&e, &clock, 1000);
+    assert!(matches!(
+        e.begin_login(&caller(1001), "alice", &ctx()),
+        Err(BusError::AccessDenied(_))
+    ));
+    // An unknown user name tells a non-root caller nothing.
+    assert!(matches!(
+        e.begin_login(&caller(1001), "nosuch", &ctx()),
+        Err(BusError::AccessDenied(_))
+    ));
+    assert!(matches!(
+        e.status(&caller(1001), "alice", ("Enrollment", "Status")),
+        Err(BusError::AccessDenied(_))
+    ));
+    assert!(matches!(
+        e.reset(&caller(1001), "alice"),
+        Err(BusError::AccessDenied(_))
+    ));
+    assert!(
+        e.status(&caller(1000), "alice", ("Enrollment", "Status"))
+            .is_ok()
+    );
+}
+
+#[test]
+fn secrets_never_reach_errors_or_audit() {
+    let (e, clock) = engine("");
+    let en = e.begin_totp(&caller(1000)).expect("begin");
+    let dbg = format!("{en:?}");
+    assert!(!dbg.contains(&en.secret_base32));
+    let secret = TotpSecret::from_bytes(
+        base32::decode(
+            base32::Alphabet::Rfc4648 { padding: false },
+            &en.secret_base32,
+        )
+        .expect("base32"),
+    );
+    let good = code(&secret, clock.now());
+    let r = e
+        .confirm_totp(&caller(1000), &en.enrollment_id, &good)
+        .expect("confirm");
+    let entries = e.audit_log(&root(), "", 0, 100).expect("audit");
+    let text = format!("{entries:?}");
+    assert!(!text.contains(&en.secret_base32));
+    assert!(!text.contains(&good));
+    for c in &r.recovery_codes {
+        assert!(!text.contains(c.as_str()));
+    }
+}

@@ -630,7 +630,7 @@ mode = "optional"
         let (m, why) = mode_of(&p, "alice", false);
         assert_eq!(m, Mode::Required);
         assert!(
-            why.starts_with("groups.wheel (/etc/twofactor/policy.toml:4)"),
+            why.starts_with("groups.wheel (/etc/twofactor/policy.toml:3)"),
             "{why}"
         );
         // bob: user rule beats the group rule.
