@@ -391,10 +391,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 if json {
                     print_json(&users)?;
                 } else {
-                    println!(
-                        "{:<20} {:>6} {:<9} {:<8} {:>8} {}",
-                        "USER", "UID", "MODE", "ENROLLED", "RECOVERY", "LOCKED"
-                    );
+                    println!("USER                    UID MODE      ENROLLED RECOVERY LOCKED");
                     for u in users {
                         println!(
                             "{:<20} {:>6} {:<9} {:<8} {:>8} {}",
