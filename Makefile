@@ -1,11 +1,34 @@
 # twofactor: two-factor authentication for Unix logins.
 #
+#   make demo                         the main job: a real 2FA login on a private bus (touches nothing)
+#   make test                         every test (installs missing Debian packages; run as root)
+#   make deps                         only install the missing Debian packages
 #   make build                        release build of the whole workspace
 #   make install [DESTDIR=...] [PREFIX=/usr] [PAMDIR=...] [UNITDIR=...]
 #   make uninstall                    (keeps /etc/twofactor and /var/lib/twofactord)
 
 CARGO ?= cargo
 INSTALL ?= install
+
+.DEFAULT_GOAL := build
+
+# --- demo and tests ---
+
+.PHONY: deps demo test lint
+deps:
+	bash scripts/deps.sh
+
+demo: deps
+	$(CARGO) build --workspace
+	bash scripts/demo.sh
+
+test: deps
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
 
 # --- install ---
 #
