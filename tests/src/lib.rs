@@ -634,4 +634,5 @@ fn run_with_stdin(mut cmd: Command, stdin: Option<&str>) -> Out {
     Out::from(child.wait_with_output().expect("wait"))
 }
 
+pub mod pam;
 pub mod sshd;

@@ -1,0 +1,154 @@
+//! Real libpam, in process: `pam_start_confdir` + `pam_authenticate` with a scripted
+//! conversation. Used by `pamdrive` (one login per process) and the login benchmark.
+#![allow(clippy::undocumented_unsafe_blocks)]
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::path::Path;
+use std::ptr;
+
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+type ConvFn =
+    extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
+
+#[repr(C)]
+struct PamConv {
+    conv: ConvFn,
+    appdata_ptr: *mut c_void,
+}
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    fn pam_start_confdir(
+        service: *const c_char,
+        user: *const c_char,
+        conv: *const PamConv,
+        confdir: *const c_char,
+        pamh: *mut *mut c_void,
+    ) -> c_int;
+    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
+    fn pam_strerror(pamh: *mut c_void, errnum: c_int) -> *const c_char;
+    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
+}
+
+const PAM_RHOST: c_int = 4;
+const PAM_TTY: c_int = 3;
+const PAM_CONV_ERR: c_int = 19;
+const PAM_SUCCESS: c_int = 0;
+
+/// The scripted user: answers in order; everything shown is recorded.
+pub struct Script {
+    /// Answers still to give.
+    pub answers: Vec<String>,
+    /// What the module showed: {"style", "text"}.
+    pub transcript: Vec<serde_json::Value>,
+}
+
+extern "C" fn converse(
+    n: c_int,
+    msgs: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    appdata: *mut c_void,
+) -> c_int {
+    // SAFETY: libpam passes the appdata pointer we gave it (a live &mut Script), `n` messages
+    // and a slot for the response array, per pam_conv(3).
+    unsafe {
+        let script = &mut *(appdata as *mut Script);
+        let n = n.max(0) as usize;
+        let out = libc::calloc(n, std::mem::size_of::<PamResponse>()) as *mut PamResponse;
+        if out.is_null() {
+            return PAM_CONV_ERR;
+        }
+        for i in 0..n {
+            let m = &**msgs.add(i);
+            let text = CStr::from_ptr(m.msg).to_string_lossy().into_owned();
+            let style = match m.msg_style {
+                1 => "prompt",
+                2 => "prompt-echo",
+                3 => "error",
+                4 => "info",
+                _ => "other",
+            };
+            script
+                .transcript
+                .push(serde_json::json!({"style": style, "text": text}));
+            if m.msg_style == 1 || m.msg_style == 2 {
+                if script.answers.is_empty() {
+                    script
+                        .transcript
+                        .push(serde_json::json!({"style": "unexpected-prompt", "text": text}));
+                    libc::free(out as *mut c_void);
+                    return PAM_CONV_ERR;
+                }
+                let a = CString::new(script.answers.remove(0)).unwrap_or_default();
+                (*out.add(i)).resp = libc::strdup(a.as_ptr());
+            }
+        }
+        *resp = out;
+        PAM_SUCCESS
+    }
+}
+
+/// Threads of this process (from /proc/self/task).
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// One authentication: returns pam_authenticate's code, its pam_strerror text, and the number
+/// of threads right after pam_authenticate returned (before pam_end).
+pub fn authenticate(
+    confdir: &Path,
+    service: &str,
+    user: &str,
+    rhost: Option<&str>,
+    tty: Option<&str>,
+    script: &mut Script,
+) -> Result<(i32, String, usize), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let confdir = CString::new(confdir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let service = CString::new(service).map_err(|e| e.to_string())?;
+    let user = CString::new(user).map_err(|e| e.to_string())?;
+    let conv = PamConv {
+        conv: converse,
+        appdata_ptr: script as *mut Script as *mut c_void,
+    };
+    let mut pamh: *mut c_void = ptr::null_mut();
+    let rc = unsafe {
+        pam_start_confdir(
+            service.as_ptr(),
+            user.as_ptr(),
+            &conv,
+            confdir.as_ptr(),
+            &mut pamh,
+        )
+    };
+    if rc != PAM_SUCCESS {
+        return Err(format!("pam_start_confdir failed: {rc}"));
+    }
+    for (item, value) in [(PAM_RHOST, rhost), (PAM_TTY, tty)] {
+        if let Some(v) = value {
+            let c = CString::new(v).map_err(|e| e.to_string())?;
+            unsafe { pam_set_item(pamh, item, c.as_ptr() as *const c_void) };
+        }
+    }
+    let rc = unsafe { pam_authenticate(pamh, 0) };
+    let during = threads();
+    let name = unsafe { CStr::from_ptr(pam_strerror(pamh, rc)) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { pam_end(pamh, rc) };
+    Ok((rc, name, during))
+}
