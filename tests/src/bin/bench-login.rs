@@ -3,6 +3,7 @@
 //! run as the floor. Prints p50/p90/p99 per path.
 //!
 //! usage: bench-login [N]   (default 1000; needs root, like the tests)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
