@@ -572,6 +572,8 @@ impl Env {
         cmd.args(answers);
         let out = run_with_stdin(cmd, None);
         assert_eq!(out.code, 0, "pamdrive failed: {out:?}");
+        // The module never writes to the application's stdout or stderr.
+        assert_eq!(out.stderr, "", "the module wrote to stderr");
         serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("pamdrive output ({e}): {out:?}"))
     }

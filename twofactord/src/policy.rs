@@ -342,6 +342,28 @@ impl Ctx<'_> {
     }
 }
 
+/// A policy file must be a regular file that only root (or the daemon's own user) can write.
+fn check_ownership(meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "owned by uid {}: the policy must be owned by root",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "writable by group or others (mode {:04o}): run chmod go-w on it",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 fn default_issuer() -> String {
     let host = nix::unistd::gethostname()
         .ok()
@@ -381,12 +403,22 @@ impl Policy {
 
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let bytes = std::fs::read(path).map_err(|e| PolicyError {
+        let fail = |message: String| PolicyError {
             path: path.to_path_buf(),
             line: None,
             column: None,
-            message: format!("cannot read: {e}"),
-        })?;
+            message,
+        };
+        // Checks are made on the opened file, not the path, so the file read is the one
+        // checked: owned by root (or the daemon's own uid), not writable by anybody else.
+        let mut file = std::fs::File::open(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| fail(format!("cannot stat: {e}")))?;
+        check_ownership(&meta).map_err(fail)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let offset = e.utf8_error().valid_up_to();
             let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
@@ -732,6 +764,25 @@ mode = "optional"
         assert_eq!(r.lockout_for(3).as_secs(), 240);
         assert_eq!(r.lockout_for(4).as_secs(), 300);
         assert_eq!(r.lockout_for(200).as_secs(), 300);
+    }
+
+    #[test]
+    fn files_others_can_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, "default_mode = \"required\"\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(
+            Policy::load(&path).expect("valid").default_mode,
+            Mode::Required
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).expect("chmod");
+        let e = Policy::load(&path).expect_err("group-writable");
+        assert!(e.message.contains("writable by group or others"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).expect("chmod");
+        assert!(Policy::load(&path).is_err());
+        assert!(Policy::load(dir.path()).is_err());
     }
 
     #[test]
