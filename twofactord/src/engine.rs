@@ -380,12 +380,12 @@ impl Engine {
                     last_step,
                 ) {
                     TotpCheck::Valid(step) => {
+                        let r = self.record(account, caller, purpose, "success", ctx, "totp");
                         if store
-                            .accept_totp_step(account.uid, step, now)
+                            .accept_totp_step(account.uid, step, now, &r)
                             .map_err(store_err)?
                         {
-                            let r = self.record(account, caller, purpose, "success", ctx, "totp");
-                            self.audit(store, r);
+                            crate::log::audit(&r);
                             return Ok(CodeVerdict::Totp);
                         }
                         rejection =
@@ -399,11 +399,7 @@ impl Engine {
                 }
             } else if let Some(normalized) = recovery::normalize(&answer) {
                 let unused = store.unused_recovery(account.uid).map_err(store_err)?;
-                if let Some(id) = recovery::find(&normalized, &unused)
-                    && store
-                        .consume_recovery(account.uid, id, now)
-                        .map_err(store_err)?
-                {
+                if let Some(id) = recovery::find(&normalized, &unused) {
                     let left = unused.len().saturating_sub(1);
                     let r = self.record(
                         account,
@@ -413,15 +409,17 @@ impl Engine {
                         ctx,
                         format!("{left} recovery codes left (for {purpose})"),
                     );
-                    self.audit(store, r);
-                    return Ok(CodeVerdict::Recovery { left });
+                    if store
+                        .consume_recovery(account.uid, id, now, &r)
+                        .map_err(store_err)?
+                    {
+                        crate::log::audit(&r);
+                        return Ok(CodeVerdict::Recovery { left });
+                    }
                 }
             }
         }
         let message = rejection.unwrap_or_else(|| "Wrong code.".to_string());
-        let failure = store
-            .record_failure(account.uid, &account.name, now, &policy.rate_limit)
-            .map_err(store_err)?;
         let r = self.record(
             account,
             caller,
@@ -430,7 +428,10 @@ impl Engine {
             ctx,
             message.trim_end_matches('.'),
         );
-        self.audit(store, r);
+        let failure = store
+            .record_failure(account.uid, &account.name, now, &policy.rate_limit, &r)
+            .map_err(store_err)?;
+        crate::log::audit(&r);
         if let Some(until) = failure.locked_until {
             let r = self.record(
                 account,

@@ -138,21 +138,37 @@ pub trait Store: Send {
         recovery: Option<&[StoredCode]>,
     ) -> StoreResult<()>;
     /// Accepts TOTP `step` only if it is later than the last accepted one (atomically: two
-    /// concurrent logins with one code cannot both win). Resets failures on success.
-    fn accept_totp_step(&mut self, uid: u32, step: u64, now: i64) -> StoreResult<bool>;
+    /// concurrent logins with one code cannot both win). Resets failures on success, and
+    /// appends `audit` in the same transaction.
+    fn accept_totp_step(
+        &mut self,
+        uid: u32,
+        step: u64,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool>;
     /// Unused recovery codes.
     fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>>;
-    /// Marks a code used, only if it is still unused; resets failures on success.
-    fn consume_recovery(&mut self, uid: u32, id: i64, now: i64) -> StoreResult<bool>;
+    /// Marks a code used, only if it is still unused; resets failures and appends `audit` (in
+    /// the same transaction) on success.
+    fn consume_recovery(
+        &mut self,
+        uid: u32,
+        id: i64,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool>;
     /// Replaces all recovery codes of a user.
     fn replace_recovery(&mut self, uid: u32, codes: &[StoredCode]) -> StoreResult<()>;
-    /// Counts a failure; past the limit starts an (escalating) lockout.
+    /// Counts a failure and appends `audit`, in one transaction; past the limit starts an
+    /// (escalating) lockout.
     fn record_failure(
         &mut self,
         uid: u32,
         name: &str,
         now: i64,
         limit: &RateLimit,
+        audit: &AuditRecord,
     ) -> StoreResult<FailureOutcome>;
     /// Sets or clears the admin requirement.
     fn set_admin_required(&mut self, uid: u32, name: &str, required: bool) -> StoreResult<()>;
@@ -330,6 +346,17 @@ impl SqliteStore {
     }
 }
 
+fn insert_audit(conn: &Connection, r: &AuditRecord) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (time, uid, user, event, result, service, rhost, actor, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        r.time, r.uid, r.user, r.event, r.result, r.service, r.rhost, r.actor, r.detail
+    ])?;
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>> {
         Ok(self
@@ -461,7 +488,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn accept_totp_step(&mut self, uid: u32, step: u64, now: i64) -> StoreResult<bool> {
+    fn accept_totp_step(
+        &mut self,
+        uid: u32,
+        step: u64,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool> {
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
             "UPDATE users SET last_totp_step = ?2, failures = 0, lock_level = 0
@@ -473,6 +506,7 @@ impl Store for SqliteStore {
                 "UPDATE totp SET last_used = ?2 WHERE uid = ?1",
                 params![uid, now],
             )?;
+            insert_audit(&tx, audit)?;
         }
         tx.commit()?;
         Ok(changed == 1)
@@ -492,7 +526,13 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn consume_recovery(&mut self, uid: u32, id: i64, now: i64) -> StoreResult<bool> {
+    fn consume_recovery(
+        &mut self,
+        uid: u32,
+        id: i64,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool> {
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
             "UPDATE recovery SET used_at = ?3 WHERE id = ?2 AND uid = ?1 AND used_at IS NULL",
@@ -503,6 +543,7 @@ impl Store for SqliteStore {
                 "UPDATE users SET failures = 0, lock_level = 0 WHERE uid = ?1",
                 params![uid],
             )?;
+            insert_audit(&tx, audit)?;
         }
         tx.commit()?;
         Ok(changed == 1)
@@ -527,9 +568,11 @@ impl Store for SqliteStore {
         name: &str,
         now: i64,
         limit: &RateLimit,
+        audit: &AuditRecord,
     ) -> StoreResult<FailureOutcome> {
         let tx = self.conn.transaction()?;
         Self::ensure_user(&tx, uid, name)?;
+        insert_audit(&tx, audit)?;
         let (failures, level): (u32, u32) = tx.query_row(
             "SELECT failures, lock_level FROM users WHERE uid = ?1",
             params![uid],
@@ -590,15 +633,7 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&mut self, r: &AuditRecord) -> StoreResult<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO audit (time, uid, user, event, result, service, rhost, actor, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                r.time, r.uid, r.user, r.event, r.result, r.service, r.rhost, r.actor, r.detail
-            ])?;
-        Ok(())
+        Ok(insert_audit(&self.conn, r)?)
     }
 
     fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
@@ -665,6 +700,14 @@ pub mod conformance {
         }
     }
 
+    fn rec() -> AuditRecord {
+        AuditRecord {
+            uid: 1000,
+            event: "test".into(),
+            ..Default::default()
+        }
+    }
+
     fn codes(n: usize) -> Vec<StoredCode> {
         (0..n)
             .map(|i| StoredCode {
@@ -717,11 +760,13 @@ pub mod conformance {
     fn replay_is_atomic(s: &mut impl Store) {
         s.put_pending_totp(&pending(1000, "p")).unwrap();
         s.activate_totp(1000, "alice", "p", 100, 1, None).unwrap();
-        assert!(!s.accept_totp_step(1000, 100, 2).unwrap());
-        assert!(!s.accept_totp_step(1000, 99, 2).unwrap());
-        assert!(s.accept_totp_step(1000, 101, 3).unwrap());
-        assert!(!s.accept_totp_step(1000, 101, 3).unwrap());
+        assert!(!s.accept_totp_step(1000, 100, 2, &rec()).unwrap());
+        assert!(!s.accept_totp_step(1000, 99, 2, &rec()).unwrap());
+        assert!(s.accept_totp_step(1000, 101, 3, &rec()).unwrap());
+        assert!(!s.accept_totp_step(1000, 101, 3, &rec()).unwrap());
         assert_eq!(s.totp(1000).unwrap().unwrap().last_used, 3);
+        // Only the accepted step was audited, in the same transaction.
+        assert_eq!(s.audit(Some(1000), 0, 100).unwrap().len(), 1);
     }
 
     fn recovery_codes_are_single_use(s: &mut impl Store) {
@@ -729,39 +774,39 @@ pub mod conformance {
         let unused = s.unused_recovery(1000).unwrap();
         assert_eq!(unused.len(), 3);
         assert_eq!(unused[1].salt, vec![1; 16]);
-        assert!(s.consume_recovery(1000, unused[1].id, 5).unwrap());
-        assert!(!s.consume_recovery(1000, unused[1].id, 6).unwrap());
+        assert!(s.consume_recovery(1000, unused[1].id, 5, &rec()).unwrap());
+        assert!(!s.consume_recovery(1000, unused[1].id, 6, &rec()).unwrap());
         // Not another user's code.
-        assert!(!s.consume_recovery(1001, unused[0].id, 6).unwrap());
+        assert!(!s.consume_recovery(1001, unused[0].id, 6, &rec()).unwrap());
         assert_eq!(s.unused_recovery(1000).unwrap().len(), 2);
         s.replace_recovery(1000, &codes(10)).unwrap();
         assert_eq!(s.unused_recovery(1000).unwrap().len(), 10);
-        assert!(!s.consume_recovery(1000, unused[0].id, 7).unwrap());
+        assert!(!s.consume_recovery(1000, unused[0].id, 7, &rec()).unwrap());
     }
 
     fn failures_lock_and_escalate(s: &mut impl Store) {
         let l = limit();
         assert_eq!(
-            s.record_failure(1000, "alice", 100, &l)
+            s.record_failure(1000, "alice", 100, &l, &rec())
                 .unwrap()
                 .locked_until,
             None
         );
         assert_eq!(
-            s.record_failure(1000, "alice", 101, &l)
+            s.record_failure(1000, "alice", 101, &l, &rec())
                 .unwrap()
                 .locked_until,
             None
         );
-        let o = s.record_failure(1000, "alice", 102, &l).unwrap();
+        let o = s.record_failure(1000, "alice", 102, &l, &rec()).unwrap();
         assert_eq!(o.locked_until, Some(162));
         let st = s.user_state(1000).unwrap().unwrap();
         assert_eq!((st.failures, st.lock_level, st.locked_until), (0, 1, 162));
         for t in 200..202 {
-            let _ = s.record_failure(1000, "alice", t, &l).unwrap();
+            let _ = s.record_failure(1000, "alice", t, &l, &rec()).unwrap();
         }
         assert_eq!(
-            s.record_failure(1000, "alice", 202, &l)
+            s.record_failure(1000, "alice", 202, &l, &rec())
                 .unwrap()
                 .locked_until,
             Some(322)
@@ -769,7 +814,7 @@ pub mod conformance {
         // A success resets failures and escalation.
         s.replace_recovery(1000, &codes(1)).unwrap();
         let id = s.unused_recovery(1000).unwrap()[0].id;
-        assert!(s.consume_recovery(1000, id, 400).unwrap());
+        assert!(s.consume_recovery(1000, id, 400, &rec()).unwrap());
         let st = s.user_state(1000).unwrap().unwrap();
         assert_eq!((st.failures, st.lock_level), (0, 0));
     }
@@ -791,7 +836,7 @@ pub mod conformance {
         assert!(!s.user_state(1000).unwrap().unwrap().admin_required);
         let l = limit();
         for t in 0..3 {
-            let _ = s.record_failure(1000, "alice", t, &l).unwrap();
+            let _ = s.record_failure(1000, "alice", t, &l, &rec()).unwrap();
         }
         assert!(s.user_state(1000).unwrap().unwrap().locked_until > 0);
         s.unlock(1000).unwrap();
@@ -828,7 +873,7 @@ pub mod conformance {
             .unwrap();
         assert_eq!(s.totp(1001).unwrap(), None);
         assert!(s.unused_recovery(1001).unwrap().is_empty());
-        assert!(s.accept_totp_step(1000, 51, 2).unwrap());
+        assert!(s.accept_totp_step(1000, 51, 2, &rec()).unwrap());
         assert_eq!(s.known_uids().unwrap(), vec![1000]);
     }
 }
@@ -874,7 +919,9 @@ mod tests {
                 escalation: 2,
                 max_lockout: std::time::Duration::from_secs(600),
             };
-            let _ = s.record_failure(5, "x", 100, &l).expect("failure");
+            let _ = s
+                .record_failure(5, "x", 100, &l, &AuditRecord::default())
+                .expect("failure");
         }
         let s = SqliteStore::open(&state).expect("reopen");
         assert_eq!(
