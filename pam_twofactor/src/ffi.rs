@@ -9,7 +9,7 @@ use pam::items::{RHost, Service, Tty};
 use pam::module::{PamHandle, PamHooks};
 
 use crate::args::ModuleArgs;
-use crate::conversation::PamConversation;
+use crate::conversation::{Conversation, PamConversation};
 use crate::login;
 use crate::outcome::{Verdict, pam_code};
 
@@ -89,6 +89,12 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
         &log,
     );
     let code = pam_code(verdict, args.failmode);
+    if verdict == Verdict::Unreachable && args.failmode == crate::FailMode::Closed {
+        let _ = conversation.error(
+            "Two-factor authentication is unavailable right now; the login is refused. \
+             Try again later or contact your administrator.",
+        );
+    }
     if verdict == Verdict::Unreachable && args.failmode == crate::FailMode::Open {
         syslog(
             true,

@@ -370,6 +370,7 @@ impl Env {
             ("tf", "timeout=5".to_string()),
             ("tf-open", "timeout=5 failmode=open".to_string()),
             ("tf-badarg", "timeout=5 failmode=sometimes".to_string()),
+            ("tf-t2", "timeout=2".to_string()),
         ];
         for (name, extra) in services {
             let text = format!(
@@ -440,6 +441,15 @@ impl Env {
     pub fn restart_daemon(&mut self) {
         self.stop_daemon();
         self.start_daemon();
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the daemon: a hung daemon.
+    pub fn freeze_daemon(&self, frozen: bool) {
+        if let Some(c) = &self.daemon {
+            let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
     }
 
     /// Sends SIGHUP to the daemon (policy reload).

@@ -222,6 +222,7 @@ fn a_stopped_daemon_fails_closed_unless_failmode_is_open() {
     let r = env.login("tf", ALICE, &["123456"]);
     assert_eq!(r.rc, rc::AUTHINFO_UNAVAIL, "{r:?}");
     assert_eq!(r.prompts(), 0);
+    assert!(r.said("unavailable"), "the user is told: {r:?}");
     // Not even an unenrolled user is let through: "cannot reach" is never "not enrolled".
     assert_eq!(env.login("tf", BOB, &[]).rc, rc::AUTHINFO_UNAVAIL);
     // failmode=open turns only this case into PAM_IGNORE (the rest of the stack decides).
@@ -230,6 +231,24 @@ fn a_stopped_daemon_fails_closed_unless_failmode_is_open() {
     env.start_daemon();
     let r = env.login("tf-badarg", ALICE, &["123456"]);
     assert_eq!(r.rc, 3, "PAM_SERVICE_ERR expected: {r:?}");
+}
+
+#[test]
+fn a_hung_daemon_times_out_and_fails_closed_with_a_message() {
+    let env = Env::new(OPTIONAL);
+    let _ = env.enroll(ALICE);
+    env.freeze_daemon(true);
+    let started = std::time::Instant::now();
+    let r = env.login("tf-t2", ALICE, &["123456"]);
+    let took = started.elapsed();
+    env.freeze_daemon(false);
+    assert_eq!(r.rc, rc::AUTHINFO_UNAVAIL, "{r:?}");
+    assert!(r.said("unavailable"), "{r:?}");
+    assert_eq!(r.prompts(), 0);
+    // Bounded by timeout=2 (generously: the machine may be loaded), not hanging.
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    // Thawed, it answers again.
+    assert_eq!(env.login("tf", BOB, &[]).rc, rc::SUCCESS);
 }
 
 #[test]
