@@ -296,3 +296,42 @@ fn unknown_and_odd_user_names() {
     // The daemon is still fine.
     env.ctl(&["admin", "show", ALICE]).ok();
 }
+
+#[test]
+fn concurrent_logins_one_code_wins_once_and_different_users_all_pass() {
+    let env = Env::new(OPTIONAL);
+    let users = [ALICE, BOB, CAROL, "root"];
+    let secrets: Vec<String> = users.iter().map(|u| env.enroll(u).secret).collect();
+    // Six logins of one user with one code, at once: exactly one may succeed.
+    let code = oathtool(&secrets[0], 30);
+    let wins = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| env.login("tf", ALICE, &[&code, &code, &code]).rc))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(|rc| *rc == rc::SUCCESS)
+            .count()
+    });
+    assert_eq!(wins, 1, "one code, one login");
+    // Different users at once (each with their next step's code): no spurious failure.
+    let codes: Vec<String> = secrets[1..].iter().map(|s| oathtool(s, 30)).collect();
+    let env = &env;
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = users[1..]
+            .iter()
+            .zip(&codes)
+            .map(|(u, c)| s.spawn(move || env.login("tf", u, &[c]).rc))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(results, vec![rc::SUCCESS; 3]);
+    assert_eq!(
+        env.login("tf", ALICE, &[&code, &code, &code]).rc,
+        rc::AUTH_ERR
+    );
+}
