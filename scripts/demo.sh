@@ -21,32 +21,11 @@ trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 # --- a private, system-like bus with the shipped bus policy ---------------------------------
-cat >"$work/bus.conf" <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$work/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>$here/packaging/dbus/org.twofactor.TwoFactor1.conf</include>
-  <!-- the demo's daemon runs as you -->
-  <policy user="$user"><allow own="org.twofactor.TwoFactor1"/></policy>
-</busconfig>
-CONF
+# The demo's daemon runs as you: let your user own the name on this private bus.
+sed -e "s|@SOCKET@|$work/bus|" \
+    -e "s|@SHIPPED@|$here/packaging/dbus/org.twofactor.TwoFactor1.conf|" \
+    -e "s|@EXTRA@|<policy user=\"$user\"><allow own=\"org.twofactor.TwoFactor1\"/></policy>|" \
+    "$here/tests/private-bus.conf.in" >"$work/bus.conf"
 dbus-daemon --config-file="$work/bus.conf" --nofork --nopidfile --print-address >"$work/address" 2>/dev/null &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/address" ] && break; sleep 0.05; done

@@ -277,39 +277,14 @@ pub struct Env {
     pub daemon_log: PathBuf,
 }
 
-/// The bus configuration: the system bus's defaults, trimmed, plus the shipped policy file.
+/// The bus configuration (`tests/private-bus.conf.in`, shared with the demo).
 fn bus_config(socket: &Path) -> String {
     let shipped = repo().join("packaging/dbus/org.twofactor.TwoFactor1.conf");
     assert!(shipped.exists(), "{} is missing", shipped.display());
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
-  </policy>
-  <include>{shipped}</include>
-</busconfig>
-"#,
-        socket = socket.display(),
-        shipped = shipped.display()
-    )
+    include_str!("../private-bus.conf.in")
+        .replace("@SOCKET@", &socket.display().to_string())
+        .replace("@SHIPPED@", &shipped.display().to_string())
+        .replace("@EXTRA@", "")
 }
 
 impl Env {
