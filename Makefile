@@ -132,3 +132,14 @@ uninstall:
 	rm -f $(DESTDIR)$(DOCDIR)/policy.toml.example
 	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/pam/,$(PAM_EXCERPTS))
 	rmdir $(DESTDIR)$(DOCDIR)/pam $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+
+# --- deb ---
+#
+#   make deb             release build, then target/deb/twofactor_VERSION_ARCH.deb
+#                        (packaging/deb/build-deb.sh: dpkg-deb on a `make install` tree)
+#   make install-test    installs that package in a fresh Debian root and logs in
+#                        over ssh with a code (packaging/test/install-test.sh; root)
+
+.PHONY: deb
+deb: build
+	bash packaging/deb/build-deb.sh
