@@ -335,3 +335,55 @@ fn concurrent_logins_one_code_wins_once_and_different_users_all_pass() {
         rc::AUTH_ERR
     );
 }
+
+#[test]
+fn service_rules_and_trusted_networks_through_real_logins() {
+    let env = Env::new(
+        "default_mode = \"optional\"\n[services.tf]\nmode = \"required\"\n\
+         [exemptions]\nnetworks = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n",
+    );
+    // The service rule raises bob (optional, not enrolled) to required on service "tf" only.
+    let r = env.login("tf", BOB, &[]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(r.said("twofactorctl enroll totp"), "{r:?}");
+    assert_eq!(env.login("tf-alone", BOB, &[]).rc, rc::PERM_DENIED);
+    // From a trusted network the login is exempt, and that is audited with the rule.
+    for rhost in ["192.0.2.10", "2001:db8::5"] {
+        let r = env.login_full("root", "tf", BOB, Some(rhost), &[]);
+        assert_eq!(r.rc, rc::SUCCESS, "{rhost}: {r:?}");
+        assert_eq!(r.prompts(), 0);
+    }
+    let r = env.login_full("root", "tf", BOB, Some("198.51.100.1"), &[]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    let audit = env.ctl(&["admin", "audit", "--user", BOB]).ok().stdout;
+    assert!(
+        audit.contains("exemption-applied") && audit.contains("exemptions.networks 192.0.2.0/24"),
+        "{audit}"
+    );
+    // Explain shows the mode for a given service and remote host, with the rule.
+    let out = env.busctl_as(
+        BOB,
+        "Enrollment",
+        "Explain",
+        &["sa{ss}", "", "1", "service", "tf"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("\"required\" \"services.tf ("),
+        "{out:?}"
+    );
+    let out = env.busctl_as(
+        BOB,
+        "Enrollment",
+        "Explain",
+        &["sa{ss}", "", "2", "service", "tf", "rhost", "192.0.2.1"],
+    );
+    assert!(
+        out.stdout
+            .contains("\"disabled\" \"exemption exemptions.networks"),
+        "{out:?}"
+    );
+    // Not for another user without the admin right.
+    let out = env.busctl_as(BOB, "Enrollment", "Explain", &["sa{ss}", ALICE, "0"]);
+    assert_ne!(out.code, 0, "{out:?}");
+}

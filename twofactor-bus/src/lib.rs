@@ -418,6 +418,8 @@ pub trait Login {
 pub trait Enrollment {
     /// Status of `user` (empty: the caller; another user needs the admin right).
     fn status(&self, user: &str) -> Result<UserStatus, BusError>;
+    /// Status of `user` (empty: the caller) for one login context: keys `service`, `rhost`.
+    fn explain(&self, user: &str, context: HashMap<&str, &str>) -> Result<UserStatus, BusError>;
     /// Starts a TOTP enrollment for the caller.
     fn begin_totp(&self) -> Result<TotpEnrollment, BusError>;
     /// Activates a pending TOTP enrollment with a current code.

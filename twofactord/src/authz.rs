@@ -23,6 +23,7 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("Login", "Continue", Access::SelfOrRoot),
     ("Login", "Cancel", Access::SelfOrRoot),
     ("Enrollment", "Status", Access::SelfOrAdmin),
+    ("Enrollment", "Explain", Access::SelfOrAdmin),
     ("Enrollment", "BeginTotp", Access::SelfOnly),
     ("Enrollment", "ConfirmTotp", Access::SelfOnly),
     ("Enrollment", "RegenerateRecoveryCodes", Access::SelfOnly),

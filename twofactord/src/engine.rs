@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::authz::{self, Access};
 use crate::identity::{self, Account, Accounts};
-use crate::policy::{EffectiveMode, Mode, Policy};
+use crate::policy::{Context, EffectiveMode, Mode, Policy, Reason};
 use crate::recovery;
 use crate::store::{AuditRecord, PendingTotp, Store, StoreError};
 use crate::totp::{self, TotpCheck, TotpParams, TotpSecret};
@@ -281,18 +281,32 @@ impl Engine {
         }
     }
 
-    fn effective(&self, store: &dyn Store, account: &Account) -> Result<EffectiveMode, BusError> {
+    fn effective(
+        &self,
+        store: &dyn Store,
+        account: &Account,
+        login: Context<'_>,
+    ) -> Result<EffectiveMode, BusError> {
         let admin_required = store
             .user_state(account.uid)
             .map_err(store_err)?
             .is_some_and(|s| s.admin_required);
-        Ok(self.policy().resolve(account, admin_required))
+        Ok(self.policy().resolve_login(account, admin_required, login))
     }
 
-    fn status_of(&self, store: &dyn Store, account: &Account) -> Result<UserStatus, BusError> {
+    fn status_of(
+        &self,
+        store: &dyn Store,
+        account: &Account,
+        login: Context<'_>,
+    ) -> Result<UserStatus, BusError> {
         let state = store.user_state(account.uid).map_err(store_err)?;
         let policy = self.policy();
-        let eff = policy.resolve(account, state.as_ref().is_some_and(|s| s.admin_required));
+        let eff = policy.resolve_login(
+            account,
+            state.as_ref().is_some_and(|s| s.admin_required),
+            login,
+        );
         let totp = store.totp(account.uid).map_err(store_err)?;
         let left = store.unused_recovery(account.uid).map_err(store_err)?.len();
         let now = self.clock.now();
@@ -495,9 +509,24 @@ impl Engine {
         self.authorize("Login", "BeginLogin", caller, account.uid)?;
 
         let mut store = self.store()?;
-        let eff = self.effective(store.as_ref(), &account)?;
+        let login = Context {
+            service: &ctx.service,
+            rhost: &ctx.rhost,
+        };
+        let eff = self.effective(store.as_ref(), &account, login)?;
         let enrolled = store.totp(account.uid).map_err(store_err)?.is_some();
         let policy = self.policy();
+        if matches!(eff.reason, Reason::Exempt(_)) {
+            let r = self.record(
+                &account,
+                caller,
+                "exemption-applied",
+                "not-required",
+                Some(&ctx),
+                eff.explain(&policy.path),
+            );
+            self.audit(store.as_mut(), r);
+        }
         match (eff.mode, enrolled) {
             (Mode::Disabled, _) | (Mode::Optional, false) => {
                 return Ok((String::new(), LoginStep::done(Outcome::NotRequired)));
@@ -672,7 +701,36 @@ impl Engine {
         let account = self.target(caller, user)?;
         self.authorize(method.0, method.1, caller, account.uid)?;
         let store = self.store()?;
-        self.status_of(store.as_ref(), &account)
+        self.status_of(store.as_ref(), &account, Context::default())
+    }
+
+    /// `Enrollment.Explain`: the status for one login context (service, remote host).
+    pub fn explain(
+        &self,
+        caller: &Caller,
+        user: &str,
+        context: &HashMap<String, String>,
+    ) -> Result<UserStatus, BusError> {
+        for (k, v) in context {
+            if !matches!(k.as_str(), "service" | "rhost") {
+                return Err(BusError::InvalidArgument(format!(
+                    "unknown context key {k:?}"
+                )));
+            }
+            if v.len() > MAX_CONTEXT_LEN || v.contains('\0') {
+                return Err(BusError::InvalidArgument(format!(
+                    "context value {k:?} is invalid"
+                )));
+            }
+        }
+        let account = self.target(caller, user)?;
+        self.authorize("Enrollment", "Explain", caller, account.uid)?;
+        let store = self.store()?;
+        let login = Context {
+            service: context.get("service").map_or("", String::as_str),
+            rhost: context.get("rhost").map_or("", String::as_str),
+        };
+        self.status_of(store.as_ref(), &account, login)
     }
 
     /// `Enrollment.BeginTotp`.
@@ -680,7 +738,7 @@ impl Engine {
         let account = self.target(caller, "")?;
         self.authorize("Enrollment", "BeginTotp", caller, account.uid)?;
         let mut store = self.store()?;
-        let eff = self.effective(store.as_ref(), &account)?;
+        let eff = self.effective(store.as_ref(), &account, Context::default())?;
         let policy = self.policy();
         if eff.mode == Mode::Disabled {
             return Err(BusError::NotAllowed(format!(
@@ -834,7 +892,7 @@ impl Engine {
         let account = self.target(caller, "")?;
         self.authorize("Enrollment", "Disable", caller, account.uid)?;
         let mut store = self.store()?;
-        let eff = self.effective(store.as_ref(), &account)?;
+        let eff = self.effective(store.as_ref(), &account, Context::default())?;
         if eff.mode == Mode::Required {
             return Err(BusError::NotAllowed(format!(
                 "two-factor authentication is required for {} by {}; it cannot be disabled",
@@ -928,7 +986,7 @@ impl Engine {
         let mut out = Vec::new();
         for uid in store.known_uids().map_err(store_err)? {
             if let Some(account) = self.accounts.user_by_uid(uid) {
-                out.push(self.status_of(store.as_ref(), &account)?);
+                out.push(self.status_of(store.as_ref(), &account, Context::default())?);
             }
         }
         Ok(out)

@@ -88,6 +88,24 @@ struct RawPolicy {
     groups: BTreeMap<Spanned<String>, RawRule>,
     #[serde(default)]
     users: BTreeMap<Spanned<String>, RawRule>,
+    #[serde(default)]
+    services: BTreeMap<Spanned<String>, RawServiceRule>,
+    exemptions: Option<RawExemptions>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceRule {
+    mode: Mode,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawExemptions {
+    #[serde(default)]
+    networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +214,9 @@ pub struct Policy {
     pub rate_limit: RateLimit,
     users: HashMap<u32, Rule>,
     groups: HashMap<u32, Rule>,
+    services: HashMap<String, Rule>,
+    exempt_networks: Vec<(ipnet::IpNet, RuleSource)>,
+    exempt_groups: HashMap<u32, RuleSource>,
     /// Names that did not resolve through NSS when the policy was loaded.
     pub warnings: Vec<String>,
 }
@@ -211,6 +232,11 @@ pub enum Reason {
     Group(RuleSource),
     /// `default_mode`.
     Default(Option<usize>),
+    /// A `[services.NAME]` rule raised the mode to required for this service.
+    Service(RuleSource),
+    /// An explicit exemption: `[services.NAME] mode = "disabled"`, a trusted network or an
+    /// exempt group. Exemptions beat everything else, an admin's requirement included.
+    Exempt(RuleSource),
 }
 
 /// The effective mode for one user, and the rule that produced it.
@@ -231,11 +257,24 @@ impl EffectiveMode {
             Reason::AdminRequire => {
                 "admin requirement (set with `twofactorctl admin require`)".to_string()
             }
-            Reason::User(s) | Reason::Group(s) => format!("{} ({file}:{})", s.key, s.line),
+            Reason::User(s) | Reason::Group(s) | Reason::Service(s) => {
+                format!("{} ({file}:{})", s.key, s.line)
+            }
+            Reason::Exempt(s) => format!("exemption {} ({file}:{})", s.key, s.line),
             Reason::Default(Some(line)) => format!("default_mode ({file}:{line})"),
             Reason::Default(None) => "built-in default".to_string(),
         }
     }
+}
+
+/// What a login is, as far as the policy is concerned: the PAM service and remote host.
+/// Empty strings mean "no service" (e.g. `twofactorctl status`) and "local".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Context<'a> {
+    /// PAM service name.
+    pub service: &'a str,
+    /// PAM_RHOST (an address; host names never match a network).
+    pub rhost: &'a str,
 }
 
 /// A policy file that could not be used.
@@ -397,6 +436,9 @@ impl Policy {
             },
             users: HashMap::new(),
             groups: HashMap::new(),
+            services: HashMap::new(),
+            exempt_networks: Vec::new(),
+            exempt_groups: HashMap::new(),
             warnings: Vec::new(),
         }
     }
@@ -575,7 +617,128 @@ impl Policy {
                 )),
             }
         }
+        for (name, rule) in &raw.services {
+            let key = name.get_ref();
+            if key.is_empty() || key.len() > 64 || key.contains(['/', ' ']) {
+                return Err(ctx.err_at(name.span(), format!("{key:?} is not a PAM service name")));
+            }
+            if rule.mode == Mode::Optional {
+                policy.warnings.push(format!(
+                    "{}:{}: services.{key}: mode = \"optional\" changes nothing (a service rule can \
+                     only require 2FA or exempt the service)",
+                    path.display(),
+                    ctx.line_of(name.span())
+                ));
+            }
+            policy.services.insert(
+                key.clone(),
+                Rule {
+                    mode: rule.mode,
+                    source: RuleSource {
+                        key: format!("services.{key}"),
+                        line: ctx.line_of(name.span()),
+                    },
+                },
+            );
+        }
+        if let Some(ex) = &raw.exemptions {
+            for net in &ex.networks {
+                let text = net.get_ref().trim();
+                // A bare address is a one-address network.
+                let parsed = text
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                match parsed {
+                    Ok(n) => policy.exempt_networks.push((
+                        n.trunc(),
+                        RuleSource {
+                            key: format!("exemptions.networks {text}"),
+                            line: ctx.line_of(net.span()),
+                        },
+                    )),
+                    Err(_) => {
+                        return Err(ctx.err_at(
+                            net.span(),
+                            format!(
+                                "{text:?} is not a network: write an address or CIDR, e.g. \
+                                 \"192.0.2.0/24\" or \"2001:db8::/32\""
+                            ),
+                        ));
+                    }
+                }
+            }
+            for g in &ex.groups {
+                let line = ctx.line_of(g.span());
+                match accounts.group_by_name(g.get_ref()) {
+                    Some(gid) => {
+                        policy.exempt_groups.insert(
+                            gid,
+                            RuleSource {
+                                key: format!("exemptions.groups {}", g.get_ref()),
+                                line,
+                            },
+                        );
+                    }
+                    None => policy.warnings.push(format!(
+                        "{}:{line}: exempt group {:?} does not exist",
+                        path.display(),
+                        g.get_ref()
+                    )),
+                }
+            }
+        }
         Ok(policy)
+    }
+
+    /// The exemption that applies to this login, if any: a service rule with mode "disabled",
+    /// a trusted network containing the remote address, or an exempt group.
+    fn exemption(&self, account: &Account, login: Context<'_>) -> Option<RuleSource> {
+        if let Some(rule) = self.services.get(login.service)
+            && rule.mode == Mode::Disabled
+        {
+            return Some(rule.source.clone());
+        }
+        if let Ok(addr) = login.rhost.parse::<std::net::IpAddr>() {
+            // An IPv4 address written as IPv6 (::ffff:a.b.c.d) is still that IPv4 address.
+            let addr = match addr {
+                std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
+                v4 => v4,
+            };
+            if let Some((_, src)) = self.exempt_networks.iter().find(|(n, _)| n.contains(&addr)) {
+                return Some(src.clone());
+            }
+        }
+        account
+            .gids
+            .iter()
+            .find_map(|g| self.exempt_groups.get(g).cloned())
+    }
+
+    /// The mode for one login of `account`: exemptions (service "disabled", trusted network,
+    /// exempt group) > the admin's requirement > user rule > strictest group rule > default,
+    /// then a service rule "required" raises the result for that service.
+    pub fn resolve_login(
+        &self,
+        account: &Account,
+        admin_required: bool,
+        login: Context<'_>,
+    ) -> EffectiveMode {
+        if let Some(src) = self.exemption(account, login) {
+            return EffectiveMode {
+                mode: Mode::Disabled,
+                reason: Reason::Exempt(src),
+            };
+        }
+        let base = self.resolve(account, admin_required);
+        match self.services.get(login.service) {
+            Some(rule) if rule.mode == Mode::Required && base.mode != Mode::Required => {
+                EffectiveMode {
+                    mode: Mode::Required,
+                    reason: Reason::Service(rule.source.clone()),
+                }
+            }
+            _ => base,
+        }
     }
 
     /// The mode for `account`: admin requirement > user rule > strictest group rule > default.
@@ -764,6 +927,89 @@ mode = "optional"
         assert_eq!(r.lockout_for(3).as_secs(), 240);
         assert_eq!(r.lockout_for(4).as_secs(), 300);
         assert_eq!(r.lockout_for(200).as_secs(), 300);
+    }
+
+    #[test]
+    fn service_rules_and_exemptions() {
+        let p = parse(
+            r#"
+default_mode = "optional"
+[services.sudo]
+mode = "required"
+[services.cron]
+mode = "disabled"
+[groups.wheel]
+mode = "required"
+[exemptions]
+networks = ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]
+groups = ["sudo"]
+"#,
+        )
+        .expect("valid");
+        let a = accounts();
+        let carol = a.user_by_name("carol").expect("carol");
+        let alice = a.user_by_name("alice").expect("alice");
+        let at = |service, rhost| Context { service, rhost };
+        let explain = |e: EffectiveMode| (e.mode, e.explain(&p.path));
+        // carol: optional by default; sudo raises it; cron exempts it.
+        assert_eq!(
+            p.resolve_login(&carol, false, at("sshd", "")).mode,
+            Mode::Optional
+        );
+        let (m, why) = explain(p.resolve_login(&carol, false, at("sudo", "")));
+        assert_eq!(m, Mode::Required);
+        assert!(why.starts_with("services.sudo ("), "{why}");
+        let (m, why) = explain(p.resolve_login(&carol, false, at("cron", "")));
+        assert_eq!(m, Mode::Disabled);
+        assert!(why.starts_with("exemption services.cron"), "{why}");
+        // Trusted networks, IPv4, IPv6, a single address and a mapped IPv4; host names never.
+        for rhost in [
+            "192.0.2.77",
+            "2001:db8::1",
+            "198.51.100.7",
+            "::ffff:192.0.2.1",
+        ] {
+            let (m, why) = explain(p.resolve_login(&carol, true, at("sshd", rhost)));
+            assert_eq!(m, Mode::Disabled, "{rhost}");
+            assert!(why.contains("exemptions.networks"), "{why}");
+        }
+        for rhost in [
+            "192.0.3.1",
+            "2001:db9::1",
+            "198.51.100.8",
+            "host.example.com",
+        ] {
+            assert_eq!(
+                p.resolve_login(&carol, true, at("sshd", rhost)).mode,
+                Mode::Required,
+                "{rhost}"
+            );
+        }
+        // alice is in wheel (required) and in the exempt group sudo: the exemption wins, even
+        // over an admin requirement.
+        let (m, why) = explain(p.resolve_login(&alice, true, at("sshd", "")));
+        assert_eq!(m, Mode::Disabled);
+        assert!(why.contains("exemptions.groups sudo"), "{why}");
+        // Without context (status), only the base rules apply.
+        assert_eq!(
+            p.resolve_login(&carol, false, Context::default()).mode,
+            Mode::Optional
+        );
+    }
+
+    #[test]
+    fn bad_networks_and_service_names_are_errors() {
+        let e = parse("[exemptions]\nnetworks = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("not a network"), "{e}");
+        let e = parse("[exemptions]\nnetworks = [\"lan\"]\n").unwrap_err();
+        assert!(e.message.contains("not a network"), "{e}");
+        let e = parse("[services.\"a b\"]\nmode = \"required\"\n").unwrap_err();
+        assert!(e.message.contains("not a PAM service name"), "{e}");
+        let e = parse("[services.sudo]\nmode = \"required\"\nremember = 5\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        let p = parse("[services.sshd]\nmode = \"optional\"\n").expect("valid");
+        assert_eq!(p.warnings.len(), 1);
     }
 
     #[test]

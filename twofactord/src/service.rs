@@ -152,6 +152,18 @@ impl EnrollmentIface {
         log_denied("Status", &caller, r)
     }
 
+    #[zbus(out_args("status"))]
+    async fn explain(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+        context: HashMap<String, String>,
+    ) -> Result<UserStatus, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.explain(&caller, &user, &context);
+        log_denied("Explain", &caller, r)
+    }
+
     #[zbus(out_args("enrollment"))]
     async fn begin_totp(
         &self,
