@@ -549,10 +549,26 @@ impl Env {
         rhost: Option<&str>,
         answers: &[&str],
     ) -> PamResult {
+        self.login_tty(caller, service, user, rhost, None, answers)
+    }
+
+    /// As [`Env::login_full`], with a PAM_TTY.
+    pub fn login_tty(
+        &self,
+        caller: &str,
+        service: &str,
+        user: &str,
+        rhost: Option<&str>,
+        tty: Option<&str>,
+        answers: &[&str],
+    ) -> PamResult {
         let mut cmd = as_user(caller, &bin("pamdrive"));
         cmd.arg(&self.pamd).arg(service).arg(user);
         if let Some(r) = rhost {
             cmd.args(["--rhost", r]);
+        }
+        if let Some(t) = tty {
+            cmd.args(["--tty", t]);
         }
         cmd.args(answers);
         let out = run_with_stdin(cmd, None);

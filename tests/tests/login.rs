@@ -387,3 +387,27 @@ fn service_rules_and_trusted_networks_through_real_logins() {
     let out = env.busctl_as(BOB, "Enrollment", "Explain", &["sa{ss}", ALICE, "0"]);
     assert_ne!(out.code, 0, "{out:?}");
 }
+
+#[test]
+fn remember_skips_the_prompt_for_the_same_local_tty_only() {
+    let env = Env::new(
+        "default_mode = \"optional\"\n[login]\nattempts = 1\n[services.tf]\nremember = \"5m\"\n",
+    );
+    let e = env.enroll(ALICE);
+    let code = oathtool(&e.secret, 30);
+    let tty = Some("/dev/pts/7");
+    let r = env.login_tty("root", "tf", ALICE, None, tty, &[&code]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    let r = env.login_tty("root", "tf", ALICE, None, tty, &[]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 0), "remembered: {r:?}");
+    // Another terminal, or a remote login from the same terminal name, is asked again.
+    let r = env.login_tty("root", "tf", ALICE, None, Some("/dev/pts/8"), &["000000"]);
+    assert_eq!((r.rc, r.prompts()), (rc::AUTH_ERR, 1), "{r:?}");
+    let r = env.login_tty("root", "tf", ALICE, Some("192.0.2.9"), tty, &["000000"]);
+    assert_eq!((r.rc, r.prompts()), (rc::AUTH_ERR, 1), "{r:?}");
+    let audit = env.ctl(&["admin", "audit", "--user", ALICE]).ok().stdout;
+    assert!(
+        audit.contains("remembered on /dev/pts/7 (services.tf = 5m)"),
+        "{audit}"
+    );
+}

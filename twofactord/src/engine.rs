@@ -102,6 +102,8 @@ pub struct Engine {
     accounts: Box<dyn Accounts>,
     clock: Box<dyn Clock>,
     sessions: Mutex<HashMap<String, LoginSession>>,
+    /// Local logins remembered after a success: (uid, tty, service) -> until.
+    remembered: Mutex<HashMap<(u32, String, String), i64>>,
 }
 
 fn store_err(e: StoreError) -> BusError {
@@ -141,6 +143,7 @@ impl Engine {
             accounts,
             clock,
             sessions: Mutex::new(HashMap::new()),
+            remembered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -577,6 +580,25 @@ impl Engine {
                 )),
             ));
         }
+        if let Some((window, source)) = policy.remember_window(&ctx.service)
+            && self.is_remembered(account.uid, &ctx, now)
+        {
+            let r = self.record(
+                &account,
+                caller,
+                "login",
+                "success",
+                Some(&ctx),
+                format!(
+                    "remembered on {} ({} = {})",
+                    ctx.tty,
+                    source.key,
+                    humantime::format_duration(window)
+                ),
+            );
+            self.audit(store.as_mut(), r);
+            return Ok((String::new(), LoginStep::done(Outcome::Success)));
+        }
         drop(store);
 
         let handle = random_handle()?;
@@ -636,6 +658,9 @@ impl Engine {
             "login",
         )?;
         drop(store);
+        if matches!(verdict, CodeVerdict::Totp | CodeVerdict::Recovery { .. }) {
+            self.remember(session.account.uid, &session.ctx, now);
+        }
         Ok(match verdict {
             CodeVerdict::Totp => LoginStep::done(Outcome::Success),
             CodeVerdict::Recovery { left } => {
@@ -670,6 +695,41 @@ impl Engine {
                 }
             }
         })
+    }
+
+    /// Remembers a successful local login, if the service asks for it. Never for remote logins
+    /// (never keyed on an address) nor without a terminal.
+    fn remember(&self, uid: u32, ctx: &LoginContext, now: i64) {
+        if !ctx.rhost.is_empty() || ctx.tty.is_empty() {
+            return;
+        }
+        let Some((window, _)) = self.policy().remember_window(&ctx.service) else {
+            return;
+        };
+        if let Ok(mut r) = self.remembered.lock() {
+            r.retain(|_, until| *until > now);
+            r.insert(
+                (uid, ctx.tty.clone(), ctx.service.clone()),
+                now.saturating_add(window.as_secs() as i64),
+            );
+        }
+    }
+
+    fn is_remembered(&self, uid: u32, ctx: &LoginContext, now: i64) -> bool {
+        if !ctx.rhost.is_empty() || ctx.tty.is_empty() {
+            return false;
+        }
+        self.remembered.lock().is_ok_and(|r| {
+            r.get(&(uid, ctx.tty.clone(), ctx.service.clone()))
+                .is_some_and(|&until| until > now)
+        })
+    }
+
+    /// Forgets remembered logins of a user (their factors changed).
+    fn forget_remembered(&self, uid: u32) {
+        if let Ok(mut r) = self.remembered.lock() {
+            r.retain(|k, _| k.0 != uid);
+        }
     }
 
     /// `Login.Cancel`.
@@ -908,6 +968,7 @@ impl Engine {
             other => return Ok(refused(other, self.clock.now())),
         }
         store.reset(account.uid).map_err(store_err)?;
+        self.forget_remembered(account.uid);
         let r = self.record(
             &account,
             caller,
@@ -956,6 +1017,7 @@ impl Engine {
         self.authorize("Admin", "Reset", caller, account.uid)?;
         let mut store = self.store()?;
         store.reset(account.uid).map_err(store_err)?;
+        self.forget_remembered(account.uid);
         let r = self.record(
             &account,
             caller,

@@ -358,3 +358,44 @@ fn secrets_never_reach_errors_or_audit() {
         assert!(!text.contains(c.as_str()));
     }
 }
+
+#[test]
+fn remember_is_local_per_tty_and_service_and_expires() {
+    let (e, clock) = engine("[login]\nattempts = 1\n[services.sudo]\nremember = \"5m\"\n");
+    let s = enroll(&e, &clock, 1000);
+    let ctx_of = |service: &str, tty: &str, rhost: &str| {
+        HashMap::from([
+            ("service".to_string(), service.to_string()),
+            ("tty".to_string(), tty.to_string()),
+            ("rhost".to_string(), rhost.to_string()),
+        ])
+    };
+    let begin = |c: &HashMap<String, String>| e.begin_login(&root(), "alice", c).expect("begin");
+    clock.advance(30);
+    let sudo1 = ctx_of("sudo", "/dev/pts/1", "");
+    let (h, step) = begin(&sudo1);
+    assert!(matches!(step.kind, StepKind::Prompt { .. }));
+    let done = e
+        .continue_login(&root(), &h, &code(&s, clock.now()))
+        .expect("continue");
+    assert_eq!(outcome(&done), Some(Outcome::Success));
+    // Same uid, tty and service within 5 minutes: not asked.
+    clock.advance(120);
+    assert_eq!(outcome(&begin(&sudo1).1), Some(Outcome::Success));
+    // Another tty, another service, or remote: asked.
+    assert!(outcome(&begin(&ctx_of("sudo", "/dev/pts/2", "")).1).is_none());
+    assert!(outcome(&begin(&ctx_of("login", "/dev/pts/1", "")).1).is_none());
+    assert!(outcome(&begin(&ctx_of("sudo", "/dev/pts/1", "192.0.2.1")).1).is_none());
+    // Expired after the window.
+    clock.advance(181);
+    assert!(outcome(&begin(&sudo1).1).is_none());
+    // A remote success is never remembered.
+    clock.advance(30);
+    let remote = ctx_of("sudo", "/dev/pts/1", "192.0.2.1");
+    let (h, _) = begin(&remote);
+    let done = e
+        .continue_login(&root(), &h, &code(&s, clock.now()))
+        .expect("continue");
+    assert_eq!(outcome(&done), Some(Outcome::Success));
+    assert!(outcome(&begin(&sudo1).1).is_none());
+}

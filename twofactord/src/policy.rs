@@ -96,7 +96,8 @@ struct RawPolicy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServiceRule {
-    mode: Mode,
+    mode: Option<Mode>,
+    remember: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -215,6 +216,7 @@ pub struct Policy {
     users: HashMap<u32, Rule>,
     groups: HashMap<u32, Rule>,
     services: HashMap<String, Rule>,
+    remember: HashMap<String, (Duration, RuleSource)>,
     exempt_networks: Vec<(ipnet::IpNet, RuleSource)>,
     exempt_groups: HashMap<u32, RuleSource>,
     /// Names that did not resolve through NSS when the policy was loaded.
@@ -437,6 +439,7 @@ impl Policy {
             users: HashMap::new(),
             groups: HashMap::new(),
             services: HashMap::new(),
+            remember: HashMap::new(),
             exempt_networks: Vec::new(),
             exempt_groups: HashMap::new(),
             warnings: Vec::new(),
@@ -622,7 +625,21 @@ impl Policy {
             if key.is_empty() || key.len() > 64 || key.contains(['/', ' ']) {
                 return Err(ctx.err_at(name.span(), format!("{key:?} is not a PAM service name")));
             }
-            if rule.mode == Mode::Optional {
+            let source = RuleSource {
+                key: format!("services.{key}"),
+                line: ctx.line_of(name.span()),
+            };
+            if let Some(window) = &rule.remember {
+                let d = ctx.duration(&rule.remember, "remember", Duration::ZERO)?;
+                if d > Duration::from_secs(3600) {
+                    return Err(ctx.err_at(window.span(), "remember must be at most 1h"));
+                }
+                if !d.is_zero() {
+                    policy.remember.insert(key.clone(), (d, source.clone()));
+                }
+            }
+            let Some(mode) = rule.mode else { continue };
+            if mode == Mode::Optional {
                 policy.warnings.push(format!(
                     "{}:{}: services.{key}: mode = \"optional\" changes nothing (a service rule can \
                      only require 2FA or exempt the service)",
@@ -630,16 +647,7 @@ impl Policy {
                     ctx.line_of(name.span())
                 ));
             }
-            policy.services.insert(
-                key.clone(),
-                Rule {
-                    mode: rule.mode,
-                    source: RuleSource {
-                        key: format!("services.{key}"),
-                        line: ctx.line_of(name.span()),
-                    },
-                },
-            );
+            policy.services.insert(key.clone(), Rule { mode, source });
         }
         if let Some(ex) = &raw.exemptions {
             for net in &ex.networks {
@@ -688,6 +696,12 @@ impl Policy {
             }
         }
         Ok(policy)
+    }
+
+    /// How long a successful second factor is remembered for a local login on `service`
+    /// (same uid, same tty): `[services.NAME] remember`.
+    pub fn remember_window(&self, service: &str) -> Option<(Duration, &RuleSource)> {
+        self.remember.get(service).map(|(d, s)| (*d, s))
     }
 
     /// The exemption that applies to this login, if any: a service rule with mode "disabled",
@@ -1006,8 +1020,14 @@ groups = ["sudo"]
         assert!(e.message.contains("not a network"), "{e}");
         let e = parse("[services.\"a b\"]\nmode = \"required\"\n").unwrap_err();
         assert!(e.message.contains("not a PAM service name"), "{e}");
-        let e = parse("[services.sudo]\nmode = \"required\"\nremember = 5\n").unwrap_err();
+        let e = parse("[services.sudo]\nmode = \"required\"\nremember = \"2h\"\n").unwrap_err();
         assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("at most 1h"), "{e}");
+        let e = parse("[services.sudo]\nremember = 5\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        let p = parse("[services.sudo]\nremember = \"5m\"\n").expect("valid");
+        assert_eq!(p.remember_window("sudo").map(|r| r.0.as_secs()), Some(300));
+        assert!(p.remember_window("sshd").is_none());
         let p = parse("[services.sshd]\nmode = \"optional\"\n").expect("valid");
         assert_eq!(p.warnings.len(), 1);
     }
