@@ -99,6 +99,11 @@ install:
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DOCDIR)/pam
 	$(INSTALL) -m 0644 conf/policy.toml $(DESTDIR)$(DOCDIR)/policy.toml.example
 	$(INSTALL) -m 0644 $(addprefix packaging/pam/,$(PAM_EXCERPTS)) $(DESTDIR)$(DOCDIR)/pam/
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	$(INSTALL) -m 0644 packaging/man/twofactorctl.1 $(DESTDIR)$(MANDIR)/man1/twofactorctl.1
+	$(INSTALL) -m 0644 packaging/man/twofactor-policy.5 $(DESTDIR)$(MANDIR)/man5/twofactor-policy.5
+	$(INSTALL) -m 0644 packaging/man/twofactord.8 $(DESTDIR)$(MANDIR)/man8/twofactord.8
+	$(INSTALL) -m 0644 packaging/man/pam_twofactor.8 $(DESTDIR)$(MANDIR)/man8/pam_twofactor.8
 	@echo
 	@echo "Installed. On a live system (DESTDIR empty), as root:"
 	@echo "  systemd-sysusers twofactord.conf    # creates the user _twofactord"
@@ -132,6 +137,8 @@ uninstall:
 	rm -f $(DESTDIR)$(DOCDIR)/policy.toml.example
 	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/pam/,$(PAM_EXCERPTS))
 	rmdir $(DESTDIR)$(DOCDIR)/pam $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	rm -f $(DESTDIR)$(MANDIR)/man1/twofactorctl.1 $(DESTDIR)$(MANDIR)/man5/twofactor-policy.5
+	rm -f $(DESTDIR)$(MANDIR)/man8/twofactord.8 $(DESTDIR)$(MANDIR)/man8/pam_twofactor.8
 
 # --- deb ---
 #
@@ -139,6 +146,11 @@ uninstall:
 #                        (packaging/deb/build-deb.sh: dpkg-deb on a `make install` tree)
 #   make install-test    installs that package in a fresh Debian root and logs in
 #                        over ssh with a code (packaging/test/install-test.sh; root)
+#
+# Also used by `install`/`uninstall` above (every directory prefixed with $(DESTDIR)):
+#   $(MANDIR)/man{1,5,8}/                       man pages (packaging/man/)
+
+MANDIR ?= $(PREFIX)/share/man
 
 .PHONY: deb
 deb: build

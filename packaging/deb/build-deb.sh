@@ -54,7 +54,14 @@ module="$root/lib/$multiarch/security/pam_twofactor.so"
 strip --remove-section=.comment --remove-section=.note --strip-unneeded "$module"
 strip --remove-section=.comment --remove-section=.note "$root/usr/sbin/twofactord" "$root/usr/bin/twofactorctl"
 
-# Man pages are compressed in Debian packages.
+# Man pages: no groff warnings (they would show up as lintian errors), then
+# compressed, as in every Debian package.
+if command -v groff >/dev/null; then
+    for page in packaging/man/*.[0-9]; do
+        warnings=$(groff -ww -man -z "$page" 2>&1)
+        [ -z "$warnings" ] || die "$page: groff warnings:"$'\n'"$warnings"
+    done
+fi
 if [ -d "$root/usr/share/man" ]; then
     find "$root/usr/share/man" -type f -name '*.[0-9]' -exec gzip -9n {} +
 fi
