@@ -7,6 +7,7 @@
 
 pub mod authz;
 pub mod engine;
+pub mod fido2;
 pub mod identity;
 pub mod log;
 pub mod policy;
