@@ -312,6 +312,8 @@ pub struct UserStatus {
     pub locked_until: i64,
     /// Failed attempts since the last success.
     pub failures: u32,
+    /// For a required user who has not enrolled: the end of their grace period (0: none).
+    pub grace_until: i64,
 }
 
 /// A TOTP enrollment that waits for its first code.
@@ -447,12 +449,31 @@ pub trait Admin {
     fn reset(&self, user: &str) -> Result<(), BusError>;
     /// Ends a lockout and clears the failure count.
     fn unlock(&self, user: &str) -> Result<(), BusError>;
+    /// Starter recovery codes for a user who has not enrolled.
+    fn issue_codes(&self, user: &str) -> Result<CodeResult, BusError>;
+    /// Restarts the grace period now (`extend_seconds` 0) or moves its start later.
+    fn grace(&self, user: &str, extend_seconds: i64) -> Result<(), BusError>;
     /// Every user the daemon has state for.
     fn list_users(&self) -> Result<Vec<UserStatus>, BusError>;
     /// Audit entries for `user` (empty: all) since `since` (unix time), newest last.
     fn audit(&self, user: &str, since: i64, limit: u32) -> Result<Vec<AuditEntry>, BusError>;
     /// Re-reads the policy file; an invalid file is refused and the old policy stays.
     fn reload_policy(&self) -> Result<String, BusError>;
+}
+
+/// Draws `text` (an otpauth URI) as a QR code with Unicode half blocks, for a terminal: the CLI
+/// prints it, and the daemon sends it through the PAM conversation for enrollment at login.
+/// Light modules are drawn dark so the code reads on dark terminals too (with a quiet zone).
+pub fn qr_text(text: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("Admin", "Release", Access::Admin),
     ("Admin", "Reset", Access::Admin),
     ("Admin", "Unlock", Access::Admin),
+    ("Admin", "IssueCodes", Access::Admin),
+    ("Admin", "Grace", Access::Admin),
     ("Admin", "ListUsers", Access::Admin),
     ("Admin", "Audit", Access::Admin),
     ("Admin", "ReloadPolicy", Access::Admin),

@@ -75,6 +75,21 @@ struct LoginSession {
     ctx: LoginContext,
     attempts_left: u32,
     expires: i64,
+    stage: Stage,
+    /// A factor (a starter code) was already verified in this login.
+    authenticated: bool,
+}
+
+/// Where a login conversation is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stage {
+    /// Asking for a TOTP or recovery code.
+    Code,
+    /// Asking a required user who has no authenticator yet for a starter (recovery) code an
+    /// admin issued.
+    StarterCode,
+    /// Enrolling inside the login: waiting for the first code of a new secret.
+    Enroll { pending_id: String },
 }
 
 /// The outcome of checking a code against a user's factors.
@@ -328,6 +343,15 @@ impl Engine {
             });
         }
         let enrolled = totp.is_some();
+        let grace = policy.onboarding(account).grace_period.as_secs() as i64;
+        let grace_until = match (
+            eff.mode,
+            enrolled,
+            state.as_ref().and_then(|s| s.required_since),
+        ) {
+            (Mode::Required, false, Some(since)) if grace > 0 => since.saturating_add(grace),
+            _ => 0,
+        };
         Ok(UserStatus {
             user: account.name.clone(),
             uid: account.uid,
@@ -348,6 +372,7 @@ impl Engine {
                 .filter(|&t| t > now)
                 .unwrap_or(0),
             failures: state.as_ref().map_or(0, |s| s.failures),
+            grace_until,
         })
     }
 
@@ -530,34 +555,11 @@ impl Engine {
             );
             self.audit(store.as_mut(), r);
         }
-        match (eff.mode, enrolled) {
-            (Mode::Disabled, _) | (Mode::Optional, false) => {
-                return Ok((String::new(), LoginStep::done(Outcome::NotRequired)));
-            }
-            (Mode::Required, false) => {
-                let r = self.record(
-                    &account,
-                    caller,
-                    "login",
-                    "failure",
-                    Some(&ctx),
-                    format!(
-                        "2FA required ({}) but not enrolled",
-                        eff.explain(&policy.path)
-                    ),
-                );
-                self.audit(store.as_mut(), r);
-                return Ok((
-                    String::new(),
-                    LoginStep::done(Outcome::Denied).error(format!(
-                        "Two-factor authentication is required for {} but no second factor is \
-                         set up.\nEnroll with `twofactorctl enroll totp` from a session that is \
-                         already logged in, or ask an administrator.",
-                        account.name
-                    )),
-                ));
-            }
-            _ => {}
+        if matches!(
+            (eff.mode, enrolled),
+            (Mode::Disabled, _) | (Mode::Optional, false)
+        ) {
+            return Ok((String::new(), LoginStep::done(Outcome::NotRequired)));
         }
         let now = self.clock.now();
         if let Some(state) = store.user_state(account.uid).map_err(store_err)?
@@ -580,25 +582,33 @@ impl Engine {
                 )),
             ));
         }
-        if let Some((window, source)) = policy.remember_window(&ctx.service)
-            && self.is_remembered(account.uid, &ctx, now)
-        {
-            let r = self.record(
-                &account,
-                caller,
-                "login",
-                "success",
-                Some(&ctx),
-                format!(
-                    "remembered on {} ({} = {})",
-                    ctx.tty,
-                    source.key,
-                    humantime::format_duration(window)
-                ),
-            );
-            self.audit(store.as_mut(), r);
-            return Ok((String::new(), LoginStep::done(Outcome::Success)));
-        }
+        let (stage, step) = if enrolled {
+            if let Some((window, source)) = policy.remember_window(&ctx.service)
+                && self.is_remembered(account.uid, &ctx, now)
+            {
+                let r = self.record(
+                    &account,
+                    caller,
+                    "login",
+                    "success",
+                    Some(&ctx),
+                    format!(
+                        "remembered on {} ({} = {})",
+                        ctx.tty,
+                        source.key,
+                        humantime::format_duration(window)
+                    ),
+                );
+                self.audit(store.as_mut(), r);
+                return Ok((String::new(), LoginStep::done(Outcome::Success)));
+            }
+            (Stage::Code, LoginStep::prompt(policy.prompt.clone(), false))
+        } else {
+            match self.onboard(store.as_mut(), &account, caller, &ctx, &eff, now)? {
+                Onboard::Done(step) => return Ok((String::new(), step)),
+                Onboard::Converse(stage, step) => (stage, step),
+            }
+        };
         drop(store);
 
         let handle = random_handle()?;
@@ -619,9 +629,160 @@ impl Engine {
                 ctx,
                 attempts_left: policy.attempts,
                 expires: now + LOGIN_TTL_SECS,
+                stage,
+                authenticated: false,
             },
         );
-        Ok((handle, LoginStep::prompt(policy.prompt.clone(), false)))
+        Ok((handle, step))
+    }
+
+    /// A required user who has not enrolled: starter codes an admin issued, enrollment at
+    /// login, a grace period, or a refusal that says how to enroll.
+    fn onboard(
+        &self,
+        store: &mut dyn Store,
+        account: &Account,
+        caller: &Caller,
+        ctx: &LoginContext,
+        eff: &EffectiveMode,
+        now: i64,
+    ) -> Result<Onboard, BusError> {
+        let policy = self.policy();
+        let onboarding = policy.onboarding(account);
+        let starter = store.unused_recovery(account.uid).map_err(store_err)?.len();
+        if starter > 0 {
+            return Ok(Onboard::Converse(
+                Stage::StarterCode,
+                LoginStep::prompt(policy.prompt.clone(), false).info(
+                    "Two-factor authentication is required for your account. Type one of the \
+                     recovery codes your administrator gave you.",
+                ),
+            ));
+        }
+        if onboarding.enroll_at_login {
+            let (pending_id, step) = self.start_login_enrollment(store, account, now)?;
+            return Ok(Onboard::Converse(Stage::Enroll { pending_id }, step));
+        }
+        if !onboarding.grace_period.is_zero() {
+            let since = store
+                .start_grace(account.uid, &account.name, now)
+                .map_err(store_err)?;
+            let until = since.saturating_add(onboarding.grace_period.as_secs() as i64);
+            if now < until {
+                let days = (until - now + 86_399) / 86_400;
+                let r = self.record(
+                    account,
+                    caller,
+                    "grace",
+                    "not-required",
+                    Some(ctx),
+                    format!("{} ({days} days left)", eff.explain(&policy.path)),
+                );
+                self.audit(store, r);
+                return Ok(Onboard::Done(LoginStep::done(Outcome::NotRequired).info(
+                    format!(
+                        "Two-factor authentication is required for {} from {} ({days} days left).\n\
+                     Set it up now with `twofactorctl enroll totp`.",
+                        account.name,
+                        format_time(until)
+                    ),
+                )));
+            }
+            let r = self.record(
+                account,
+                caller,
+                "login",
+                "failure",
+                Some(ctx),
+                format!("grace period ended ({})", eff.explain(&policy.path)),
+            );
+            self.audit(store, r);
+            return Ok(Onboard::Done(LoginStep::done(Outcome::Denied).error(format!(
+                "Two-factor authentication is required for {} and the grace period to set it up \
+                 ended on {}.\nAsk an administrator for recovery codes \
+                 (`twofactorctl admin issue-codes`) or more time (`twofactorctl admin grace`).",
+                account.name,
+                format_time(until)
+            ))));
+        }
+        let r = self.record(
+            account,
+            caller,
+            "login",
+            "failure",
+            Some(ctx),
+            format!(
+                "2FA required ({}) but not enrolled",
+                eff.explain(&policy.path)
+            ),
+        );
+        self.audit(store, r);
+        Ok(Onboard::Done(LoginStep::done(Outcome::Denied).error(
+            format!(
+                "Two-factor authentication is required for {} but no second factor is set up.\n\
+             Enroll with `twofactorctl enroll totp` from a session that is already logged in, \
+             or ask an administrator.",
+                account.name
+            ),
+        )))
+    }
+
+    /// Makes a pending TOTP enrollment for `account`.
+    fn new_pending_totp(
+        &self,
+        store: &mut dyn Store,
+        account: &Account,
+        now: i64,
+        ttl: i64,
+    ) -> Result<(PendingTotp, TotpEnrollment), BusError> {
+        let policy = self.policy();
+        let _ = store.drop_expired_pending(now).map_err(store_err)?;
+        let secret = TotpSecret::generate()
+            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
+        let params = TotpParams::from(&policy.totp);
+        let pending = PendingTotp {
+            id: random_handle()?,
+            uid: account.uid,
+            secret,
+            params,
+            expires: now + ttl,
+        };
+        store.put_pending_totp(&pending).map_err(store_err)?;
+        let shown = TotpEnrollment {
+            enrollment_id: pending.id.clone(),
+            secret_base32: pending.secret.to_base32().to_string(),
+            uri: totp::otpauth_uri(&pending.secret, params, &policy.totp.issuer, &account.name)
+                .to_string(),
+            algorithm: params.algorithm.as_str().into(),
+            digits: u32::from(params.digits),
+            period: params.period as u32,
+            expires: pending.expires,
+        };
+        Ok((pending, shown))
+    }
+
+    /// The first step of an enrollment inside the login conversation: the QR code, the secret
+    /// and the URI as information, then a prompt for the app's current code.
+    fn start_login_enrollment(
+        &self,
+        store: &mut dyn Store,
+        account: &Account,
+        now: i64,
+    ) -> Result<(String, LoginStep), BusError> {
+        let (pending, shown) = self.new_pending_totp(store, account, now, LOGIN_TTL_SECS)?;
+        let mut step = LoginStep::prompt("Code from your authenticator app: ", false).info(format!(
+            "Two-factor authentication is required for {}. Set it up now: scan this QR code with \
+             an authenticator app, or enter the secret by hand.",
+            account.name
+        ));
+        if let Some(qr) = twofactor_bus::qr_text(&shown.uri) {
+            step = step.info(qr);
+        }
+        step = step.info(format!(
+            "Secret: {}  ({}, {} digits, every {} seconds)\nURI: {}",
+            shown.secret_base32, shown.algorithm, shown.digits, shown.period, shown.uri
+        ));
+        Ok((pending.id, step))
     }
 
     /// `Login.Continue`: the answer to the current prompt.
@@ -648,6 +809,9 @@ impl Engine {
                 }
             }
         };
+        if let Stage::Enroll { pending_id } = session.stage.clone() {
+            return self.continue_enrollment(caller, handle, session, &pending_id, answer, now);
+        }
         let mut store = self.store()?;
         let verdict = self.verify_code(
             store.as_mut(),
@@ -657,6 +821,28 @@ impl Engine {
             Some(&session.ctx),
             "login",
         )?;
+        if session.stage == Stage::StarterCode
+            && matches!(verdict, CodeVerdict::Totp | CodeVerdict::Recovery { .. })
+        {
+            let left = match verdict {
+                CodeVerdict::Recovery { left } => left,
+                _ => 0,
+            };
+            if self.policy().onboarding(&session.account).enroll_at_login {
+                let (pending_id, step) =
+                    self.start_login_enrollment(store.as_mut(), &session.account, now)?;
+                drop(store);
+                session.stage = Stage::Enroll { pending_id };
+                session.authenticated = true;
+                session.attempts_left = self.policy().attempts;
+                self.sessions()?.insert(handle.to_string(), session);
+                return Ok(step);
+            }
+            return Ok(LoginStep::done(Outcome::Success).info(format!(
+                "Recovery code accepted ({left} left). Now set up an authenticator app: run \
+                 `twofactorctl enroll totp`."
+            )));
+        }
         drop(store);
         if matches!(verdict, CodeVerdict::Totp | CodeVerdict::Recovery { .. }) {
             self.remember(session.account.uid, &session.ctx, now);
@@ -695,6 +881,102 @@ impl Engine {
                 }
             }
         })
+    }
+
+    /// The answer to the enrollment prompt inside a login: the first code of the new secret.
+    fn continue_enrollment(
+        &self,
+        caller: &Caller,
+        handle: &str,
+        mut session: LoginSession,
+        pending_id: &str,
+        answer: &str,
+        now: i64,
+    ) -> Result<LoginStep, BusError> {
+        let account = session.account.clone();
+        let mut store = self.store()?;
+        let Some(pending) = store
+            .pending_totp(pending_id)
+            .map_err(store_err)?
+            .filter(|p| p.uid == account.uid && p.expires >= now)
+        else {
+            return Ok(LoginStep::done(Outcome::Denied).error("The enrollment expired."));
+        };
+        let code: Zeroizing<String> =
+            Zeroizing::new(answer.chars().filter(|c| !c.is_whitespace()).collect());
+        let window = self.policy().totp.window;
+        let check = if totp::looks_like_code(&code, pending.params) {
+            totp::verify(
+                &pending.secret,
+                pending.params,
+                window,
+                &code,
+                now as u64,
+                None,
+            )
+        } else {
+            TotpCheck::Wrong
+        };
+        let TotpCheck::Valid(step) = check else {
+            session.attempts_left = session.attempts_left.saturating_sub(1);
+            if session.attempts_left > 0 {
+                self.sessions()?.insert(handle.to_string(), session);
+                return Ok(
+                    LoginStep::prompt("Code from your authenticator app: ", false)
+                        .error("Wrong code. Type the code your app shows now."),
+                );
+            }
+            let r = self.record(
+                &account,
+                caller,
+                "enroll",
+                "failure",
+                Some(&session.ctx),
+                "at login: no valid code",
+            );
+            self.audit(store.as_mut(), r);
+            return Ok(if session.authenticated {
+                LoginStep::done(Outcome::Success).error(
+                    "The authenticator app was not set up. Run `twofactorctl enroll totp` \
+                     before your recovery codes run out.",
+                )
+            } else {
+                LoginStep::done(Outcome::Denied)
+                    .error("Wrong code; the authenticator app was not set up.")
+            });
+        };
+        let (shown, stored) = recovery::generate_set()
+            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
+        store
+            .activate_totp(
+                account.uid,
+                &account.name,
+                &pending.id,
+                step,
+                now,
+                Some(&stored),
+            )
+            .map_err(store_err)?;
+        let r = self.record(
+            &account,
+            caller,
+            "enroll",
+            "success",
+            Some(&session.ctx),
+            "totp, at login",
+        );
+        self.audit(store.as_mut(), r);
+        let mut codes = String::from(
+            "Recovery codes: each works once in place of a code from your app. Store them \
+             somewhere safe now; they are not shown again.",
+        );
+        for c in &shown {
+            codes.push_str("\n    ");
+            codes.push_str(c);
+        }
+        Ok(LoginStep::done(Outcome::Success)
+            .info("Your authenticator app is enrolled.")
+            .info(codes))
     }
 
     /// Remembers a successful local login, if the service asks for it. Never for remote logins
@@ -815,28 +1097,8 @@ impl Engine {
             ));
         }
         let now = self.clock.now();
-        let _ = store.drop_expired_pending(now).map_err(store_err)?;
-        let secret = TotpSecret::generate()
-            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
-        let params = TotpParams::from(&policy.totp);
-        let pending = PendingTotp {
-            id: random_handle()?,
-            uid: account.uid,
-            secret,
-            params,
-            expires: now + ENROLL_TTL_SECS,
-        };
-        store.put_pending_totp(&pending).map_err(store_err)?;
-        Ok(TotpEnrollment {
-            enrollment_id: pending.id.clone(),
-            secret_base32: pending.secret.to_base32().to_string(),
-            uri: totp::otpauth_uri(&pending.secret, params, &policy.totp.issuer, &account.name)
-                .to_string(),
-            algorithm: params.algorithm.as_str().into(),
-            digits: u32::from(params.digits),
-            period: params.period as u32,
-            expires: pending.expires,
-        })
+        let (_, shown) = self.new_pending_totp(store.as_mut(), &account, now, ENROLL_TTL_SECS)?;
+        Ok(shown)
     }
 
     /// `Enrollment.ConfirmTotp`.
@@ -1030,6 +1292,82 @@ impl Engine {
         Ok(())
     }
 
+    /// `Admin.IssueCodes`: starter recovery codes for a user who has not enrolled, to hand
+    /// over; they log in with one and are then sent to enrollment.
+    pub fn issue_codes(&self, caller: &Caller, user: &str) -> Result<CodeResult, BusError> {
+        let account = self.target(caller, user)?;
+        self.authorize("Admin", "IssueCodes", caller, account.uid)?;
+        let mut store = self.store()?;
+        if store.totp(account.uid).map_err(store_err)?.is_some() {
+            return Err(BusError::NotAllowed(format!(
+                "{} already has an authenticator app; they can run `twofactorctl recovery \
+                 regenerate`, or reset them first",
+                account.name
+            )));
+        }
+        let (shown, stored) = recovery::generate_set()
+            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
+        store
+            .replace_recovery(account.uid, &stored)
+            .map_err(store_err)?;
+        let r = self.record(
+            &account,
+            caller,
+            "admin-issue-codes",
+            "success",
+            None,
+            format!("{} starter codes", shown.len()),
+        );
+        self.audit(store.as_mut(), r);
+        Ok(CodeResult {
+            accepted: true,
+            message: format!(
+                "Starter recovery codes for {}: hand them over; each works once at the code \
+                 prompt, after which they set up an authenticator app.",
+                account.name
+            ),
+            recovery_codes: shown.iter().map(|c| c.to_string()).collect(),
+        })
+    }
+
+    /// `Admin.Grace`: restarts the user's grace period now (`extend_secs` 0), or moves its start
+    /// later by `extend_secs`.
+    pub fn grace(&self, caller: &Caller, user: &str, extend_secs: i64) -> Result<(), BusError> {
+        let account = self.target(caller, user)?;
+        self.authorize("Admin", "Grace", caller, account.uid)?;
+        if !(0..=366 * 86_400).contains(&extend_secs) {
+            return Err(BusError::InvalidArgument(
+                "an extension is between 0 and 366 days".into(),
+            ));
+        }
+        let now = self.clock.now();
+        let mut store = self.store()?;
+        let since = if extend_secs == 0 {
+            now
+        } else {
+            let current = store
+                .user_state(account.uid)
+                .map_err(store_err)?
+                .and_then(|s| s.required_since)
+                .unwrap_or(now);
+            current.saturating_add(extend_secs)
+        };
+        store
+            .set_grace_start(account.uid, &account.name, Some(since))
+            .map_err(store_err)?;
+        let detail = if extend_secs == 0 {
+            "grace period restarted".to_string()
+        } else {
+            format!(
+                "grace period extended by {}",
+                humantime::format_duration(std::time::Duration::from_secs(extend_secs as u64))
+            )
+        };
+        let r = self.record(&account, caller, "admin-grace", "success", None, detail);
+        self.audit(store.as_mut(), r);
+        Ok(())
+    }
+
     /// `Admin.Unlock`.
     pub fn unlock(&self, caller: &Caller, user: &str) -> Result<(), BusError> {
         let account = self.target(caller, user)?;
@@ -1097,6 +1435,21 @@ impl Engine {
     pub fn policy_path(&self) -> Option<&Path> {
         self.policy_path.as_deref()
     }
+}
+
+/// What onboarding does with a required user who has not enrolled.
+enum Onboard {
+    /// Answer at once.
+    Done(LoginStep),
+    /// Start a conversation at this stage with this step.
+    Converse(Stage, LoginStep),
+}
+
+fn format_time(t: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+    )
+    .to_string()
 }
 
 fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {

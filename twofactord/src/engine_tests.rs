@@ -399,3 +399,134 @@ fn remember_is_local_per_tty_and_service_and_expires() {
     assert_eq!(outcome(&done), Some(Outcome::Success));
     assert!(outcome(&begin(&sudo1).1).is_none());
 }
+
+fn notices_text(step: &LoginStep) -> String {
+    notices(step)
+}
+
+#[test]
+fn starter_codes_let_a_required_user_in_once_each_then_enrollment() {
+    let (e, clock) = engine("default_mode = \"required\"\n[login]\nattempts = 1\n");
+    // Without codes or grace: refused, told how to enroll.
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::Denied));
+    // Only admins issue codes; not for enrolled users.
+    assert!(matches!(
+        e.issue_codes(&caller(1001), "alice"),
+        Err(BusError::AccessDenied(_))
+    ));
+    let codes = e
+        .issue_codes(&root(), "alice")
+        .expect("issue")
+        .recovery_codes;
+    assert_eq!(codes.len(), 10);
+    let (h, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert!(matches!(step.kind, StepKind::Prompt { .. }));
+    assert!(notices_text(&step).contains("recovery codes your administrator gave you"));
+    let done = e.continue_login(&root(), &h, &codes[0]).expect("continue");
+    assert_eq!(outcome(&done), Some(Outcome::Success));
+    assert!(notices_text(&done).contains("twofactorctl enroll totp"));
+    // Used once.
+    let step = login(&e, "alice", &[&codes[0]]);
+    assert_eq!(outcome(&step), Some(Outcome::Denied));
+    let audit = format!(
+        "{:?}",
+        e.audit_log(&root(), "alice", 0, 100).expect("audit")
+    );
+    assert!(audit.contains("admin-issue-codes") && audit.contains("recovery-code-used"));
+    let _ = enroll(&e, &clock, 1000);
+    assert!(matches!(
+        e.issue_codes(&root(), "alice"),
+        Err(BusError::NotAllowed(_))
+    ));
+}
+
+#[test]
+fn enrollment_at_login_shows_the_secret_and_activates_on_a_valid_code() {
+    let (e, clock) = engine(
+        "default_mode = \"optional\"\n[groups.wheel]\nmode = \"required\"\nenroll_at_login = true\n",
+    );
+    let (h, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    let text = notices_text(&step);
+    assert!(text.contains("Secret: "), "{text}");
+    assert!(text.contains("otpauth://totp/"), "{text}");
+    let secret_b32 = text
+        .split("Secret: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("secret")
+        .to_string();
+    let secret = TotpSecret::from_bytes(
+        base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &secret_b32).expect("b32"),
+    );
+    // A wrong code re-prompts; a valid one enrolls and shows the recovery codes.
+    let again = e.continue_login(&root(), &h, "000000").expect("continue");
+    assert!(matches!(again.kind, StepKind::Prompt { .. }));
+    let done = e
+        .continue_login(&root(), &h, &code(&secret, clock.now()))
+        .expect("continue");
+    assert_eq!(outcome(&done), Some(Outcome::Success));
+    assert!(notices_text(&done).contains("Recovery codes"));
+    let st = e
+        .status(&caller(1000), "", ("Enrollment", "Status"))
+        .expect("status");
+    assert!(st.enrolled);
+    assert_eq!(st.recovery_codes_left, 10);
+    // From now on, a normal code prompt.
+    clock.advance(30);
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&code(&secret, clock.now())])),
+        Some(Outcome::Success)
+    );
+    // bob (not in wheel, optional) is not offered enrollment.
+    let (_, step) = e.begin_login(&root(), "bob", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::NotRequired));
+}
+
+#[test]
+fn grace_period_counts_from_the_first_required_login_and_admins_can_extend_it() {
+    let (e, clock) = engine("default_mode = \"required\"\ngrace_period = \"7d\"\n");
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::NotRequired));
+    assert!(
+        notices_text(&step).contains("7 days left"),
+        "{}",
+        notices_text(&step)
+    );
+    let st = e
+        .status(&caller(1000), "", ("Enrollment", "Status"))
+        .expect("status");
+    assert_eq!(st.grace_until, T0 + 7 * 86_400);
+    clock.advance(6 * 86_400);
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert!(
+        notices_text(&step).contains("1 days left"),
+        "{}",
+        notices_text(&step)
+    );
+    clock.advance(86_400);
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::Denied));
+    assert!(
+        notices_text(&step).contains("grace period"),
+        "{}",
+        notices_text(&step)
+    );
+    // An admin extends by 2 days: in again.
+    e.grace(&root(), "alice", 2 * 86_400).expect("extend");
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::NotRequired));
+    // Or restarts it from now.
+    clock.advance(10 * 86_400);
+    e.grace(&root(), "alice", 0).expect("restart");
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert!(notices_text(&step).contains("7 days left"));
+    assert!(matches!(
+        e.grace(&caller(1001), "alice", 0),
+        Err(BusError::AccessDenied(_))
+    ));
+    assert!(matches!(
+        e.grace(&root(), "alice", -5),
+        Err(BusError::InvalidArgument(_))
+    ));
+}

@@ -80,6 +80,8 @@ impl Algorithm {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     default_mode: Option<Mode>,
+    grace_period: Option<Spanned<String>>,
+    enroll_at_login: Option<bool>,
     admin_groups: Option<Vec<Spanned<String>>>,
     login: Option<RawLogin>,
     totp: Option<RawTotp>,
@@ -139,6 +141,8 @@ struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 struct RawRule {
     mode: Mode,
+    grace_period: Option<Spanned<String>>,
+    enroll_at_login: Option<bool>,
 }
 
 /// TOTP parameters for new enrollments and verification.
@@ -193,6 +197,24 @@ pub struct RuleSource {
 struct Rule {
     mode: Mode,
     source: RuleSource,
+    onboarding: RuleOnboarding,
+}
+
+/// Per-rule overrides of the onboarding settings.
+#[derive(Debug, Clone, Copy, Default)]
+struct RuleOnboarding {
+    grace_period: Option<Duration>,
+    enroll_at_login: Option<bool>,
+}
+
+/// How a required user who has not enrolled yet gets in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Onboarding {
+    /// From the first login at which 2FA was required, the user may log in without it for this
+    /// long (zero: no grace).
+    pub grace_period: Duration,
+    /// The user enrolls inside the login conversation (after the other factors passed).
+    pub enroll_at_login: bool,
 }
 
 /// The validated runtime policy.
@@ -203,6 +225,8 @@ pub struct Policy {
     /// Mode when no rule matches.
     pub default_mode: Mode,
     default_line: Option<usize>,
+    /// Onboarding defaults (top-level `grace_period`, `enroll_at_login`).
+    pub onboarding: Onboarding,
     /// gids whose members may call admin methods.
     pub admin_gids: Vec<u32>,
     /// Prompts per login before the login is denied.
@@ -362,6 +386,18 @@ impl Ctx<'_> {
         }
     }
 
+    fn rule_onboarding(&self, rule: &RawRule) -> Result<RuleOnboarding, PolicyError> {
+        Ok(RuleOnboarding {
+            grace_period: match &rule.grace_period {
+                None => None,
+                Some(_) => {
+                    Some(self.duration(&rule.grace_period, "grace_period", Duration::ZERO)?)
+                }
+            },
+            enroll_at_login: rule.enroll_at_login,
+        })
+    }
+
     fn duration(
         &self,
         v: &Option<Spanned<String>>,
@@ -420,6 +456,7 @@ impl Policy {
             path: PathBuf::from("<built-in>"),
             default_mode: Mode::Optional,
             default_line: None,
+            onboarding: Onboarding::default(),
             admin_gids: Vec::new(),
             attempts: 3,
             prompt: "Verification code: ".into(),
@@ -506,6 +543,9 @@ impl Policy {
                 .position(|l| l.trim_start().starts_with("default_mode"))
                 .map(|i| i + 1);
         }
+        policy.onboarding.grace_period =
+            ctx.duration(&raw.grace_period, "grace_period", Duration::ZERO)?;
+        policy.onboarding.enroll_at_login = raw.enroll_at_login.unwrap_or(false);
         if let Some(login) = &raw.login {
             policy.attempts = ctx.int_in(&login.attempts, "login.attempts", 1..=10, 3)? as u32;
             if let Some(p) = &login.prompt {
@@ -588,6 +628,7 @@ impl Policy {
                                 key: format!("groups.{}", name.get_ref()),
                                 line,
                             },
+                            onboarding: ctx.rule_onboarding(rule)?,
                         },
                     );
                 }
@@ -610,6 +651,7 @@ impl Policy {
                                 key: format!("users.{}", name.get_ref()),
                                 line,
                             },
+                            onboarding: ctx.rule_onboarding(rule)?,
                         },
                     );
                 }
@@ -647,7 +689,14 @@ impl Policy {
                     ctx.line_of(name.span())
                 ));
             }
-            policy.services.insert(key.clone(), Rule { mode, source });
+            policy.services.insert(
+                key.clone(),
+                Rule {
+                    mode,
+                    source,
+                    onboarding: RuleOnboarding::default(),
+                },
+            );
         }
         if let Some(ex) = &raw.exemptions {
             for net in &ex.networks {
@@ -784,6 +833,33 @@ impl Policy {
         EffectiveMode {
             mode: self.default_mode,
             reason: Reason::Default(self.default_line),
+        }
+    }
+
+    /// The onboarding settings for `account`: each one from the user's rule if it sets it,
+    /// else from the matching group rules (the most generous grace, enrollment at login if any
+    /// group allows it), else the top-level default.
+    pub fn onboarding(&self, account: &Account) -> Onboarding {
+        let user = self.users.get(&account.uid).map(|r| r.onboarding);
+        let groups: Vec<RuleOnboarding> = account
+            .gids
+            .iter()
+            .filter_map(|g| self.groups.get(g).map(|r| r.onboarding))
+            .collect();
+        let grace_period = user
+            .and_then(|u| u.grace_period)
+            .or_else(|| groups.iter().filter_map(|g| g.grace_period).max())
+            .unwrap_or(self.onboarding.grace_period);
+        let enroll_at_login = user
+            .and_then(|u| u.enroll_at_login)
+            .or_else(|| {
+                let set: Vec<bool> = groups.iter().filter_map(|g| g.enroll_at_login).collect();
+                (!set.is_empty()).then(|| set.contains(&true))
+            })
+            .unwrap_or(self.onboarding.enroll_at_login);
+        Onboarding {
+            grace_period,
+            enroll_at_login,
         }
     }
 
@@ -1030,6 +1106,32 @@ groups = ["sudo"]
         assert!(p.remember_window("sshd").is_none());
         let p = parse("[services.sshd]\nmode = \"optional\"\n").expect("valid");
         assert_eq!(p.warnings.len(), 1);
+    }
+
+    #[test]
+    fn onboarding_comes_from_the_user_then_groups_then_the_default() {
+        let p = parse(
+            r#"
+grace_period = "7d"
+[groups.wheel]
+mode = "required"
+grace_period = "14d"
+enroll_at_login = true
+[users.bob]
+mode = "required"
+grace_period = "0s"
+"#,
+        )
+        .expect("valid");
+        let a = accounts();
+        let on = |n: &str| p.onboarding(&a.user_by_name(n).expect("user"));
+        assert_eq!(on("alice").grace_period.as_secs(), 14 * 86400);
+        assert!(on("alice").enroll_at_login);
+        assert_eq!(on("bob").grace_period.as_secs(), 0);
+        assert!(!on("bob").enroll_at_login);
+        assert_eq!(on("carol").grace_period.as_secs(), 7 * 86400);
+        let e = parse("grace_period = \"a week\"\n").unwrap_err();
+        assert!(e.message.contains("not a duration"), "{e}");
     }
 
     #[test]

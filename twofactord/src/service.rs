@@ -242,6 +242,28 @@ impl AdminIface {
         log_denied("Unlock", &caller, r)
     }
 
+    #[zbus(out_args("result"))]
+    async fn issue_codes(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+    ) -> Result<CodeResult, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.issue_codes(&caller, &user);
+        log_denied("IssueCodes", &caller, r)
+    }
+
+    async fn grace(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+        extend_seconds: i64,
+    ) -> Result<(), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.grace(&caller, &user, extend_seconds);
+        log_denied("Grace", &caller, r)
+    }
+
     #[zbus(out_args("users"))]
     async fn list_users(
         &self,

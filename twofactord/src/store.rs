@@ -51,6 +51,8 @@ pub struct UserState {
     pub locked_until: i64,
     /// Last accepted TOTP time step (replay protection).
     pub last_totp_step: Option<u64>,
+    /// When 2FA first applied to the user while not enrolled (start of the grace period).
+    pub required_since: Option<i64>,
 }
 
 /// An active TOTP factor.
@@ -172,6 +174,10 @@ pub trait Store: Send {
     ) -> StoreResult<FailureOutcome>;
     /// Sets or clears the admin requirement.
     fn set_admin_required(&mut self, uid: u32, name: &str, required: bool) -> StoreResult<()>;
+    /// Starts the grace period at `now` unless it already started; returns its start.
+    fn start_grace(&mut self, uid: u32, name: &str, now: i64) -> StoreResult<i64>;
+    /// Sets (or with `None` clears) the start of the grace period.
+    fn set_grace_start(&mut self, uid: u32, name: &str, since: Option<i64>) -> StoreResult<()>;
     /// Removes every factor, recovery code and pending enrollment of a user.
     fn reset(&mut self, uid: u32) -> StoreResult<()>;
     /// Ends a lockout and clears failures and escalation.
@@ -194,7 +200,8 @@ CREATE TABLE IF NOT EXISTS users (
     failures INTEGER NOT NULL DEFAULT 0,
     lock_level INTEGER NOT NULL DEFAULT 0,
     locked_until INTEGER NOT NULL DEFAULT 0,
-    last_totp_step INTEGER
+    last_totp_step INTEGER,
+    required_since INTEGER
 );
 CREATE TABLE IF NOT EXISTS totp (
     uid INTEGER PRIMARY KEY,
@@ -362,7 +369,8 @@ impl Store for SqliteStore {
         Ok(self
             .conn
             .query_row(
-                "SELECT name, admin_required, failures, lock_level, locked_until, last_totp_step
+                "SELECT name, admin_required, failures, lock_level, locked_until, last_totp_step,
+                        required_since
                  FROM users WHERE uid = ?1",
                 params![uid],
                 |r| {
@@ -374,6 +382,7 @@ impl Store for SqliteStore {
                         lock_level: r.get(3)?,
                         locked_until: r.get(4)?,
                         last_totp_step: r.get::<_, Option<i64>>(5)?.map(|s| s as u64),
+                        required_since: r.get(6)?,
                     })
                 },
             )
@@ -615,6 +624,33 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn start_grace(&mut self, uid: u32, name: &str, now: i64) -> StoreResult<i64> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_user(&tx, uid, name)?;
+        tx.execute(
+            "UPDATE users SET required_since = ?2 WHERE uid = ?1 AND required_since IS NULL",
+            params![uid, now],
+        )?;
+        let since: i64 = tx.query_row(
+            "SELECT required_since FROM users WHERE uid = ?1",
+            params![uid],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(since)
+    }
+
+    fn set_grace_start(&mut self, uid: u32, name: &str, since: Option<i64>) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_user(&tx, uid, name)?;
+        tx.execute(
+            "UPDATE users SET required_since = ?2 WHERE uid = ?1",
+            params![uid, since],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn reset(&mut self, uid: u32) -> StoreResult<()> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM totp WHERE uid = ?1", params![uid])?;
@@ -727,6 +763,21 @@ pub mod conformance {
         admin_flags_reset_and_unlock(&mut make());
         audit_filters_and_orders(&mut make());
         users_are_isolated(&mut make());
+        grace_starts_once(&mut make());
+    }
+
+    fn grace_starts_once(s: &mut impl Store) {
+        assert_eq!(s.start_grace(1000, "alice", 100).unwrap(), 100);
+        assert_eq!(s.start_grace(1000, "alice", 200).unwrap(), 100);
+        assert_eq!(
+            s.user_state(1000).unwrap().unwrap().required_since,
+            Some(100)
+        );
+        s.set_grace_start(1000, "alice", Some(300)).unwrap();
+        assert_eq!(s.start_grace(1000, "alice", 400).unwrap(), 300);
+        s.set_grace_start(1000, "alice", None).unwrap();
+        assert_eq!(s.start_grace(1000, "alice", 500).unwrap(), 500);
+        assert_eq!(s.user_state(1001).unwrap(), None);
     }
 
     fn enrollment_lifecycle(s: &mut impl Store) {
