@@ -206,11 +206,27 @@ set password $env(TF_SSH_PASSWORD)
 set codes [split $env(TF_SSH_CODES) " "]
 set npw 0
 set ncode 0
+set nenroll 0
+set secret ""
 spawn -noecho {*}$argv
 expect {
     -re {Password: $} {
         incr npw
         send -- "$password\r"
+        exp_continue
+    }
+    -re {Secret: ([A-Z2-7]+)} {
+        # Enrollment at login: the daemon shows a new secret; compute its code like an app.
+        set secret $expect_out(1,string)
+        exp_continue
+    }
+    -re {Code from your authenticator app: $} {
+        incr nenroll
+        send -- "[exec oathtool --totp -b $secret]\r"
+        exp_continue
+    }
+    -re {Press Enter[^\n]*: $} {
+        send -- "\r"
         exp_continue
     }
     -re {Verification code: $} {

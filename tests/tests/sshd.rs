@@ -180,3 +180,34 @@ fn password_then_code_logs_in_and_wrong_or_replayed_codes_are_refused() {
     assert_eq!(r.password_prompts, 1, "{}", ctx("replay", &r));
     assert!(r.output.contains("already used"), "{}", ctx("replay", &r));
 }
+
+#[test]
+fn a_required_user_enrolls_inside_the_ssh_login_then_logs_in_with_a_code() {
+    let env = Env::new(&format!(
+        "default_mode = \"optional\"\n[rate_limit]\nmax_failures = 100\n\
+         [groups.{WHEEL}]\nmode = \"required\"\nenroll_at_login = true\n"
+    ));
+    let sshd = Sshd::start(&env, Auth::PublicKeyAndCode);
+    sshd.authorize(ALICE);
+    wait_for_fresh_step();
+    // No factor yet: the login conversation shows a QR code and a secret, asks for the app's
+    // code (the expect driver computes it with oathtool from the secret it saw), shows the
+    // recovery codes, and lets the user in.
+    let r = sshd.ssh(ALICE).codes(&["000000"]).run();
+    assert!(r.logged_in(), "{r:?}\n{}", sshd.log());
+    assert_eq!(r.code_prompts, 0, "{r:?}");
+    assert!(r.output.contains("otpauth://totp/"), "{r:?}");
+    assert!(r.output.contains("Recovery codes"), "{r:?}");
+    let st = env.ctl(&["--json", "admin", "show", ALICE]).ok().json();
+    assert_eq!(st["enrolled"], true, "{st}");
+    assert_eq!(st["recovery_codes_left"], 10, "{st}");
+    let audit = env.ctl(&["admin", "audit", "--user", ALICE]).ok().stdout;
+    assert!(
+        audit.contains("enroll success") && audit.contains("at login"),
+        "{audit}"
+    );
+    // From now on the normal code prompt: a wrong code is refused.
+    let r = sshd.ssh(ALICE).codes(&["000000"]).run();
+    assert!(r.refused(), "{r:?}");
+    assert!(r.code_prompts >= 1, "{r:?}");
+}

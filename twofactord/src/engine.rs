@@ -90,6 +90,9 @@ enum Stage {
     StarterCode,
     /// Enrolling inside the login: waiting for the first code of a new secret.
     Enroll { pending_id: String },
+    /// Done, but waiting for the user to confirm they saw something they must keep (the
+    /// recovery codes): applications such as sshd only show messages that come with a prompt.
+    Acknowledge,
 }
 
 /// The outcome of checking a code against a user's factors.
@@ -809,8 +812,12 @@ impl Engine {
                 }
             }
         };
-        if let Stage::Enroll { pending_id } = session.stage.clone() {
-            return self.continue_enrollment(caller, handle, session, &pending_id, answer, now);
+        match session.stage.clone() {
+            Stage::Enroll { pending_id } => {
+                return self.continue_enrollment(caller, handle, session, &pending_id, answer, now);
+            }
+            Stage::Acknowledge => return Ok(LoginStep::done(Outcome::Success)),
+            Stage::Code | Stage::StarterCode => {}
         }
         let mut store = self.store()?;
         let verdict = self.verify_code(
@@ -974,9 +981,14 @@ impl Engine {
             codes.push_str("\n    ");
             codes.push_str(c);
         }
-        Ok(LoginStep::done(Outcome::Success)
-            .info("Your authenticator app is enrolled.")
-            .info(codes))
+        session.stage = Stage::Acknowledge;
+        self.sessions()?.insert(handle.to_string(), session);
+        Ok(LoginStep::prompt(
+            "Press Enter once you have stored the recovery codes: ",
+            true,
+        )
+        .info("Your authenticator app is enrolled.")
+        .info(codes))
     }
 
     /// Remembers a successful local login, if the service asks for it. Never for remote logins
