@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use twofactor_bus::{AdminProxy, BusError, CodeResult, EnrollmentProxy, UserStatus};
 use zeroize::Zeroizing;
@@ -54,6 +54,12 @@ enum Command {
     Admin {
         #[command(subcommand)]
         action: AdminAction,
+    },
+    /// Print a shell completion script on standard output (needs no daemon).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -252,7 +258,21 @@ fn report_code_result(r: &CodeResult, json: bool) -> Result<(), Failure> {
     }
 }
 
+/// Writes the completion script for `shell` to stdout (generated into memory first, so a
+/// closed stdout is an error, not a panic).
+fn print_completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "twofactorctl", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|e| Failure(format!("cannot write the completion script: {e}"), 1))
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
+    // The only command that needs no daemon: answered before connecting to the bus.
+    if let Command::Completions { shell } = cli.command {
+        return print_completions(shell);
+    }
     let builder = match &cli.bus {
         Some(a) => zbus::connection::Builder::address(a.as_str()),
         None => zbus::connection::Builder::system(),
@@ -444,6 +464,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{msg}");
             }
         },
+        // Answered above, before connecting.
+        Command::Completions { .. } => {}
     }
     Ok(())
 }
