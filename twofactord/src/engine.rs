@@ -91,8 +91,9 @@ enum Stage {
     /// Enrolling inside the login: waiting for the first code of a new secret.
     Enroll { pending_id: String },
     /// Done, but waiting for the user to confirm they saw something they must keep (the
-    /// recovery codes): applications such as sshd only show messages that come with a prompt.
-    Acknowledge,
+    /// recovery codes, a grace period's deadline): applications such as sshd only show
+    /// messages that come with a prompt. Any answer ends the login with this outcome.
+    Acknowledge(Outcome),
 }
 
 /// The outcome of checking a code against a user's factors.
@@ -682,14 +683,15 @@ impl Engine {
                     format!("{} ({days} days left)", eff.explain(&policy.path)),
                 );
                 self.audit(store, r);
-                return Ok(Onboard::Done(LoginStep::done(Outcome::NotRequired).info(
-                    format!(
-                        "Two-factor authentication is required for {} from {} ({days} days left).\n\
-                     Set it up now with `twofactorctl enroll totp`.",
+                return Ok(Onboard::Converse(
+                    Stage::Acknowledge(Outcome::NotRequired),
+                    LoginStep::prompt("Press Enter to continue: ", true).info(format!(
+                        "Two-factor authentication is required for {} from {} ({days} days \
+                         left).\nSet it up now with `twofactorctl enroll totp`.",
                         account.name,
                         format_time(until)
-                    ),
-                )));
+                    )),
+                ));
             }
             let r = self.record(
                 account,
@@ -816,7 +818,7 @@ impl Engine {
             Stage::Enroll { pending_id } => {
                 return self.continue_enrollment(caller, handle, session, &pending_id, answer, now);
             }
-            Stage::Acknowledge => return Ok(LoginStep::done(Outcome::Success)),
+            Stage::Acknowledge(outcome) => return Ok(LoginStep::done(outcome)),
             Stage::Code | Stage::StarterCode => {}
         }
         let mut store = self.store()?;
@@ -981,7 +983,7 @@ impl Engine {
             codes.push_str("\n    ");
             codes.push_str(c);
         }
-        session.stage = Stage::Acknowledge;
+        session.stage = Stage::Acknowledge(Outcome::Success);
         self.sessions()?.insert(handle.to_string(), session);
         Ok(LoginStep::prompt(
             "Press Enter once you have stored the recovery codes: ",
