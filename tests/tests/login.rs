@@ -124,7 +124,9 @@ fn a_recovery_code_works_once() {
     assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
     let st = env.ctl(&["--json", "admin", "show", ALICE]).ok().json();
     assert_eq!(st["recovery_codes_left"], 8);
-    assert!(env.log().contains("event=recovery-code-used"));
+    let audit = env.ctl(&["admin", "audit", "--user", ALICE]).ok().stdout;
+    assert!(audit.contains("recovery-code-used"), "{audit}");
+    assert!(!audit.contains(&code) && !audit.contains(&e.secret), "{audit}");
     // No code or secret in the daemon's log.
     assert!(!env.log().contains(&code));
     assert!(!env.log().contains(&e.secret));

@@ -2,6 +2,7 @@
 //! priority prefix when stderr is the journal). Never given a secret or a code.
 
 use std::io::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::store::AuditRecord;
@@ -47,7 +48,39 @@ pub fn debug(msg: &str) {
     }
 }
 
-/// A security event, as stored in the audit log.
+type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+/// The authpriv syslog connection (journald's /dev/log under systemd), made on first use.
+/// `None` inside: no syslog socket, audit lines go to stderr instead.
+static SYSLOG: Mutex<Option<Option<Syslog>>> = Mutex::new(None);
+
+/// Sends one audit line to syslog (LOG_AUTHPRIV); false if there is no syslog to send to.
+fn to_syslog(line: &str) -> bool {
+    let Ok(mut slot) = SYSLOG.lock() else {
+        return false;
+    };
+    let logger = slot.get_or_insert_with(|| {
+        syslog::unix(syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_AUTHPRIV,
+            hostname: None,
+            process: "twofactord".into(),
+            pid: std::process::id(),
+        })
+        .ok()
+    });
+    let Some(l) = logger else {
+        return false;
+    };
+    if l.notice(line).is_ok() {
+        return true;
+    }
+    // The socket went away (syslog restarted): reconnect on the next event.
+    *slot = None;
+    false
+}
+
+/// A security event, as stored in the audit log: to syslog's authpriv facility (the journal
+/// under systemd), or stderr when there is no syslog.
 pub fn audit(r: &AuditRecord) {
     let mut line = format!(
         "audit: event={} user={} uid={} result={}",
@@ -65,5 +98,7 @@ pub fn audit(r: &AuditRecord) {
     if !r.detail.is_empty() {
         line.push_str(&format!(" detail={:?}", r.detail));
     }
-    emit(5, "notice", &line);
+    if !to_syslog(&line) {
+        emit(5, "notice", &line);
+    }
 }
