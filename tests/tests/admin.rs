@@ -472,3 +472,58 @@ fn check_validates_policy_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn notify_command_gets_account_events_and_never_blocks_a_login() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("events");
+    let policy = format!(
+        "default_mode = \"optional\"\nnotify_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n",
+        out.display()
+    );
+    let env = Env::new(&policy);
+    let e = env.enroll(ALICE);
+    assert_eq!(env.login("tf", ALICE, &[&e.recovery[0]]).rc, rc::SUCCESS);
+    env.ctl(&["admin", "unlock", ALICE]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let events = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.lines().count() >= 3 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let names: Vec<String> = events
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            assert_eq!(v["user"], ALICE);
+            v["event"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["enroll", "recovery-code-used", "admin-unlock"],
+        "{events}"
+    );
+    // Never a secret or a code.
+    assert!(
+        !events.contains(&e.secret) && !events.contains(&e.recovery[0]),
+        "{events}"
+    );
+
+    // A command that hangs is killed; logins go on at full speed meanwhile.
+    env.write_policy(
+        "default_mode = \"optional\"\nnotify_command = [\"/bin/sleep\", \"60\"]\nnotify_timeout = \"1s\"\n",
+    );
+    env.ctl(&["admin", "reload"]).ok();
+    let started = std::time::Instant::now();
+    for code in &e.recovery[1..4] {
+        assert_eq!(env.login("tf", ALICE, &[code]).rc, rc::SUCCESS);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

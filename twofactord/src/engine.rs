@@ -268,9 +268,17 @@ impl Engine {
     }
 
     fn audit(&self, store: &mut dyn Store, record: AuditRecord) {
-        crate::log::audit(&record);
         if let Err(e) = store.append_audit(&record) {
             crate::log::error(&format!("audit record not stored: {e}"));
+        }
+        self.announce(&record);
+    }
+
+    /// After an event is stored: the log (syslog authpriv) and the notify command.
+    fn announce(&self, record: &AuditRecord) {
+        crate::log::audit(record);
+        if let Some(cmd) = &self.policy().notify {
+            crate::notify::send(cmd, record);
         }
     }
 
@@ -431,7 +439,7 @@ impl Engine {
                             .accept_totp_step(account.uid, step, now, &r)
                             .map_err(store_err)?
                         {
-                            crate::log::audit(&r);
+                            self.announce(&r);
                             return Ok(CodeVerdict::Totp);
                         }
                         rejection =
@@ -459,7 +467,7 @@ impl Engine {
                         .consume_recovery(account.uid, id, now, &r)
                         .map_err(store_err)?
                     {
-                        crate::log::audit(&r);
+                        self.announce(&r);
                         return Ok(CodeVerdict::Recovery { left });
                     }
                 }
@@ -477,7 +485,7 @@ impl Engine {
         let failure = store
             .record_failure(account.uid, &account.name, now, &policy.rate_limit, &r)
             .map_err(store_err)?;
-        crate::log::audit(&r);
+        self.announce(&r);
         if let Some(until) = failure.locked_until {
             let r = self.record(
                 account,

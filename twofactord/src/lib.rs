@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fido2;
 pub mod identity;
 pub mod log;
+pub mod notify;
 pub mod policy;
 pub mod recovery;
 pub mod service;

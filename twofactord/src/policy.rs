@@ -82,6 +82,8 @@ struct RawPolicy {
     default_mode: Option<Mode>,
     grace_period: Option<Spanned<String>>,
     enroll_at_login: Option<bool>,
+    notify_command: Option<Spanned<Vec<String>>>,
+    notify_timeout: Option<Spanned<String>>,
     admin_groups: Option<Vec<Spanned<String>>>,
     login: Option<RawLogin>,
     totp: Option<RawTotp>,
@@ -225,6 +227,8 @@ pub struct Policy {
     /// Mode when no rule matches.
     pub default_mode: Mode,
     default_line: Option<usize>,
+    /// `notify_command`, if set.
+    pub notify: Option<crate::notify::NotifyCommand>,
     /// Onboarding defaults (top-level `grace_period`, `enroll_at_login`).
     pub onboarding: Onboarding,
     /// gids whose members may call admin methods.
@@ -457,6 +461,7 @@ impl Policy {
             default_mode: Mode::Optional,
             default_line: None,
             onboarding: Onboarding::default(),
+            notify: None,
             admin_gids: Vec::new(),
             attempts: 3,
             prompt: "Verification code: ".into(),
@@ -546,6 +551,32 @@ impl Policy {
         policy.onboarding.grace_period =
             ctx.duration(&raw.grace_period, "grace_period", Duration::ZERO)?;
         policy.onboarding.enroll_at_login = raw.enroll_at_login.unwrap_or(false);
+        let notify_timeout = ctx.duration(
+            &raw.notify_timeout,
+            "notify_timeout",
+            Duration::from_secs(10),
+        )?;
+        if let Some(t) = &raw.notify_timeout
+            && (notify_timeout.is_zero() || notify_timeout > Duration::from_secs(300))
+        {
+            return Err(ctx.err_at(t.span(), "notify_timeout must be between 1s and 5m"));
+        }
+        if let Some(cmd) = &raw.notify_command {
+            let Some((program, args)) = cmd.get_ref().split_first() else {
+                return Err(ctx.err_at(cmd.span(), "notify_command is empty"));
+            };
+            if !program.starts_with('/') {
+                return Err(ctx.err_at(
+                    cmd.span(),
+                    "notify_command must start with an absolute program path",
+                ));
+            }
+            policy.notify = Some(crate::notify::NotifyCommand {
+                program: program.into(),
+                args: args.to_vec(),
+                timeout: notify_timeout,
+            });
+        }
         if let Some(login) = &raw.login {
             policy.attempts = ctx.int_in(&login.attempts, "login.attempts", 1..=10, 3)? as u32;
             if let Some(p) = &login.prompt {
@@ -1132,6 +1163,20 @@ grace_period = "0s"
         assert_eq!(on("carol").grace_period.as_secs(), 7 * 86400);
         let e = parse("grace_period = \"a week\"\n").unwrap_err();
         assert!(e.message.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn notify_command_must_be_an_absolute_program() {
+        let p = parse("notify_command = [\"/usr/local/bin/mail-2fa\", \"--to\", \"admin\"]\n")
+            .expect("valid");
+        let n = p.notify.expect("set");
+        assert_eq!(n.program, PathBuf::from("/usr/local/bin/mail-2fa"));
+        assert_eq!(n.args, ["--to", "admin"]);
+        assert_eq!(n.timeout.as_secs(), 10);
+        assert!(parse("notify_command = [\"mail-2fa\"]\n").is_err());
+        assert!(parse("notify_command = []\n").is_err());
+        assert!(parse("notify_command = \"/bin/true\"\n").is_err());
+        assert!(parse("notify_timeout = \"1h\"\n").is_err());
     }
 
     #[test]
