@@ -527,3 +527,76 @@ fn notify_command_gets_account_events_and_never_blocks_a_login() {
         started.elapsed()
     );
 }
+
+#[test]
+fn rolling_out_required_with_starter_codes_grace_and_compliance_lists() {
+    let env = Env::new(&format!(
+        "default_mode = \"optional\"\n[groups.{WHEEL}]\nmode = \"required\"\n\
+         [users.{BOB}]\nmode = \"required\"\ngrace_period = \"7d\"\n[services.tf-alone]\nmode = \"disabled\"\n"
+    ));
+    // alice: required, no grace: refused. The admin issues starter codes.
+    assert_eq!(env.login("tf", ALICE, &[]).rc, rc::AUTH_ERR);
+    let out = env
+        .ctl(&["--json", "admin", "issue-codes", ALICE])
+        .ok()
+        .json();
+    let codes: Vec<String> = out["recovery_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_string())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let r = env.login("tf", ALICE, &[&codes[0]]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    assert!(r.said("twofactorctl enroll totp"), "{r:?}");
+    // bob: in his grace period (started by this first login; the prompt only confirms).
+    let r = env.login("tf", BOB, &[""]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    assert!(r.said("7 days left"), "{r:?}");
+    let st = env.ctl(&["--json", "admin", "show", BOB]).ok().json();
+    assert!(
+        st["grace_until"].as_i64().expect("grace") > now() + 6 * 86_400,
+        "{st}"
+    );
+    let out = env.ctl(&["admin", "grace", BOB, "--extend", "2d"]).ok();
+    assert!(out.stdout.contains("now ends"), "{out:?}");
+    let st2 = env.ctl(&["--json", "admin", "show", BOB]).ok().json();
+    assert_eq!(
+        st2["grace_until"].as_i64().expect("grace") - st["grace_until"].as_i64().expect("grace"),
+        2 * 86_400
+    );
+    // Who is not compliant yet?
+    env.ctl(&["admin", "require", CAROL]).ok();
+    let names = |state: &str| -> Vec<String> {
+        let v = env
+            .ctl(&["--json", "admin", "list", "--state", state])
+            .ok()
+            .json();
+        v.as_array()
+            .expect("list")
+            .iter()
+            .map(|u| u["user"].as_str().expect("user").to_string())
+            .collect()
+    };
+    assert_eq!(names("in-grace"), [BOB]);
+    let unenrolled = names("required-unenrolled");
+    assert!(unenrolled.contains(&ALICE.to_string()) && unenrolled.contains(&CAROL.to_string()));
+    assert!(names("enrolled").is_empty());
+    // Explaining a login for a service and a remote host.
+    let out = env
+        .ctl(&["admin", "show", ALICE, "--service", "tf-alone"])
+        .ok()
+        .stdout;
+    assert!(out.contains("Mode:            disabled"), "{out}");
+    assert!(out.contains("exemption services.tf-alone"), "{out}");
+    let out = env
+        .ctl_as(
+            ALICE,
+            &["status", "--service", "tf", "--rhost", "192.0.2.1"],
+            None,
+        )
+        .ok()
+        .stdout;
+    assert!(out.contains("Rule:            groups.tf-wheel"), "{out}");
+}

@@ -33,7 +33,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Your effective policy, the rule that produced it, your factors and recovery codes.
-    Status,
+    Status {
+        #[command(flatten)]
+        context: LoginContextArgs,
+    },
     /// Enroll a second factor.
     Enroll {
         #[command(subcommand)]
@@ -95,7 +98,21 @@ enum RecoveryAction {
 #[derive(Subcommand, Debug)]
 enum AdminAction {
     /// A user's effective policy, rule, factors and lockout.
-    Show { user: String },
+    Show {
+        user: String,
+        #[command(flatten)]
+        context: LoginContextArgs,
+    },
+    /// Starter recovery codes for a user who has not enrolled yet, to hand over.
+    IssueCodes { user: String },
+    /// Restart a user's grace period now, or extend it.
+    Grace {
+        user: String,
+        /// Move the end of the grace period later by this long (e.g. 7d) instead of
+        /// restarting it from now.
+        #[arg(long, value_name = "DURATION")]
+        extend: Option<String>,
+    },
     /// Require 2FA for a user, whatever the policy file says.
     Require { user: String },
     /// Remove the per-user requirement.
@@ -105,7 +122,11 @@ enum AdminAction {
     /// End a user's lockout.
     Unlock { user: String },
     /// Every user the daemon has state for.
-    List,
+    List {
+        /// Only users in this state.
+        #[arg(long, value_enum)]
+        state: Option<ListState>,
+    },
     /// The audit log.
     Audit {
         /// Only this user.
@@ -121,6 +142,59 @@ enum AdminAction {
     },
     /// Re-read the policy file (an invalid file is refused; the old policy stays).
     Reload,
+}
+
+/// A login to explain: the mode can depend on the PAM service and the remote host.
+#[derive(clap::Args, Debug, Default)]
+struct LoginContextArgs {
+    /// Explain for this PAM service (e.g. sshd, sudo).
+    #[arg(long, value_name = "SERVICE")]
+    service: Option<String>,
+    /// Explain for a login from this remote address.
+    #[arg(long, value_name = "ADDRESS")]
+    rhost: Option<String>,
+}
+
+impl LoginContextArgs {
+    fn is_empty(&self) -> bool {
+        self.service.is_none() && self.rhost.is_none()
+    }
+
+    fn to_map(&self) -> std::collections::HashMap<&str, &str> {
+        let mut m = std::collections::HashMap::new();
+        if let Some(s) = &self.service {
+            m.insert("service", s.as_str());
+        }
+        if let Some(r) = &self.rhost {
+            m.insert("rhost", r.as_str());
+        }
+        m
+    }
+}
+
+/// Compliance states for `admin list --state`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ListState {
+    /// 2FA is required but no factor is enrolled (and no grace period is running).
+    RequiredUnenrolled,
+    /// Required, not enrolled, within the grace period.
+    InGrace,
+    /// Locked out now.
+    Locked,
+    /// Has a factor.
+    Enrolled,
+}
+
+impl ListState {
+    fn matches(self, u: &UserStatus, now: i64) -> bool {
+        let unenrolled_required = u.mode == "required" && !u.enrolled;
+        match self {
+            ListState::RequiredUnenrolled => unenrolled_required && u.grace_until <= now,
+            ListState::InGrace => unenrolled_required && u.grace_until > now,
+            ListState::Locked => u.locked_until > now,
+            ListState::Enrolled => u.enrolled,
+        }
+    }
 }
 
 /// A failure to report: message and exit status.
@@ -190,6 +264,9 @@ fn print_status(s: &UserStatus) {
         );
     }
     println!("Recovery codes:  {} left", s.recovery_codes_left);
+    if s.grace_until > 0 {
+        println!("Grace period:    until {}", time(s.grace_until));
+    }
     if s.locked_until > 0 {
         println!("Locked until:    {}", time(s.locked_until));
     } else if s.failures > 0 {
@@ -222,17 +299,6 @@ fn code_or_prompt(code: Option<String>) -> Result<Zeroizing<String>, Failure> {
         Some(c) => Ok(Zeroizing::new(c)),
         None => read_line("Current code (or a recovery code): ", true),
     }
-}
-
-fn qr(uri: &str) -> Option<String> {
-    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
-    Some(
-        code.render::<qrcode::render::unicode::Dense1x2>()
-            .dark_color(qrcode::render::unicode::Dense1x2::Light)
-            .light_color(qrcode::render::unicode::Dense1x2::Dark)
-            .quiet_zone(true)
-            .build(),
-    )
 }
 
 fn report_code_result(r: &CodeResult, json: bool) -> Result<(), Failure> {
@@ -290,8 +356,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         .map_err(|e| Failure(e.to_string(), 1))?;
     let json = cli.json;
     match cli.command {
-        Command::Status => {
-            let s = enrollment.status("").await?;
+        Command::Status { context } => {
+            let s = if context.is_empty() {
+                enrollment.status("").await?
+            } else {
+                enrollment.explain("", context.to_map()).await?
+            };
             if json {
                 print_json(&s)?
             } else {
@@ -337,7 +407,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     return Ok(());
                 }
             } else if !json {
-                if !no_qr && let Some(q) = qr(&e.uri) {
+                if !no_qr && let Some(q) = twofactor_bus::qr_text(&e.uri) {
                     println!("Scan this with your authenticator app:\n{q}");
                 }
                 println!("Or enter this secret by hand: {}", e.secret_base32);
@@ -380,8 +450,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             report_code_result(&r, json)?;
         }
         Command::Admin { action } => match action {
-            AdminAction::Show { user } => {
-                let s = admin.show(&user).await?;
+            AdminAction::Show { user, context } => {
+                let s = if context.is_empty() {
+                    admin.show(&user).await?
+                } else {
+                    enrollment.explain(&user, context.to_map()).await?
+                };
                 if json {
                     print_json(&s)?
                 } else {
@@ -406,8 +480,41 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 admin.unlock(&user).await?;
                 println!("{user} is unlocked.");
             }
-            AdminAction::List => {
-                let users = admin.list_users().await?;
+            AdminAction::IssueCodes { user } => {
+                let r = admin.issue_codes(&user).await?;
+                report_code_result(&r, json)?;
+            }
+            AdminAction::Grace { user, extend } => {
+                let secs = match extend {
+                    None => 0,
+                    Some(d) => humantime::parse_duration(&d)
+                        .map_err(|e| Failure(format!("--extend {d:?}: {e}"), 2))?
+                        .as_secs() as i64,
+                };
+                admin.grace(&user, secs).await?;
+                let s = admin.show(&user).await?;
+                if s.grace_until > 0 {
+                    println!(
+                        "The grace period of {user} now ends {}.",
+                        time(s.grace_until)
+                    );
+                } else {
+                    println!(
+                        "The grace period of {user} starts at their next login that requires 2FA."
+                    );
+                }
+            }
+            AdminAction::List { state } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let users: Vec<UserStatus> = admin
+                    .list_users()
+                    .await?
+                    .into_iter()
+                    .filter(|u| state.is_none_or(|st| st.matches(u, now)))
+                    .collect();
                 if json {
                     print_json(&users)?;
                 } else {
