@@ -600,3 +600,136 @@ fn rolling_out_required_with_starter_codes_grace_and_compliance_lists() {
         .stdout;
     assert!(out.contains("Rule:            groups.tf-wheel"), "{out}");
 }
+
+/// A ~/.google_authenticator file written by the real `google-authenticator` tool.
+#[allow(clippy::expect_used)]
+fn google_authenticator_file(dir: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
+    let path = dir.join("google_authenticator");
+    let _ = std::fs::remove_file(&path);
+    let out = std::process::Command::new("google-authenticator")
+        .args([
+            "-t", "-d", "-f", "-C", "-q", "-Q", "NONE", "-r", "3", "-R", "30", "-w", "5", "-e", "4",
+        ])
+        .args(extra)
+        .arg("-s")
+        .arg(&path)
+        .args(["-l", "test", "-i", "test"])
+        .output()
+        .expect("google-authenticator is installed (scripts/deps.sh)");
+    assert!(out.status.success(), "{out:?}");
+    path
+}
+
+#[test]
+fn import_google_authenticator_files_written_by_the_real_tool() {
+    let env = Env::new("default_mode = \"optional\"\n");
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = google_authenticator_file(dir.path(), &[]);
+    let text = std::fs::read_to_string(&file).expect("read");
+    let secret = text.lines().next().expect("secret").to_string();
+    let scratch: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() == 8 && !l.starts_with('"'))
+        .collect();
+    assert_eq!(scratch.len(), 4, "{text}");
+    let out = env
+        .ctl(&[
+            "--json",
+            "admin",
+            "import",
+            "google-authenticator",
+            ALICE,
+            &file.display().to_string(),
+        ])
+        .ok()
+        .json();
+    let dropped = out["dropped"].to_string();
+    assert!(
+        dropped.contains("WINDOW_SIZE 5") && dropped.contains("RATE_LIMIT 3 30"),
+        "{out}"
+    );
+    assert!(
+        out["mapped"].to_string().contains("4 scratch codes"),
+        "{out}"
+    );
+    // The old app keeps working: a code from oathtool for the same secret logs in, once.
+    let code = oathtool(&secret, 0);
+    assert_eq!(env.login("tf", ALICE, &[&code]).rc, rc::SUCCESS);
+    assert_eq!(
+        env.login("tf", ALICE, &[&code, &code, &code]).rc,
+        rc::AUTH_ERR
+    );
+    // Scratch codes work once each, as recovery codes.
+    assert_eq!(env.login("tf", ALICE, &[scratch[0]]).rc, rc::SUCCESS);
+    assert_eq!(
+        env.login("tf", ALICE, &[scratch[0], scratch[0], scratch[0]])
+            .rc,
+        rc::AUTH_ERR
+    );
+    let st = env.ctl(&["--json", "admin", "show", ALICE]).ok().json();
+    assert_eq!(st["recovery_codes_left"], 3);
+    // Importing again over an existing factor is refused; nothing changes.
+    let again = env.ctl(&[
+        "admin",
+        "import",
+        "google-authenticator",
+        ALICE,
+        &file.display().to_string(),
+    ]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(
+        again.stderr.contains("already has an authenticator"),
+        "{again:?}"
+    );
+    // A damaged file: a line-numbered error, and nothing imported for bob.
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, text.replace(scratch[1], "12ab5678")).expect("write");
+    let out = env.ctl(&[
+        "admin",
+        "import",
+        "google-authenticator",
+        BOB,
+        &bad.display().to_string(),
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("line ") && out.stderr.contains("nothing was imported"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains(&secret), "{out:?}");
+    assert_eq!(
+        env.ctl(&["--json", "admin", "show", BOB]).ok().json()["enrolled"],
+        false
+    );
+    // A 60-second step is carried over.
+    let slow = google_authenticator_file(dir.path(), &["-S", "60"]);
+    let slow_secret = std::fs::read_to_string(&slow)
+        .expect("read")
+        .lines()
+        .next()
+        .expect("s")
+        .to_string();
+    env.ctl(&[
+        "admin",
+        "import",
+        "google-authenticator",
+        BOB,
+        &slow.display().to_string(),
+    ])
+    .ok();
+    let code = oathtool_with(&slow_secret, 0, &["--time-step-size=60s"]);
+    assert_eq!(env.login("tf", BOB, &[&code]).rc, rc::SUCCESS);
+    // Only admins import.
+    let out = env.ctl_as(
+        CAROL,
+        &[
+            "admin",
+            "import",
+            "google-authenticator",
+            CAROL,
+            &file.display().to_string(),
+        ],
+        None,
+    );
+    assert_ne!(out.code, 0, "{out:?}");
+}

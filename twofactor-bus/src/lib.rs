@@ -453,6 +453,17 @@ pub trait Admin {
     fn issue_codes(&self, user: &str) -> Result<CodeResult, BusError>;
     /// Restarts the grace period now (`extend_seconds` 0) or moves its start later.
     fn grace(&self, user: &str, extend_seconds: i64) -> Result<(), BusError>;
+    /// Imports an authenticator secret and recovery codes made elsewhere for a user with no
+    /// factor (all or nothing).
+    fn import_totp(
+        &self,
+        user: &str,
+        secret_base32: &str,
+        algorithm: &str,
+        digits: u32,
+        period: u32,
+        recovery_codes: &[&str],
+    ) -> Result<String, BusError>;
     /// Every user the daemon has state for.
     fn list_users(&self) -> Result<Vec<UserStatus>, BusError>;
     /// Audit entries for `user` (empty: all) since `since` (unix time), newest last.

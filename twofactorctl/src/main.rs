@@ -1,6 +1,8 @@
 //! `twofactorctl`: enroll yourself, see your status, and (as an admin) manage other users.
 #![forbid(unsafe_code)]
 
+mod import;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
@@ -105,6 +107,11 @@ enum AdminAction {
     },
     /// Starter recovery codes for a user who has not enrolled yet, to hand over.
     IssueCodes { user: String },
+    /// Import a user's factor from another tool.
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
     /// Restart a user's grace period now, or extend it.
     Grace {
         user: String,
@@ -142,6 +149,18 @@ enum AdminAction {
     },
     /// Re-read the policy file (an invalid file is refused; the old policy stays).
     Reload,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportSource {
+    /// A ~/.google_authenticator file (libpam-google-authenticator): the secret, its step size,
+    /// and the scratch codes as recovery codes. Reports what was mapped and what was dropped.
+    GoogleAuthenticator {
+        /// The user the file belongs to.
+        user: String,
+        /// The file (default: ~USER/.google_authenticator).
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 /// A login to explain: the mode can depend on the PAM service and the remote host.
@@ -483,6 +502,44 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             AdminAction::IssueCodes { user } => {
                 let r = admin.issue_codes(&user).await?;
                 report_code_result(&r, json)?;
+            }
+            AdminAction::Import {
+                source: ImportSource::GoogleAuthenticator { user, file },
+            } => {
+                let path = match file {
+                    Some(p) => p,
+                    None => nix::unistd::User::from_name(&user)
+                        .ok()
+                        .flatten()
+                        .map(|u| u.dir.join(".google_authenticator"))
+                        .ok_or_else(|| Failure(format!("no such user: {user}"), 1))?,
+                };
+                let text = std::fs::read_to_string(&path)
+                    .map(zeroize::Zeroizing::new)
+                    .map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?;
+                let ga = import::parse_google_authenticator(&text)
+                    .map_err(|e| Failure(format!("{}: {e}; nothing was imported", path.display()), 1))?;
+                let codes: Vec<&str> = ga.scratch_codes.iter().map(|c| c.as_str()).collect();
+                let message = admin
+                    .import_totp(&user, &ga.secret, "SHA1", 6, ga.period, &codes)
+                    .await?;
+                if json {
+                    print_json(&serde_json::json!({
+                        "user": user,
+                        "file": path,
+                        "mapped": ga.mapped,
+                        "dropped": ga.dropped,
+                        "message": message,
+                    }))?;
+                } else {
+                    println!("Imported {}: {message}", path.display());
+                    for m in &ga.mapped {
+                        println!("  mapped:  {m}");
+                    }
+                    for d in &ga.dropped {
+                        println!("  dropped: {d}");
+                    }
+                }
             }
             AdminAction::Grace { user, extend } => {
                 let secs = match extend {

@@ -35,6 +35,7 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("Admin", "Unlock", Access::Admin),
     ("Admin", "IssueCodes", Access::Admin),
     ("Admin", "Grace", Access::Admin),
+    ("Admin", "ImportTotp", Access::Admin),
     ("Admin", "ListUsers", Access::Admin),
     ("Admin", "Audit", Access::Admin),
     ("Admin", "ReloadPolicy", Access::Admin),

@@ -451,7 +451,12 @@ impl Engine {
                     }
                     TotpCheck::Wrong => {}
                 }
-            } else if let Some(normalized) = recovery::normalize(&answer) {
+            }
+            // Not a TOTP code (or a wrong one of the same shape: imported scratch codes can have
+            // the TOTP length): a recovery code?
+            if rejection.is_none()
+                && let Some(normalized) = recovery::normalize(&answer)
+            {
                 let unused = store.unused_recovery(account.uid).map_err(store_err)?;
                 if let Some(id) = recovery::find(&normalized, &unused) {
                     let left = unused.len().saturating_sub(1);
@@ -1350,6 +1355,98 @@ impl Engine {
             ),
             recovery_codes: shown.iter().map(|c| c.to_string()).collect(),
         })
+    }
+
+    /// `Admin.ImportTotp`: an authenticator secret and recovery codes made elsewhere (e.g. a
+    /// `~/.google_authenticator` file, parsed by the CLI), for a user who has no factor. All
+    /// or nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import_totp(
+        &self,
+        caller: &Caller,
+        user: &str,
+        secret_base32: &str,
+        algorithm: &str,
+        digits: u32,
+        period: u32,
+        codes: &[String],
+    ) -> Result<String, BusError> {
+        let account = self.target(caller, user)?;
+        self.authorize("Admin", "ImportTotp", caller, account.uid)?;
+        let bad = |m: &str| Err(BusError::InvalidArgument(m.to_string()));
+        let cleaned: Zeroizing<String> = Zeroizing::new(
+            secret_base32
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != '=')
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+        );
+        let Some(bytes) = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &cleaned)
+        else {
+            return bad("the secret is not base32");
+        };
+        if !(10..=64).contains(&bytes.len()) {
+            return bad("the secret must be 10 to 64 bytes (16 to 103 base32 characters)");
+        }
+        let Some(algorithm) = crate::policy::Algorithm::parse(algorithm) else {
+            return bad("algorithm must be SHA1, SHA256 or SHA512");
+        };
+        if digits != 6 && digits != 8 {
+            return bad("digits must be 6 or 8");
+        }
+        if !(15..=300).contains(&period) {
+            return bad("period must be 15 to 300 seconds");
+        }
+        if codes.len() > 100 {
+            return bad("at most 100 recovery codes");
+        }
+        let stored = recovery::store_imported(codes).map_err(BusError::InvalidArgument)?;
+        let now = self.clock.now();
+        let mut store = self.store()?;
+        if store.totp(account.uid).map_err(store_err)?.is_some() {
+            return Err(BusError::NotAllowed(format!(
+                "{} already has an authenticator app; `twofactorctl admin reset {}` first to \
+                 replace it",
+                account.name, account.name
+            )));
+        }
+        let pending = PendingTotp {
+            id: random_handle()?,
+            uid: account.uid,
+            secret: TotpSecret::from_bytes(bytes),
+            params: TotpParams {
+                algorithm,
+                digits: digits as u8,
+                period: u64::from(period),
+            },
+            expires: now + 60,
+        };
+        store.put_pending_totp(&pending).map_err(store_err)?;
+        store
+            .activate_totp(
+                account.uid,
+                &account.name,
+                &pending.id,
+                0,
+                now,
+                Some(&stored),
+            )
+            .map_err(store_err)?;
+        let detail = format!(
+            "imported authenticator ({}, {digits} digits, {period}s) and {} recovery codes",
+            algorithm.as_str(),
+            stored.len()
+        );
+        let r = self.record(
+            &account,
+            caller,
+            "admin-import",
+            "success",
+            None,
+            detail.clone(),
+        );
+        self.audit(store.as_mut(), r);
+        Ok(format!("{}: {detail}", account.name))
     }
 
     /// `Admin.Grace`: restarts the user's grace period now (`extend_secs` 0), or moves its start

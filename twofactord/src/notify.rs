@@ -27,6 +27,7 @@ pub const EVENTS: &[&str] = &[
     "admin-unlock",
     "admin-issue-codes",
     "admin-grace",
+    "admin-import",
     "lockout",
 ];
 

@@ -67,8 +67,11 @@ pub fn generate_set() -> Result<(Vec<Zeroizing<String>>, Vec<StoredCode>), getra
     Ok((shown, stored))
 }
 
+/// Length of the numeric scratch codes imported from google-authenticator.
+pub const IMPORTED_CODE_DIGITS: usize = 8;
+
 /// Normalizes what a user typed: case, dashes and spaces do not matter. `None` when it cannot
-/// be a recovery code.
+/// be a recovery code: ours (16 base32 letters) or an imported scratch code (8 digits).
 pub fn normalize(input: &str) -> Option<Zeroizing<String>> {
     let cleaned: Zeroizing<String> = Zeroizing::new(
         input
@@ -77,8 +80,25 @@ pub fn normalize(input: &str) -> Option<Zeroizing<String>> {
             .map(|c| c.to_ascii_lowercase())
             .collect(),
     );
-    (cleaned.len() == CODE_CHARS && cleaned.bytes().all(|b| ALPHABET.contains(&b)))
-        .then_some(cleaned)
+    let ours = cleaned.len() == CODE_CHARS && cleaned.bytes().all(|b| ALPHABET.contains(&b));
+    let imported =
+        cleaned.len() == IMPORTED_CODE_DIGITS && cleaned.bytes().all(|b| b.is_ascii_digit());
+    (ours || imported).then_some(cleaned)
+}
+
+/// The stored form of codes made elsewhere (google-authenticator scratch codes), each checked
+/// with [`normalize`] first. `Err` names the first code that is not a valid code.
+pub fn store_imported(codes: &[String]) -> Result<Vec<StoredCode>, String> {
+    let mut out = Vec::with_capacity(codes.len());
+    for (i, code) in codes.iter().enumerate() {
+        let normalized = normalize(code)
+            .ok_or_else(|| format!("recovery code {} is not a valid code", i + 1))?;
+        let mut salt = vec![0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| format!("no randomness available: {e}"))?;
+        let hash = digest(&salt, &normalized);
+        out.push(StoredCode { id: 0, salt, hash });
+    }
+    Ok(out)
 }
 
 /// Finds which unused stored code `normalized` is. Every candidate is hashed and compared in
@@ -118,6 +138,19 @@ mod tests {
         }
         let unique: std::collections::HashSet<_> = shown.iter().map(|s| s.to_string()).collect();
         assert_eq!(unique.len(), CODES_PER_SET);
+    }
+
+    #[test]
+    fn imported_scratch_codes_match() {
+        let mut stored = store_imported(&["12345678".into(), "87654321".into()]).expect("valid");
+        stored[0].id = 1;
+        stored[1].id = 2;
+        assert_eq!(
+            find(&normalize("87654321").expect("shape"), &stored),
+            Some(2)
+        );
+        assert_eq!(find(&normalize("87654320").expect("shape"), &stored), None);
+        assert!(store_imported(&["1234".into()]).is_err());
     }
 
     #[test]

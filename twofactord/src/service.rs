@@ -264,6 +264,31 @@ impl AdminIface {
         log_denied("Grace", &caller, r)
     }
 
+    #[zbus(out_args("message"))]
+    #[allow(clippy::too_many_arguments)]
+    async fn import_totp(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+        secret_base32: String,
+        algorithm: String,
+        digits: u32,
+        period: u32,
+        recovery_codes: Vec<String>,
+    ) -> Result<String, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.import_totp(
+            &caller,
+            &user,
+            &secret_base32,
+            &algorithm,
+            digits,
+            period,
+            &recovery_codes,
+        );
+        log_denied("ImportTotp", &caller, r)
+    }
+
     #[zbus(out_args("users"))]
     async fn list_users(
         &self,
