@@ -430,6 +430,8 @@ pub trait Enrollment {
     fn regenerate_recovery_codes(&self, code: &str) -> Result<CodeResult, BusError>;
     /// Removes all of the caller's factors; needs a current code; refused when 2FA is required.
     fn disable(&self, code: &str) -> Result<CodeResult, BusError>;
+    /// The caller's own latest audit entries, oldest first.
+    fn recent_events(&self, limit: u32) -> Result<Vec<AuditEntry>, BusError>;
 }
 
 /// The Admin interface: uid 0 or members of the policy's admin groups.

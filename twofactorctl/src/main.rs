@@ -254,6 +254,23 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     Ok(())
 }
 
+fn audit_line(e: &twofactor_bus::AuditEntry) -> String {
+    let mut line = format!("{} {} {} {}", time(e.time), e.user, e.event, e.result);
+    for (k, v) in [
+        ("service", &e.service),
+        ("rhost", &e.rhost),
+        ("by", &e.actor),
+    ] {
+        if !v.is_empty() {
+            line.push_str(&format!(" {k}={v}"));
+        }
+    }
+    if !e.detail.is_empty() {
+        line.push_str(&format!(" ({})", e.detail));
+    }
+    line
+}
+
 fn print_status(s: &UserStatus) {
     println!("User:            {} (uid {})", s.user, s.uid);
     println!("Mode:            {}", s.mode);
@@ -381,10 +398,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 enrollment.explain("", context.to_map()).await?
             };
+            let events = enrollment.recent_events(5).await?;
             if json {
-                print_json(&s)?
+                let mut v = serde_json::to_value(&s).map_err(|e| Failure(e.to_string(), 1))?;
+                v["recent_events"] =
+                    serde_json::to_value(&events).map_err(|e| Failure(e.to_string(), 1))?;
+                print_json(&v)?;
             } else {
-                print_status(&s)
+                print_status(&s);
+                if !events.is_empty() {
+                    println!("Recent events:");
+                    for e in &events {
+                        println!("  {}", audit_line(e));
+                    }
+                }
             }
         }
         Command::Enroll {
@@ -517,8 +544,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let text = std::fs::read_to_string(&path)
                     .map(zeroize::Zeroizing::new)
                     .map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?;
-                let ga = import::parse_google_authenticator(&text)
-                    .map_err(|e| Failure(format!("{}: {e}; nothing was imported", path.display()), 1))?;
+                let ga = import::parse_google_authenticator(&text).map_err(|e| {
+                    Failure(format!("{}: {e}; nothing was imported", path.display()), 1)
+                })?;
                 let codes: Vec<&str> = ga.scratch_codes.iter().map(|c| c.as_str()).collect();
                 let message = admin
                     .import_totp(&user, &ga.secret, "SHA1", 6, ga.period, &codes)
@@ -605,21 +633,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     print_json(&entries)?;
                 } else {
                     for e in entries {
-                        let mut line =
-                            format!("{} {} {} {}", time(e.time), e.user, e.event, e.result);
-                        for (k, v) in [
-                            ("service", &e.service),
-                            ("rhost", &e.rhost),
-                            ("by", &e.actor),
-                        ] {
-                            if !v.is_empty() {
-                                line.push_str(&format!(" {k}={v}"));
-                            }
-                        }
-                        if !e.detail.is_empty() {
-                            line.push_str(&format!(" ({})", e.detail));
-                        }
-                        println!("{line}");
+                        println!("{}", audit_line(&e));
                     }
                 }
             }

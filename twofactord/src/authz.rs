@@ -28,6 +28,7 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("Enrollment", "ConfirmTotp", Access::SelfOnly),
     ("Enrollment", "RegenerateRecoveryCodes", Access::SelfOnly),
     ("Enrollment", "Disable", Access::SelfOnly),
+    ("Enrollment", "RecentEvents", Access::SelfOnly),
     ("Admin", "Show", Access::Admin),
     ("Admin", "Require", Access::Admin),
     ("Admin", "Release", Access::Admin),

@@ -1531,16 +1531,20 @@ impl Engine {
             .audit(uid, since, limit)
             .map_err(store_err)?
             .into_iter()
-            .map(|r| AuditEntry {
-                time: r.time,
-                user: r.user,
-                event: r.event,
-                result: r.result,
-                service: r.service,
-                rhost: r.rhost,
-                actor: r.actor,
-                detail: r.detail,
-            })
+            .map(entry)
+            .collect())
+    }
+
+    /// `Enrollment.RecentEvents`: the caller's own latest audit entries.
+    pub fn recent_events(&self, caller: &Caller, limit: u32) -> Result<Vec<AuditEntry>, BusError> {
+        let account = self.target(caller, "")?;
+        self.authorize("Enrollment", "RecentEvents", caller, account.uid)?;
+        let store = self.store()?;
+        Ok(store
+            .audit(Some(account.uid), 0, limit.clamp(1, 100))
+            .map_err(store_err)?
+            .into_iter()
+            .map(entry)
             .collect())
     }
 
@@ -1569,6 +1573,19 @@ fn format_time(t: i64) -> String {
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
     )
     .to_string()
+}
+
+fn entry(r: AuditRecord) -> AuditEntry {
+    AuditEntry {
+        time: r.time,
+        user: r.user,
+        event: r.event,
+        result: r.result,
+        service: r.service,
+        rhost: r.rhost,
+        actor: r.actor,
+        detail: r.detail,
+    }
 }
 
 fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {

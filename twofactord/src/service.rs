@@ -203,6 +203,16 @@ impl EnrollmentIface {
         let caller = self.0.callers.identify(&hdr).await?;
         self.0.engine.disable(&caller, &code)
     }
+
+    #[zbus(out_args("entries"))]
+    async fn recent_events(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.recent_events(&caller, limit)
+    }
 }
 
 #[interface(name = "org.twofactor.TwoFactor1.Admin", introspection_docs = false)]
