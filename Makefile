@@ -164,6 +164,11 @@ BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 
-.PHONY: deb
+.PHONY: deb install-test
 deb: build
 	bash packaging/deb/build-deb.sh
+
+# Builds the .deb itself (make deb); the Debian root is cached in
+# /var/cache/twofactor-install-test. Run as root.
+install-test:
+	bash packaging/test/install-test.sh
