@@ -2,6 +2,7 @@
 //!
 //! Callers are identified by the uid the bus daemon reports for the message's sender, never by
 //! an argument.
+#![forbid(unsafe_code)]
 
 /// The right a method needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

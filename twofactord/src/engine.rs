@@ -1,6 +1,7 @@
 //! Every decision the daemon makes, in plain Rust: the D-Bus layer only identifies the caller
 //! and forwards here. Time comes from a [`Clock`], accounts from [`Accounts`], state from a
 //! [`Store`], so all of it is testable without a bus.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

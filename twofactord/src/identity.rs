@@ -1,6 +1,7 @@
 //! Users and groups, resolved through NSS so that LDAP/SSSD accounts work.
 //!
 //! Identity is the numeric uid: names are looked up once and never compared as strings.
+#![forbid(unsafe_code)]
 
 use nix::unistd::{Gid, Group, Uid, User};
 

@@ -1,5 +1,6 @@
 //! Daemon logging: one line per event on stderr, which systemd sends to the journal (with a
 //! priority prefix when stderr is the journal). Never given a secret or a code.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::sync::Mutex;

@@ -137,6 +137,19 @@ fn main() -> ExitCode {
         }
     }
 
+    twofactord::clock::check_and_warn();
+    let clock_thread = std::thread::Builder::new()
+        .name("clock-check".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                twofactord::clock::check_and_warn();
+            }
+        });
+    if let Err(e) = clock_thread {
+        log::warn(&format!("cannot start the clock check: {e}"));
+    }
+
     let result = zbus::block_on(async {
         let (_conn, shared) = service::serve(engine, args.bus.as_deref()).await?;
         log::info(&format!(

@@ -5,6 +5,7 @@
 //! JSON object on standard input. It never carries a secret or a code. Commands run one at a
 //! time on a worker thread with a timeout, so a slow or failing command never delays a login;
 //! the event is in the audit log whatever the command does.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 //! `deny_unknown_fields`, so a typo is an error rather than a silently ignored key. Validation
 //! turns them into the runtime policy, resolving user and group names through NSS to ids. Every
 //! error names the file, the line, the column and the problem.
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -1,4 +1,5 @@
 //! Single-use recovery codes: 80 random bits each, shown once, stored only as salted hashes.
+#![forbid(unsafe_code)]
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -1,5 +1,6 @@
 //! The D-Bus face of the daemon: thin interface impls that identify the caller through the bus
 //! and forward to the [`Engine`].
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,7 @@
 //!
 //! [`Store`] is the seam; [`SqliteStore`] the embedded backend. [`conformance`] holds the suite
 //! every backend must pass. Errors never carry a secret.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};

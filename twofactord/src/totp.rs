@@ -1,4 +1,5 @@
 //! TOTP (RFC 6238): secrets, enrollment URIs and verification with replay protection.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 

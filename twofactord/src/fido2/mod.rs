@@ -23,6 +23,7 @@
 //!
 //! Not here: challenges, client data, storage and the bus. Callers bring the stored credential
 //! and the client data hash.
+#![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 mod auth_data;
