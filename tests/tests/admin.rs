@@ -126,7 +126,10 @@ fn enroll_interactively_through_stdin_then_status_explains_the_rule() {
     assert_eq!(st["recovery_codes_left"], 10);
     assert_eq!(st["factors"][0]["kind"], "totp");
     let human = env.ctl_as(ALICE, &["status"], None).ok().stdout;
-    assert!(human.contains("Recent events:") && human.contains(" enroll success"), "{human}");
+    assert!(
+        human.contains("Recent events:") && human.contains(" enroll success"),
+        "{human}"
+    );
     assert_eq!(st["recent_events"][0]["event"], "enroll", "{st}");
     assert!(
         human.contains("Rule:            groups.tf-wheel"),

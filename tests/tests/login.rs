@@ -126,7 +126,10 @@ fn a_recovery_code_works_once() {
     assert_eq!(st["recovery_codes_left"], 8);
     let audit = env.ctl(&["admin", "audit", "--user", ALICE]).ok().stdout;
     assert!(audit.contains("recovery-code-used"), "{audit}");
-    assert!(!audit.contains(&code) && !audit.contains(&e.secret), "{audit}");
+    assert!(
+        !audit.contains(&code) && !audit.contains(&e.secret),
+        "{audit}"
+    );
     // No code or secret in the daemon's log.
     assert!(!env.log().contains(&code));
     assert!(!env.log().contains(&e.secret));
