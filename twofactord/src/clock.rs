@@ -49,15 +49,23 @@ pub fn warning(state: ClockState) -> Option<String> {
     None
 }
 
-/// Logs a warning if the clock is off; used at start and then every hour.
-pub fn check_and_warn() {
+/// Logs a warning if the clock is off; used at start and then every hour. Returns false when
+/// the state cannot be read at all (e.g. systemd's ProtectClock= filters the call), so that the
+/// caller stops asking.
+pub fn check_and_warn() -> bool {
     match read() {
         Ok(state) => {
             if let Some(w) = warning(state) {
                 crate::log::warn(&w);
             }
+            true
         }
-        Err(e) => crate::log::warn(&format!("cannot read the clock's NTP state: {e}")),
+        Err(e) => {
+            crate::log::info(&format!(
+                "cannot read the clock's NTP state ({e}); `twofactorctl doctor` checks the clock"
+            ));
+            false
+        }
     }
 }
 

@@ -30,8 +30,8 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Validate a policy file (default: --policy) and exit: 0 if valid.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
-    check: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check: Option<Option<PathBuf>>,
     /// Log debug lines.
     #[arg(long)]
     debug: bool,
@@ -54,11 +54,7 @@ fn main() -> ExitCode {
     let explicit_policy = args.policy.as_os_str() != DEFAULT_POLICY;
 
     if let Some(check) = &args.check {
-        let path = if check.as_os_str().is_empty() {
-            args.policy.clone()
-        } else {
-            check.clone()
-        };
+        let path = check.clone().unwrap_or_else(|| args.policy.clone());
         return match Policy::load(&path) {
             Ok(p) => {
                 for w in &p.warnings {
@@ -137,17 +133,20 @@ fn main() -> ExitCode {
         }
     }
 
-    twofactord::clock::check_and_warn();
-    let clock_thread = std::thread::Builder::new()
-        .name("clock-check".into())
-        .spawn(|| {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-                twofactord::clock::check_and_warn();
-            }
-        });
-    if let Err(e) = clock_thread {
-        log::warn(&format!("cannot start the clock check: {e}"));
+    if twofactord::clock::check_and_warn() {
+        let clock_thread = std::thread::Builder::new()
+            .name("clock-check".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                    if !twofactord::clock::check_and_warn() {
+                        break;
+                    }
+                }
+            });
+        if let Err(e) = clock_thread {
+            log::warn(&format!("cannot start the clock check: {e}"));
+        }
     }
 
     let result = zbus::block_on(async {

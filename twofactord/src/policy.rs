@@ -620,9 +620,9 @@ impl Policy {
                 "rate_limit.max_lockout",
                 policy.rate_limit.max_lockout,
             )?;
-            if policy.rate_limit.lockout.is_zero() {
+            if policy.rate_limit.lockout < Duration::from_secs(1) {
                 let span = r.lockout.as_ref().map(|s| s.span()).unwrap_or(0..0);
-                return Err(ctx.err_at(span, "rate_limit.lockout must be longer than 0s"));
+                return Err(ctx.err_at(span, "rate_limit.lockout must be at least 1s"));
             }
             if policy.rate_limit.max_lockout < policy.rate_limit.lockout {
                 let span = r
@@ -1012,6 +1012,9 @@ mode = "optional"
 
         let e = parse("[users.alice]\nmode = \"required\"\nmode = \"optional\"\n").unwrap_err();
         assert_eq!(e.line, Some(3));
+
+        let e = parse("[rate_limit]\nlockout = \"500ms\"\n").unwrap_err();
+        assert!(e.message.contains("at least 1s"), "{e}");
 
         let e = parse("[totp]\nwindow = -1\n").unwrap_err();
         assert!(e.message.contains("out of range"));
