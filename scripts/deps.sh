@@ -14,6 +14,8 @@ packages=(
   libpam-google-authenticator
   # end-to-end test with a real OpenSSH server
   openssh-server openssh-client sshpass expect
+  # the Debian package and its install test in a fresh debootstrapped root
+  dpkg-dev binutils debootstrap zstd iproute2
 )
 
 missing=()
