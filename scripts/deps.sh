@@ -9,7 +9,7 @@ packages=(
   # run: a bus, PAM modules (pam_permit for the demo's stack)
   dbus dbus-daemon libpam-modules libpam-runtime
   # demo and tests: independent code generator, PAM drivers, callers with other uids
-  oathtool pamtester libpam-wrapper util-linux passwd systemd
+  oathtool faketime pamtester libpam-wrapper util-linux passwd systemd
   # import tests: files written by the real google-authenticator tool
   libpam-google-authenticator
   # end-to-end test with a real OpenSSH server

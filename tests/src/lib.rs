@@ -240,6 +240,21 @@ impl PamResult {
     }
 }
 
+/// libfaketime's preload library (Debian package faketime).
+pub fn libfaketime() -> PathBuf {
+    for dir in [
+        "/usr/lib/x86_64-linux-gnu/faketime",
+        "/usr/lib/aarch64-linux-gnu/faketime",
+        "/usr/lib/faketime",
+    ] {
+        let p = Path::new(dir).join("libfaketime.so.1");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("libfaketime.so.1 not found (scripts/deps.sh installs faketime)");
+}
+
 /// The system's PAM module directory (for pam_permit.so).
 pub fn pam_module(name: &str) -> PathBuf {
     for dir in [
@@ -373,13 +388,30 @@ impl Env {
 
     /// Starts the daemon and waits until it owns its name.
     pub fn start_daemon(&mut self) {
+        self.start_daemon_at(None);
+    }
+
+    /// Restarts the daemon with its clock moved by `offset` (libfaketime, e.g. "+8d"), or back
+    /// to the real clock with `None`. State is kept.
+    pub fn restart_daemon_at(&mut self, offset: Option<&str>) {
+        self.stop_daemon();
+        self.start_daemon_at(offset);
+    }
+
+    fn start_daemon_at(&mut self, offset: Option<&str>) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.daemon_log)
             .expect("log");
-        let child = Command::new(bin("twofactord"))
+        let mut cmd = Command::new(bin("twofactord"));
+        if let Some(o) = offset {
+            // libfaketime preloaded into the daemon itself (the `faketime` wrapper would fork,
+            // and the pid we stop would not be the daemon's).
+            cmd.env("LD_PRELOAD", libfaketime()).env("FAKETIME", o);
+        }
+        let child = cmd
             .args(["--bus", &self.address])
             .arg("--policy")
             .arg(&self.policy)
@@ -409,6 +441,15 @@ impl Env {
             // SAFETY: plain kill(2) on our own child's pid.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
+            // A daemon that still owns the name would answer for the next one.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.name_owned() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the stopped daemon still owns its name"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 

@@ -416,3 +416,26 @@ fn remember_skips_the_prompt_for_the_same_local_tty_only() {
         "{audit}"
     );
 }
+
+#[test]
+fn grace_period_runs_out_on_the_daemon_clock_faketime() {
+    let mut env = Env::new("default_mode = \"required\"\ngrace_period = \"7d\"\n");
+    // First required login: the grace period starts; the user is told and let through.
+    let r = env.login("tf", ALICE, &[""]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    assert!(r.said("7 days left"), "{r:?}");
+    // Six days later (the daemon's clock, through libfaketime): still in, 1 day left.
+    env.restart_daemon_at(Some("+6d"));
+    let r = env.login("tf", ALICE, &[""]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    assert!(r.said("1 days left"), "{r:?}");
+    // Eight days later: refused, with what to do.
+    env.restart_daemon_at(Some("+8d"));
+    let r = env.login("tf", ALICE, &[]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(r.said("grace period"), "{r:?}");
+    // An admin extends it (on the same clock): in again.
+    env.ctl(&["admin", "grace", ALICE, "--extend", "3d"]).ok();
+    let r = env.login("tf", ALICE, &[""]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+}
