@@ -2,6 +2,7 @@
 //!
 //! The file is parsed here, in the admin's CLI; the secret and codes then go to the daemon in
 //! one call, which stores all of it or nothing.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 
