@@ -968,18 +968,7 @@ impl Engine {
                     .error("Wrong code; the authenticator app was not set up.")
             });
         };
-        let (shown, stored) = recovery::generate_set()
-            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
-        store
-            .activate_totp(
-                account.uid,
-                &account.name,
-                &pending.id,
-                step,
-                now,
-                Some(&stored),
-            )
-            .map_err(store_err)?;
+        let shown = activate_with_new_codes(store.as_mut(), &account, &pending, step, now)?;
         let r = self.record(
             &account,
             caller,
@@ -1181,18 +1170,7 @@ impl Engine {
                 recovery_codes: Vec::new(),
             });
         };
-        let (shown, stored) = recovery::generate_set()
-            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
-        store
-            .activate_totp(
-                account.uid,
-                &account.name,
-                &pending.id,
-                step,
-                now,
-                Some(&stored),
-            )
-            .map_err(store_err)?;
+        let shown = activate_with_new_codes(store.as_mut(), &account, &pending, step, now)?;
         let r = self.record(&account, caller, "enroll", "success", None, "totp");
         self.audit(store.as_mut(), r);
         Ok(CodeResult {
@@ -1216,8 +1194,7 @@ impl Engine {
             CodeVerdict::Totp | CodeVerdict::Recovery { .. } => {}
             other => return Ok(refused(other, self.clock.now())),
         }
-        let (shown, stored) = recovery::generate_set()
-            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
+        let (shown, stored) = new_recovery_set()?;
         store
             .replace_recovery(account.uid, &stored)
             .map_err(store_err)?;
@@ -1333,8 +1310,7 @@ impl Engine {
                 account.name
             )));
         }
-        let (shown, stored) = recovery::generate_set()
-            .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
+        let (shown, stored) = new_recovery_set()?;
         store
             .replace_recovery(account.uid, &stored)
             .map_err(store_err)?;
@@ -1574,6 +1550,35 @@ fn format_time(t: i64) -> String {
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
     )
     .to_string()
+}
+
+/// A fresh set of recovery codes: the codes to show once, and their stored form.
+fn new_recovery_set() -> Result<(Vec<Zeroizing<String>>, Vec<recovery::StoredCode>), BusError> {
+    recovery::generate_set()
+        .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))
+}
+
+/// Activates a confirmed pending enrollment with a first set of recovery codes, which are
+/// returned to be shown once.
+fn activate_with_new_codes(
+    store: &mut dyn Store,
+    account: &Account,
+    pending: &PendingTotp,
+    step: u64,
+    now: i64,
+) -> Result<Vec<Zeroizing<String>>, BusError> {
+    let (shown, stored) = new_recovery_set()?;
+    store
+        .activate_totp(
+            account.uid,
+            &account.name,
+            &pending.id,
+            step,
+            now,
+            Some(&stored),
+        )
+        .map_err(store_err)?;
+    Ok(shown)
 }
 
 fn entry(r: AuditRecord) -> AuditEntry {

@@ -354,6 +354,17 @@ impl SqliteStore {
     }
 }
 
+/// Replaces a user's recovery codes (inside the caller's transaction).
+fn set_recovery(conn: &Connection, uid: u32, codes: &[StoredCode]) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM recovery WHERE uid = ?1", params![uid])?;
+    let mut insert =
+        conn.prepare_cached("INSERT INTO recovery (uid, salt, hash) VALUES (?1, ?2, ?3)")?;
+    for c in codes {
+        insert.execute(params![uid, c.salt, c.hash])?;
+    }
+    Ok(())
+}
+
 fn insert_audit(conn: &Connection, r: &AuditRecord) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO audit (time, uid, user, event, result, service, rhost, actor, detail)
@@ -486,13 +497,7 @@ impl Store for SqliteStore {
             params![uid, accepted_step as i64],
         )?;
         if let Some(codes) = recovery {
-            tx.execute("DELETE FROM recovery WHERE uid = ?1", params![uid])?;
-            for c in codes {
-                tx.execute(
-                    "INSERT INTO recovery (uid, salt, hash) VALUES (?1, ?2, ?3)",
-                    params![uid, c.salt, c.hash],
-                )?;
-            }
+            set_recovery(&tx, uid, codes)?;
         }
         tx.commit()?;
         Ok(())
@@ -561,13 +566,7 @@ impl Store for SqliteStore {
 
     fn replace_recovery(&mut self, uid: u32, codes: &[StoredCode]) -> StoreResult<()> {
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM recovery WHERE uid = ?1", params![uid])?;
-        for c in codes {
-            tx.execute(
-                "INSERT INTO recovery (uid, salt, hash) VALUES (?1, ?2, ?3)",
-                params![uid, c.salt, c.hash],
-            )?;
-        }
+        set_recovery(&tx, uid, codes)?;
         tx.commit()?;
         Ok(())
     }
