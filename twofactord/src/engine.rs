@@ -138,6 +138,34 @@ fn random_handle() -> Result<String, BusError> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// What a user is told while locked out.
+fn locked_message(until: i64, now: i64) -> String {
+    format!(
+        "Too many failed attempts. Try again in {}.",
+        minutes(until - now)
+    )
+}
+
+/// What a user is told for a code whose time step was already used.
+const ALREADY_USED: &str = "That code was already used. Wait for the next code.";
+
+/// Refuses unknown keys and oversized or NUL-bearing values in a login context from the bus.
+fn check_context(context: &HashMap<String, String>, allowed: &[&str]) -> Result<(), BusError> {
+    for (k, v) in context {
+        if !allowed.contains(&k.as_str()) {
+            return Err(BusError::InvalidArgument(format!(
+                "unknown context key {k:?}"
+            )));
+        }
+        if v.len() > MAX_CONTEXT_LEN || v.contains('\0') {
+            return Err(BusError::InvalidArgument(format!(
+                "context value {k:?} is invalid"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn minutes(secs: i64) -> String {
     let m = (secs.max(0) + 59) / 60;
     if m == 1 {
@@ -443,12 +471,10 @@ impl Engine {
                             self.announce(&r);
                             return Ok(CodeVerdict::Totp);
                         }
-                        rejection =
-                            Some("That code was already used. Wait for the next code.".to_string());
+                        rejection = Some(ALREADY_USED.to_string());
                     }
                     TotpCheck::Replayed => {
-                        rejection =
-                            Some("That code was already used. Wait for the next code.".to_string());
+                        rejection = Some(ALREADY_USED.to_string());
                     }
                     TotpCheck::Wrong => {}
                 }
@@ -520,18 +546,7 @@ impl Engine {
         user: &str,
         context: &HashMap<String, String>,
     ) -> Result<(String, LoginStep), BusError> {
-        for (k, v) in context {
-            if !matches!(k.as_str(), "service" | "rhost" | "tty" | "ruser") {
-                return Err(BusError::InvalidArgument(format!(
-                    "unknown context key {k:?}"
-                )));
-            }
-            if v.len() > MAX_CONTEXT_LEN || v.contains('\0') {
-                return Err(BusError::InvalidArgument(format!(
-                    "context value {k:?} is invalid"
-                )));
-            }
-        }
+        check_context(context, &["service", "rhost", "tty", "ruser"])?;
         let ctx = LoginContext {
             service: context.get("service").cloned().unwrap_or_default(),
             rhost: context.get("rhost").cloned().unwrap_or_default(),
@@ -559,9 +574,15 @@ impl Engine {
             service: &ctx.service,
             rhost: &ctx.rhost,
         };
-        let eff = self.effective(store.as_ref(), &account, login)?;
-        let enrolled = store.totp(account.uid).map_err(store_err)?.is_some();
+        // One read of the user's state serves the admin requirement and the lockout below.
+        let state = store.user_state(account.uid).map_err(store_err)?;
         let policy = self.policy();
+        let eff = policy.resolve_login(
+            &account,
+            state.as_ref().is_some_and(|s| s.admin_required),
+            login,
+        );
+        let enrolled = store.totp(account.uid).map_err(store_err)?.is_some();
         if matches!(eff.reason, Reason::Exempt(_)) {
             let r = self.record(
                 &account,
@@ -580,9 +601,7 @@ impl Engine {
             return Ok((String::new(), LoginStep::done(Outcome::NotRequired)));
         }
         let now = self.clock.now();
-        if let Some(state) = store.user_state(account.uid).map_err(store_err)?
-            && state.locked_until > now
-        {
+        if let Some(state) = state.filter(|s| s.locked_until > now) {
             let r = self.record(
                 &account,
                 caller,
@@ -594,10 +613,7 @@ impl Engine {
             self.audit(store.as_mut(), r);
             return Ok((
                 String::new(),
-                LoginStep::done(Outcome::Denied).error(format!(
-                    "Too many failed attempts. Try again in {}.",
-                    minutes(state.locked_until - now)
-                )),
+                LoginStep::done(Outcome::Denied).error(locked_message(state.locked_until, now)),
             ));
         }
         let (stage, step) = if enrolled {
@@ -882,10 +898,9 @@ impl Engine {
                     step
                 }
             }
-            CodeVerdict::Locked { until } => LoginStep::done(Outcome::Denied).error(format!(
-                "Too many failed attempts. Try again in {}.",
-                minutes(until - now)
-            )),
+            CodeVerdict::Locked { until } => {
+                LoginStep::done(Outcome::Denied).error(locked_message(until, now))
+            }
             CodeVerdict::Rejected {
                 message,
                 locked_until: Some(until),
@@ -1070,18 +1085,7 @@ impl Engine {
         user: &str,
         context: &HashMap<String, String>,
     ) -> Result<UserStatus, BusError> {
-        for (k, v) in context {
-            if !matches!(k.as_str(), "service" | "rhost") {
-                return Err(BusError::InvalidArgument(format!(
-                    "unknown context key {k:?}"
-                )));
-            }
-            if v.len() > MAX_CONTEXT_LEN || v.contains('\0') {
-                return Err(BusError::InvalidArgument(format!(
-                    "context value {k:?} is invalid"
-                )));
-            }
-        }
+        check_context(context, &["service", "rhost"])?;
         let account = self.target(caller, user)?;
         self.authorize("Enrollment", "Explain", caller, account.uid)?;
         let store = self.store()?;
@@ -1596,10 +1600,7 @@ fn entry(r: AuditRecord) -> AuditEntry {
 
 fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
     let message = match verdict {
-        CodeVerdict::Locked { until } => format!(
-            "Too many failed attempts. Try again in {}.",
-            minutes(until - now)
-        ),
+        CodeVerdict::Locked { until } => locked_message(until, now),
         CodeVerdict::Rejected {
             message,
             locked_until: Some(until),
