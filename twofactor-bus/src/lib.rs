@@ -92,14 +92,105 @@ pub mod context {
     pub const RUSER: &str = "ruser";
 }
 
+/// Most credential ids one key request may name.
+pub const MAX_KEY_CREDENTIALS: usize = 32;
+
+/// What a client asks a security key for: an assertion over client data the daemon built.
+///
+/// The key signs `authenticatorData || SHA-256(client_data)`; the daemon recomputes the hash
+/// over its own copy, so the client cannot change what is signed.
+#[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyRequest {
+    /// The relying party id, e.g. `pam://host.example.org`.
+    pub rp_id: String,
+    /// The client data (JSON with the daemon's single-use challenge).
+    pub client_data: Vec<u8>,
+    /// The credentials the key may use (the user's keys for this rp id).
+    pub credential_ids: Vec<Vec<u8>>,
+    /// `discouraged`, `preferred` or `required` (PIN or biometric).
+    pub user_verification: String,
+    /// How long to wait for the touch, in milliseconds.
+    pub timeout_ms: u32,
+    /// For logins: the cue is a prompt; the user touches the key and presses Enter, or
+    /// presses Enter alone to type a code instead.
+    pub press_enter: bool,
+}
+
+/// An assertion a client relays from a key: untrusted until the daemon verified it.
+#[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyAssertion {
+    /// The credential the key used.
+    pub credential_id: Vec<u8>,
+    /// The authenticatorData the key signed.
+    pub authenticator_data: Vec<u8>,
+    /// The signature over `authenticator_data || SHA-256(client_data)`.
+    pub signature: Vec<u8>,
+}
+
+/// Why the client answered a key step without an assertion (`Login.SkipKey`).
+pub mod skip_reason {
+    /// No security key is plugged in.
+    pub const NO_DEVICE: &str = "no-device";
+    /// Nobody touched the key in time.
+    pub const TIMEOUT: &str = "timeout";
+    /// The user chose to type a code instead.
+    pub const DECLINED: &str = "declined";
+    /// The key holds none of the user's credentials.
+    pub const NOT_ENROLLED: &str = "not-enrolled";
+    /// The key failed or refused (wrong PIN, PIN blocked, device error).
+    pub const ERROR: &str = "error";
+    /// Every reason the daemon accepts.
+    pub const ALL: &[&str] = &[NO_DEVICE, TIMEOUT, DECLINED, NOT_ENROLLED, ERROR];
+}
+
+/// A security-key enrollment: what the client needs for the key's makeCredential.
+#[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyEnrollment {
+    /// Handle for `RegisterKey` and `ConfirmKey`.
+    pub enrollment_id: String,
+    /// The relying party id the credential is made for.
+    pub rp_id: String,
+    /// The user handle (opaque, made by the daemon).
+    pub user_id: Vec<u8>,
+    /// The login name (shown by some keys).
+    pub user_name: String,
+    /// The client data (JSON with the daemon's single-use challenge).
+    pub client_data: Vec<u8>,
+    /// The user's credentials for this rp id: a key that holds one is refused.
+    pub exclude_credential_ids: Vec<Vec<u8>>,
+    /// `discouraged`, `preferred` or `required`.
+    pub user_verification: String,
+    /// COSE algorithms the daemon accepts, preferred first (-7 ES256, -8 EdDSA).
+    pub algorithms: Vec<i32>,
+    /// How long to wait for the touch, in milliseconds.
+    pub timeout_ms: u32,
+    /// Unix time after which the enrollment is void.
+    pub expires: i64,
+}
+
+/// One credential to import for a user (from a pam_u2f authfile).
+#[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyImport {
+    /// A name for the key (unique per user).
+    pub name: String,
+    /// The relying party id it was registered for (pam_u2f: its `origin`).
+    pub rp_id: String,
+    /// The credential id (pam_u2f: the key handle).
+    pub credential_id: Vec<u8>,
+    /// The public key as a COSE_Key (ES256 or EdDSA).
+    pub public_key_cose: Vec<u8>,
+    /// Whether the credential was registered with user verification (PIN).
+    pub user_verification: bool,
+}
+
 /// One step of the login conversation as it travels on the bus.
 ///
 /// `kind` is one of [`StepKind`]'s names; `notices` are shown before the step is performed.
 #[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq)]
 pub struct WireStep {
-    /// `prompt` or `done`.
+    /// `prompt`, `key` or `done`.
     pub kind: String,
-    /// Prompt text for `prompt`; unused for `done`.
+    /// Prompt text for `prompt`; the cue ("Touch your security key") for `key`.
     pub text: String,
     /// Whether the answer to a prompt may be echoed.
     pub echo: bool,
@@ -107,6 +198,8 @@ pub struct WireStep {
     pub outcome: String,
     /// Messages to show first: (is_error, text).
     pub notices: Vec<(bool, String)>,
+    /// For `key`: what to ask the key for (empty otherwise).
+    pub key: KeyRequest,
 }
 
 /// What the module is asked to do next.
@@ -114,6 +207,9 @@ pub struct WireStep {
 pub enum StepKind {
     /// Ask the user and send the answer with `Continue`.
     Prompt { text: String, echo: bool },
+    /// Show the cue, get an assertion from a security key and send it with `Assert`, or
+    /// `SkipKey` when there is none (no key, timeout, the user declined).
+    Key { cue: String, request: KeyRequest },
     /// The conversation is over.
     Done(Outcome),
 }
@@ -197,6 +293,17 @@ impl LoginStep {
         }
     }
 
+    /// A security-key step.
+    pub fn key(cue: impl Into<String>, request: KeyRequest) -> Self {
+        LoginStep {
+            notices: Vec::new(),
+            kind: StepKind::Key {
+                cue: cue.into(),
+                request,
+            },
+        }
+    }
+
     /// A final step.
     pub fn done(outcome: Outcome) -> Self {
         LoginStep {
@@ -238,6 +345,15 @@ impl From<LoginStep> for WireStep {
                 echo,
                 outcome: String::new(),
                 notices,
+                key: KeyRequest::default(),
+            },
+            StepKind::Key { cue, request } => WireStep {
+                kind: "key".into(),
+                text: cue,
+                echo: false,
+                outcome: String::new(),
+                notices,
+                key: request,
             },
             StepKind::Done(outcome) => WireStep {
                 kind: "done".into(),
@@ -245,6 +361,7 @@ impl From<LoginStep> for WireStep {
                 echo: false,
                 outcome: outcome.as_str().into(),
                 notices,
+                key: KeyRequest::default(),
             },
         }
     }
@@ -264,6 +381,22 @@ impl TryFrom<WireStep> for LoginStep {
                 text: w.text,
                 echo: w.echo,
             },
+            "key" => {
+                if w.key.rp_id.is_empty() || w.key.client_data.is_empty() {
+                    return Err(ProtocolError(
+                        "a key step without an rp id or client data".into(),
+                    ));
+                }
+                if w.key.credential_ids.len() > MAX_KEY_CREDENTIALS {
+                    return Err(ProtocolError(
+                        "a key step naming too many credentials".into(),
+                    ));
+                }
+                StepKind::Key {
+                    cue: w.text,
+                    request: w.key,
+                }
+            }
             "done" => StepKind::Done(
                 Outcome::parse(&w.outcome)
                     .ok_or_else(|| ProtocolError(format!("unknown outcome {:?}", w.outcome)))?,
@@ -277,7 +410,7 @@ impl TryFrom<WireStep> for LoginStep {
 /// A factor as shown to users and admins (never its secret).
 #[derive(Serialize, Deserialize, Type, Debug, Clone, PartialEq, Eq)]
 pub struct FactorInfo {
-    /// `totp` (later: `fido2`).
+    /// `totp` or `key`.
     pub kind: String,
     /// A name for the factor.
     pub name: String,
@@ -409,6 +542,10 @@ pub trait Login {
     fn continue_(&self, handle: &str, answer: &str) -> Result<WireStep, BusError>;
     /// Abandons a login.
     fn cancel(&self, handle: &str) -> Result<(), BusError>;
+    /// Answers a key step with the key's assertion.
+    fn assert(&self, handle: &str, assertion: &KeyAssertion) -> Result<WireStep, BusError>;
+    /// Answers a key step without an assertion; `reason` is one of [`skip_reason`]'s.
+    fn skip_key(&self, handle: &str, reason: &str) -> Result<WireStep, BusError>;
 }
 
 /// The Enrollment interface: self-service for the caller's own account.
@@ -432,6 +569,28 @@ pub trait Enrollment {
     fn disable(&self, code: &str) -> Result<CodeResult, BusError>;
     /// The caller's own latest audit entries, oldest first.
     fn recent_events(&self, limit: u32) -> Result<Vec<AuditEntry>, BusError>;
+    /// Starts enrolling a security key named `name` for the caller.
+    fn begin_key(&self, name: &str) -> Result<KeyEnrollment, BusError>;
+    /// Hands the new credential (the makeCredential authenticatorData) to the daemon, which
+    /// checks it and asks for one test assertion.
+    fn register_key(
+        &self,
+        enrollment_id: &str,
+        authenticator_data: &[u8],
+    ) -> Result<KeyRequest, BusError>;
+    /// Activates the key with the test assertion; the first factor also gets recovery codes.
+    fn confirm_key(
+        &self,
+        enrollment_id: &str,
+        assertion: &KeyAssertion,
+    ) -> Result<CodeResult, BusError>;
+    /// Asks for an assertion from one of the caller's keys, as a fresh proof.
+    fn begin_key_proof(&self) -> Result<(String, KeyRequest), BusError>;
+    /// Checks the proof; returns a single-use token, valid for a minute, that the methods
+    /// needing a current code accept in its place.
+    fn prove_with_key(&self, proof_id: &str, assertion: &KeyAssertion) -> Result<String, BusError>;
+    /// Removes one of the caller's keys; needs a current code (or a key-proof token).
+    fn remove_key(&self, name: &str, code: &str) -> Result<CodeResult, BusError>;
 }
 
 /// The Admin interface: uid 0 or members of the policy's admin groups.
@@ -466,6 +625,9 @@ pub trait Admin {
         period: u32,
         recovery_codes: &[&str],
     ) -> Result<String, BusError>;
+    /// Imports security-key credentials made elsewhere (a pam_u2f authfile) for a user, all or
+    /// nothing.
+    fn import_keys(&self, user: &str, keys: &[KeyImport]) -> Result<String, BusError>;
     /// Every user the daemon has state for.
     fn list_users(&self) -> Result<Vec<UserStatus>, BusError>;
     /// Audit entries for `user` (empty: all) since `since` (unix time), newest last.
@@ -501,6 +663,18 @@ mod tests {
             LoginStep::done(Outcome::Denied).error("wrong code"),
             LoginStep::done(Outcome::NotRequired),
             LoginStep::done(Outcome::Unavailable),
+            LoginStep::key(
+                "Touch your security key",
+                KeyRequest {
+                    rp_id: "pam://host".into(),
+                    client_data: b"{}".to_vec(),
+                    credential_ids: vec![vec![1, 2, 3]],
+                    user_verification: "preferred".into(),
+                    timeout_ms: 15_000,
+                    press_enter: false,
+                },
+            )
+            .info("hi"),
         ];
         for step in steps {
             let wire = WireStep::from(step.clone());
@@ -514,6 +688,17 @@ mod tests {
         w.outcome = "maybe".into();
         assert!(LoginStep::try_from(w.clone()).is_err());
         w.kind = "teleport".into();
+        assert!(LoginStep::try_from(w.clone()).is_err());
+        w.kind = "key".into();
+        w.outcome = String::new();
+        assert!(
+            LoginStep::try_from(w.clone()).is_err(),
+            "key step without a request"
+        );
+        w.key.rp_id = "pam://h".into();
+        w.key.client_data = b"{}".to_vec();
+        assert!(LoginStep::try_from(w.clone()).is_ok());
+        w.key.credential_ids = vec![vec![0]; MAX_KEY_CREDENTIALS + 1];
         assert!(LoginStep::try_from(w).is_err());
     }
 

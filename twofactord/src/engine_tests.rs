@@ -100,7 +100,9 @@ fn login(e: &Engine, user: &str, answers: &[&str]) -> LoginStep {
             StepKind::Prompt { .. } => {
                 step = e.continue_login(&root(), &handle, a).expect("continue");
             }
-            StepKind::Done(_) => panic!("no prompt for answer {a}: {step:?}"),
+            StepKind::Done(_) | StepKind::Key { .. } => {
+                panic!("no prompt for answer {a}: {step:?}")
+            }
         }
     }
     step
@@ -109,7 +111,7 @@ fn login(e: &Engine, user: &str, answers: &[&str]) -> LoginStep {
 fn outcome(step: &LoginStep) -> Option<Outcome> {
     match step.kind {
         StepKind::Done(o) => Some(o),
-        StepKind::Prompt { .. } => None,
+        StepKind::Prompt { .. } | StepKind::Key { .. } => None,
     }
 }
 

@@ -88,6 +88,7 @@ struct RawPolicy {
     admin_groups: Option<Vec<Spanned<String>>>,
     login: Option<RawLogin>,
     totp: Option<RawTotp>,
+    fido2: Option<RawFido2>,
     rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     groups: BTreeMap<Spanned<String>, RawRule>,
@@ -129,6 +130,67 @@ struct RawTotp {
     digits: Option<Spanned<i64>>,
     period: Option<Spanned<i64>>,
     window: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFido2 {
+    rp_id: Option<Spanned<String>>,
+    user_verification: Option<UserVerification>,
+    touch_timeout: Option<Spanned<String>>,
+    press_enter: Option<bool>,
+    keys_suffice: Option<bool>,
+    #[serde(default)]
+    remote_services: Vec<Spanned<String>>,
+}
+
+/// How much a key must verify the user (PIN or biometric) beyond a touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserVerification {
+    /// A touch only.
+    Discouraged,
+    /// The PIN when the key has one.
+    Preferred,
+    /// Always (keys without a PIN cannot be used).
+    Required,
+}
+
+impl UserVerification {
+    /// The policy and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserVerification::Discouraged => "discouraged",
+            UserVerification::Preferred => "preferred",
+            UserVerification::Required => "required",
+        }
+    }
+}
+
+/// Security-key (FIDO2) settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fido2Policy {
+    /// Relying party id for new credentials and for logins (default `pam://<hostname>`).
+    pub rp_id: String,
+    /// PIN/biometric requirement.
+    pub user_verification: UserVerification,
+    /// How long a login waits for a touch.
+    pub touch_timeout: Duration,
+    /// The cue is a prompt: touch and press Enter, or Enter alone for a code.
+    pub press_enter: bool,
+    /// Keys alone make a user enrolled. When false a key can only be added by a user who
+    /// already has an authenticator app, so remote logins (which cannot use the key) always
+    /// have TOTP.
+    pub keys_suffice: bool,
+    /// Services (PAM names) whose remote logins may still use a key.
+    pub remote_services: Vec<String>,
+}
+
+impl Fido2Policy {
+    /// Whether a login in this context may use a key.
+    pub fn keys_usable(&self, service: &str, rhost: &str) -> bool {
+        rhost.is_empty() || self.remote_services.iter().any(|s| s == service)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +302,8 @@ pub struct Policy {
     pub prompt: String,
     /// TOTP parameters.
     pub totp: TotpPolicy,
+    /// Security keys.
+    pub fido2: Fido2Policy,
     /// Rate limiting.
     pub rate_limit: RateLimit,
     users: HashMap<u32, Rule>,
@@ -446,12 +510,31 @@ fn check_ownership(meta: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
-fn default_issuer() -> String {
-    let host = nix::unistd::gethostname()
+fn hostname() -> String {
+    nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!("twofactor@{host}")
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn default_issuer() -> String {
+    format!("twofactor@{}", hostname())
+}
+
+/// pam_u2f's default origin, so credentials it registered keep working.
+fn default_rp_id() -> String {
+    format!("pam://{}", hostname())
+}
+
+/// A PAM service name as it appears in /etc/pam.d.
+fn valid_service(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && !s.contains(['/', ' '])
+}
+
+/// An rp id: printable ASCII without spaces, at most 255 bytes.
+fn valid_rp_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 impl Policy {
@@ -472,6 +555,14 @@ impl Policy {
                 digits: 6,
                 period: 30,
                 window: 1,
+            },
+            fido2: Fido2Policy {
+                rp_id: default_rp_id(),
+                user_verification: UserVerification::Preferred,
+                touch_timeout: Duration::from_secs(15),
+                press_enter: false,
+                keys_suffice: true,
+                remote_services: Vec::new(),
             },
             rate_limit: RateLimit {
                 max_failures: 5,
@@ -608,6 +699,52 @@ impl Policy {
             policy.totp.period = ctx.int_in(&t.period, "totp.period", 15..=300, 30)? as u64;
             policy.totp.window = ctx.int_in(&t.window, "totp.window", 0..=10, 1)? as u64;
         }
+        if let Some(f) = &raw.fido2 {
+            if let Some(rp) = &f.rp_id {
+                if !valid_rp_id(rp.get_ref()) {
+                    return Err(ctx.err_at(
+                        rp.span(),
+                        "fido2.rp_id must be 1 to 255 printable characters without spaces, \
+                         e.g. \"pam://host.example.org\"",
+                    ));
+                }
+                policy.fido2.rp_id = rp.get_ref().clone();
+            }
+            if let Some(uv) = f.user_verification {
+                policy.fido2.user_verification = uv;
+            }
+            let timeout = ctx.duration(
+                &f.touch_timeout,
+                "fido2.touch_timeout",
+                policy.fido2.touch_timeout,
+            )?;
+            if !(Duration::from_secs(1)..=Duration::from_secs(120)).contains(&timeout) {
+                if let Some(t) = &f.touch_timeout {
+                    return Err(
+                        ctx.err_at(t.span(), "fido2.touch_timeout must be between 1s and 2m")
+                    );
+                }
+            }
+            policy.fido2.touch_timeout = timeout;
+            if let Some(p) = f.press_enter {
+                policy.fido2.press_enter = p;
+            }
+            if let Some(k) = f.keys_suffice {
+                policy.fido2.keys_suffice = k;
+            }
+            for svc in &f.remote_services {
+                if !valid_service(svc.get_ref()) {
+                    return Err(ctx.err_at(
+                        svc.span(),
+                        format!(
+                            "fido2.remote_services: {:?} is not a PAM service name",
+                            svc.get_ref()
+                        ),
+                    ));
+                }
+                policy.fido2.remote_services.push(svc.get_ref().clone());
+            }
+        }
         if let Some(r) = &raw.rate_limit {
             policy.rate_limit.max_failures =
                 ctx.int_in(&r.max_failures, "rate_limit.max_failures", 1..=1000, 5)? as u32;
@@ -696,7 +833,7 @@ impl Policy {
         }
         for (name, rule) in &raw.services {
             let key = name.get_ref();
-            if key.is_empty() || key.len() > 64 || key.contains(['/', ' ']) {
+            if !valid_service(key) {
                 return Err(ctx.err_at(name.span(), format!("{key:?} is not a PAM service name")));
             }
             let source = RuleSource {
@@ -1200,6 +1337,37 @@ grace_period = "0s"
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).expect("chmod");
         assert!(Policy::load(&path).is_err());
         assert!(Policy::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn fido2_settings_parse_and_are_checked() {
+        let p = parse("").unwrap();
+        assert!(p.fido2.rp_id.starts_with("pam://"));
+        assert_eq!(p.fido2.user_verification, UserVerification::Preferred);
+        assert!(p.fido2.keys_usable("login", ""));
+        assert!(!p.fido2.keys_usable("sshd", "192.0.2.1"));
+        let p = parse(
+            "[fido2]\nrp_id = \"pam://fleet\"\nuser_verification = \"required\"\n\
+             touch_timeout = \"30s\"\npress_enter = true\nkeys_suffice = false\n\
+             remote_services = [\"cockpit\"]\n",
+        )
+        .unwrap();
+        assert_eq!(p.fido2.rp_id, "pam://fleet");
+        assert_eq!(p.fido2.user_verification, UserVerification::Required);
+        assert_eq!(p.fido2.touch_timeout, Duration::from_secs(30));
+        assert!(p.fido2.press_enter && !p.fido2.keys_suffice);
+        assert!(p.fido2.keys_usable("cockpit", "192.0.2.1"));
+        assert!(!p.fido2.keys_usable("sshd", "192.0.2.1"));
+        for (bad, line) in [
+            ("[fido2]\nrp_id = \"pam://a b\"\n", 2),
+            ("[fido2]\nuser_verification = \"always\"\n", 2),
+            ("[fido2]\n\ntouch_timeout = \"10m\"\n", 3),
+            ("[fido2]\nremote_services = [\"a/b\"]\n", 2),
+            ("[fido2]\nkeys = true\n", 2),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.line, Some(line), "{bad}: {e}");
+        }
     }
 
     #[test]

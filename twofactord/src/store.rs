@@ -84,6 +84,41 @@ pub struct PendingTotp {
     pub expires: i64,
 }
 
+/// A security key (FIDO2 credential) of a user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyFactor {
+    /// The user's name for it (unique per user).
+    pub name: String,
+    /// The credential id the key names in its assertions.
+    pub credential_id: Vec<u8>,
+    /// The public key, COSE-encoded as the key gave it.
+    pub public_key_cose: Vec<u8>,
+    /// The relying party id it was registered for.
+    pub rp_id: String,
+    /// The counter from the last accepted assertion.
+    pub sign_count: u32,
+    /// Whether it was registered with user verification (PIN or biometric).
+    pub user_verification: bool,
+    /// `enrolled` or `imported`.
+    pub source: String,
+    /// Unix time it was added.
+    pub created: i64,
+    /// Unix time of its last successful use (0: never).
+    pub last_used: i64,
+}
+
+impl fmt::Debug for KeyFactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyFactor")
+            .field("name", &self.name)
+            .field("credential_id_len", &self.credential_id.len())
+            .field("rp_id", &self.rp_id)
+            .field("sign_count", &self.sign_count)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a failed attempt led to.
 #[must_use]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +216,32 @@ pub trait Store: Send {
     fn set_grace_start(&mut self, uid: u32, name: &str, since: Option<i64>) -> StoreResult<()>;
     /// Removes every factor, recovery code and pending enrollment of a user.
     fn reset(&mut self, uid: u32) -> StoreResult<()>;
+    /// The user's security keys, oldest first.
+    fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>>;
+    /// Adds keys (and, if given, a first set of recovery codes) and appends `audit`, all or
+    /// nothing. Fails if a name is taken for this user or a credential is already stored
+    /// (for any user).
+    fn add_keys(
+        &mut self,
+        uid: u32,
+        name: &str,
+        keys: &[KeyFactor],
+        recovery: Option<&[StoredCode]>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// Accepts an assertion's counter only if it still follows the stored one (atomically:
+    /// two concurrent logins with one assertion cannot both win); on success marks the key
+    /// used, resets failures and appends `audit` in the same transaction.
+    fn accept_key_assertion(
+        &mut self,
+        uid: u32,
+        credential_id: &[u8],
+        sign_count: u32,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool>;
+    /// Removes one key by name and appends `audit`; false if the user has no such key.
+    fn remove_key(&mut self, uid: u32, name: &str, audit: &AuditRecord) -> StoreResult<bool>;
     /// Ends a lockout and clears failures and escalation.
     fn unlock(&mut self, uid: u32) -> StoreResult<()>;
     /// Appends to the audit log.
@@ -191,7 +252,7 @@ pub trait Store: Send {
     fn known_uids(&self) -> StoreResult<Vec<u32>>;
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -244,6 +305,20 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_uid_time ON audit(uid, time);
 CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
+CREATE TABLE IF NOT EXISTS keys (
+    uid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    credential_id BLOB NOT NULL,
+    public_key BLOB NOT NULL,
+    rp_id TEXT NOT NULL,
+    sign_count INTEGER NOT NULL,
+    user_verification INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    last_used INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (uid, name),
+    UNIQUE (rp_id, credential_id)
+);
 ";
 
 /// SQLite in WAL mode with durable commits, in a root-only directory.
@@ -653,6 +728,7 @@ impl Store for SqliteStore {
 
     fn reset(&mut self, uid: u32) -> StoreResult<()> {
         let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM keys WHERE uid = ?1", params![uid])?;
         tx.execute("DELETE FROM totp WHERE uid = ?1", params![uid])?;
         tx.execute("DELETE FROM recovery WHERE uid = ?1", params![uid])?;
         tx.execute("DELETE FROM pending_totp WHERE uid = ?1", params![uid])?;
@@ -698,10 +774,120 @@ impl Store for SqliteStore {
     fn known_uids(&self) -> StoreResult<Vec<u32>> {
         let mut stmt = self.conn.prepare(
             "SELECT uid FROM users UNION SELECT uid FROM totp UNION SELECT uid FROM recovery
-             ORDER BY uid",
+             UNION SELECT uid FROM keys ORDER BY uid",
         )?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, credential_id, public_key, rp_id, sign_count, user_verification,
+                    source, created, last_used
+             FROM keys WHERE uid = ?1 ORDER BY created, name",
+        )?;
+        let rows = stmt.query_map(params![uid], |r| {
+            Ok(KeyFactor {
+                name: r.get(0)?,
+                credential_id: r.get(1)?,
+                public_key_cose: r.get(2)?,
+                rp_id: r.get(3)?,
+                sign_count: r.get(4)?,
+                user_verification: r.get(5)?,
+                source: r.get(6)?,
+                created: r.get(7)?,
+                last_used: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn add_keys(
+        &mut self,
+        uid: u32,
+        name: &str,
+        keys: &[KeyFactor],
+        recovery: Option<&[StoredCode]>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        Self::ensure_user(&tx, uid, name)?;
+        for k in keys {
+            let taken: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM keys WHERE (uid = ?1 AND name = ?2)
+                    OR (rp_id = ?3 AND credential_id = ?4)",
+                params![uid, k.name, k.rp_id, k.credential_id],
+                |r| r.get(0),
+            )?;
+            if taken > 0 {
+                return Err(StoreError(format!(
+                    "a key named {:?} or with the same credential is already enrolled",
+                    k.name
+                )));
+            }
+            tx.execute(
+                "INSERT INTO keys (uid, name, credential_id, public_key, rp_id, sign_count,
+                                   user_verification, source, created, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    uid,
+                    k.name,
+                    k.credential_id,
+                    k.public_key_cose,
+                    k.rp_id,
+                    k.sign_count,
+                    k.user_verification,
+                    k.source,
+                    k.created,
+                    k.last_used
+                ],
+            )?;
+        }
+        if let Some(codes) = recovery {
+            set_recovery(&tx, uid, codes)?;
+        }
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn accept_key_assertion(
+        &mut self,
+        uid: u32,
+        credential_id: &[u8],
+        sign_count: u32,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE keys SET sign_count = ?3, last_used = ?4
+             WHERE uid = ?1 AND credential_id = ?2
+               AND (sign_count < ?3 OR (sign_count = 0 AND ?3 = 0))",
+            params![uid, credential_id, sign_count, now],
+        )?;
+        if changed == 1 {
+            tx.execute(
+                "UPDATE users SET failures = 0, lock_level = 0 WHERE uid = ?1",
+                params![uid],
+            )?;
+            insert_audit(&tx, audit)?;
+        }
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    fn remove_key(&mut self, uid: u32, name: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        let tx = self.conn.transaction()?;
+        let removed = tx.execute(
+            "DELETE FROM keys WHERE uid = ?1 AND name = ?2",
+            params![uid, name],
+        )?;
+        if removed == 1 {
+            insert_audit(&tx, audit)?;
+        }
+        tx.commit()?;
+        Ok(removed == 1)
     }
 }
 
@@ -764,6 +950,88 @@ pub mod conformance {
         audit_filters_and_orders(&mut make());
         users_are_isolated(&mut make());
         grace_starts_once(&mut make());
+        keys_lifecycle(&mut make());
+    }
+
+    fn key(name: &str, id: u8) -> KeyFactor {
+        KeyFactor {
+            name: name.into(),
+            credential_id: vec![id; 40],
+            public_key_cose: vec![0xa0],
+            rp_id: "pam://h".into(),
+            sign_count: 5,
+            user_verification: false,
+            source: "enrolled".into(),
+            created: 100,
+            last_used: 0,
+        }
+    }
+
+    fn keys_lifecycle(s: &mut impl Store) {
+        assert!(s.keys(1000).unwrap().is_empty());
+        s.add_keys(1000, "alice", &[key("blue", 1)], Some(&codes(2)), &rec())
+            .unwrap();
+        assert_eq!(s.keys(1000).unwrap(), vec![key("blue", 1)]);
+        assert_eq!(s.unused_recovery(1000).unwrap().len(), 2);
+        assert!(s.known_uids().unwrap().contains(&1000));
+        // Same name, or the same credential for anybody: refused, nothing partial.
+        let before = s.audit(None, 0, 100).unwrap().len();
+        assert!(
+            s.add_keys(
+                1000,
+                "alice",
+                &[key("red", 2), key("blue", 3)],
+                None,
+                &rec()
+            )
+            .is_err()
+        );
+        assert!(
+            s.add_keys(1001, "bob", &[key("x", 1)], None, &rec())
+                .is_err()
+        );
+        assert_eq!(s.keys(1000).unwrap().len(), 1);
+        assert!(s.keys(1001).unwrap().is_empty());
+        assert_eq!(s.audit(None, 0, 100).unwrap().len(), before);
+        // Counter: must increase; the same counter twice wins once.
+        s.record_failure(1000, "alice", 10, &limit(), &rec())
+            .unwrap();
+        assert!(
+            !s.accept_key_assertion(1000, &[1; 40], 5, 200, &rec())
+                .unwrap()
+        );
+        assert!(
+            !s.accept_key_assertion(1000, &[1; 40], 4, 200, &rec())
+                .unwrap()
+        );
+        assert!(
+            s.accept_key_assertion(1000, &[1; 40], 6, 200, &rec())
+                .unwrap()
+        );
+        assert!(
+            !s.accept_key_assertion(1000, &[1; 40], 6, 201, &rec())
+                .unwrap()
+        );
+        assert!(
+            !s.accept_key_assertion(1001, &[1; 40], 7, 201, &rec())
+                .unwrap()
+        );
+        let k = &s.keys(1000).unwrap()[0];
+        assert_eq!((k.sign_count, k.last_used), (6, 200));
+        assert_eq!(s.user_state(1000).unwrap().unwrap().failures, 0);
+        // Keys whose counter stays 0 (some keys never count): 0 after 0 is accepted.
+        let mut zero = key("zero", 9);
+        zero.sign_count = 0;
+        s.add_keys(1000, "alice", &[zero], None, &rec()).unwrap();
+        assert!(
+            s.accept_key_assertion(1000, &[9; 40], 0, 300, &rec())
+                .unwrap()
+        );
+        assert!(!s.remove_key(1000, "nope", &rec()).unwrap());
+        assert!(s.remove_key(1000, "blue", &rec()).unwrap());
+        assert_eq!(s.keys(1000).unwrap().len(), 1);
+        s.reset(1000).unwrap();
+        assert!(s.keys(1000).unwrap().is_empty());
     }
 
     fn grace_starts_once(s: &mut impl Store) {
