@@ -569,8 +569,9 @@ pub trait Enrollment {
     fn disable(&self, code: &str) -> Result<CodeResult, BusError>;
     /// The caller's own latest audit entries, oldest first.
     fn recent_events(&self, limit: u32) -> Result<Vec<AuditEntry>, BusError>;
-    /// Starts enrolling a security key named `name` for the caller.
-    fn begin_key(&self, name: &str) -> Result<KeyEnrollment, BusError>;
+    /// Starts enrolling a security key named `name` for the caller. A caller who already has a
+    /// factor proves it with `code` (a current code, a recovery code or a key-proof token).
+    fn begin_key(&self, name: &str, code: &str) -> Result<KeyEnrollment, BusError>;
     /// Hands the new credential (the makeCredential authenticatorData) to the daemon, which
     /// checks it and asks for one test assertion.
     fn register_key(

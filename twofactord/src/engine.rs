@@ -86,6 +86,8 @@ struct LoginSession {
 enum Stage {
     /// Asking for a TOTP or recovery code.
     Code,
+    /// Waiting for a security key's assertion over this client data (or a skip).
+    Key { client_data: Vec<u8>, rp_id: String },
     /// Asking a required user who has no authenticator yet for a starter (recovery) code an
     /// admin issued.
     StarterCode,
@@ -102,6 +104,8 @@ enum Stage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CodeVerdict {
     Totp,
+    /// A key-proof token from `ProveWithKey` (only for proofs, never at a login prompt).
+    KeyProof,
     Recovery {
         left: usize,
     },
@@ -124,6 +128,8 @@ pub struct Engine {
     sessions: Mutex<HashMap<String, LoginSession>>,
     /// Local logins remembered after a success: (uid, tty, service) -> until.
     remembered: Mutex<HashMap<(u32, String, String), i64>>,
+    /// Security-key enrollments, proofs and tokens in progress.
+    key_challenges: Mutex<keys::KeyChallenges>,
 }
 
 fn store_err(e: StoreError) -> BusError {
@@ -192,6 +198,7 @@ impl Engine {
             clock,
             sessions: Mutex::new(HashMap::new()),
             remembered: Mutex::new(HashMap::new()),
+            key_challenges: Mutex::new(keys::KeyChallenges::default()),
         }
     }
 
@@ -383,7 +390,30 @@ impl Engine {
                 last_used: t.last_used,
             });
         }
-        let enrolled = totp.is_some();
+        let keys = store.keys(account.uid).map_err(store_err)?;
+        for k in &keys {
+            let mut name = k.name.clone();
+            if k.rp_id != policy.fido2.rp_id {
+                name.push_str(&format!(
+                    " (for {}, not this host's {})",
+                    k.rp_id, policy.fido2.rp_id
+                ));
+            }
+            if k.source == "imported" {
+                name.push_str(" [imported]");
+            }
+            factors.push(FactorInfo {
+                kind: "key".into(),
+                name,
+                created: k.created,
+                last_used: k.last_used,
+            });
+        }
+        let enrolled = keys::Factors {
+            totp: totp.is_some(),
+            keys,
+        }
+        .enrolled(&policy);
         let grace = policy.onboarding(account).grace_period.as_secs() as i64;
         let grace_until = match (
             eff.mode,
@@ -447,6 +477,12 @@ impl Engine {
         } else {
             None
         };
+        if rejection.is_none() && answer.starts_with(keys::TOKEN_PREFIX) {
+            if purpose == "proof" && self.consume_token(account.uid, &answer)? {
+                return Ok(CodeVerdict::KeyProof);
+            }
+            rejection = Some("That key proof is not valid (any more); touch the key again.".into());
+        }
         if rejection.is_none() {
             let factor = store.totp(account.uid).map_err(store_err)?;
             let last_step = state.as_ref().and_then(|s| s.last_totp_step);
@@ -506,14 +542,28 @@ impl Engine {
             }
         }
         let message = rejection.unwrap_or_else(|| "Wrong code.".to_string());
-        let r = self.record(
-            account,
-            caller,
-            purpose,
-            "failure",
-            ctx,
-            message.trim_end_matches('.'),
-        );
+        let detail = message.trim_end_matches('.').to_string();
+        let locked_until = self.count_failure(store, account, caller, ctx, purpose, detail)?;
+        Ok(CodeVerdict::Rejected {
+            message,
+            locked_until,
+        })
+    }
+
+    /// Counts a failed attempt (audited as `purpose` / failure with `detail`) and, past the
+    /// limit, starts a lockout; returns its end if this failure started one.
+    fn count_failure(
+        &self,
+        store: &mut dyn Store,
+        account: &Account,
+        caller: &Caller,
+        ctx: Option<&LoginContext>,
+        purpose: &str,
+        detail: String,
+    ) -> Result<Option<i64>, BusError> {
+        let now = self.clock.now();
+        let policy = self.policy();
+        let r = self.record(account, caller, purpose, "failure", ctx, detail);
         let failure = store
             .record_failure(account.uid, &account.name, now, &policy.rate_limit, &r)
             .map_err(store_err)?;
@@ -533,10 +583,7 @@ impl Engine {
             );
             self.audit(store, r);
         }
-        Ok(CodeVerdict::Rejected {
-            message,
-            locked_until: failure.locked_until,
-        })
+        Ok(failure.locked_until)
     }
 
     /// `Login.BeginLogin`.
@@ -582,7 +629,8 @@ impl Engine {
             state.as_ref().is_some_and(|s| s.admin_required),
             login,
         );
-        let enrolled = store.totp(account.uid).map_err(store_err)?.is_some();
+        let factors = self.factors_of(store.as_ref(), account.uid)?;
+        let enrolled = factors.enrolled(&policy);
         if matches!(eff.reason, Reason::Exempt(_)) {
             let r = self.record(
                 &account,
@@ -636,7 +684,21 @@ impl Engine {
                 self.audit(store.as_mut(), r);
                 return Ok((String::new(), LoginStep::done(Outcome::Success)));
             }
-            (Stage::Code, LoginStep::prompt(policy.prompt.clone(), false))
+            let key_rp = &policy.fido2.rp_id;
+            let has_keys = factors.keys.iter().any(|k| &k.rp_id == key_rp);
+            if has_keys && policy.fido2.keys_usable(&ctx.service, &ctx.rhost) {
+                self.key_step(&account, &factors.keys)?
+            } else if has_keys && !factors.totp {
+                (
+                    Stage::Code,
+                    LoginStep::prompt(policy.prompt.clone(), false).info(
+                        "A security key cannot be used for a remote login. Type one of your \
+                         recovery codes.",
+                    ),
+                )
+            } else {
+                (Stage::Code, LoginStep::prompt(policy.prompt.clone(), false))
+            }
         } else {
             match self.onboard(store.as_mut(), &account, caller, &ctx, &eff, now)? {
                 Onboard::Done(step) => return Ok((String::new(), step)),
@@ -820,6 +882,27 @@ impl Engine {
         Ok((pending.id, step))
     }
 
+    /// Takes the caller's live login session out of the table (to be put back if it goes on).
+    fn take_session(
+        &self,
+        caller: &Caller,
+        handle: &str,
+        now: i64,
+    ) -> Result<LoginSession, BusError> {
+        let mut sessions = self.sessions()?;
+        match sessions.remove(handle) {
+            Some(s) if s.sender == caller.sender && s.expires > now => Ok(s),
+            Some(s) if s.sender != caller.sender => {
+                // Not yours: put it back untouched.
+                sessions.insert(handle.to_string(), s);
+                Err(BusError::NoSuchSession("no such login".into()))
+            }
+            _ => Err(BusError::NoSuchSession(
+                "no such login, or it expired".into(),
+            )),
+        }
+    }
+
     /// `Login.Continue`: the answer to the current prompt.
     pub fn continue_login(
         &self,
@@ -828,27 +911,18 @@ impl Engine {
         answer: &str,
     ) -> Result<LoginStep, BusError> {
         let now = self.clock.now();
-        let mut session = {
-            let mut sessions = self.sessions()?;
-            match sessions.remove(handle) {
-                Some(s) if s.sender == caller.sender && s.expires > now => s,
-                Some(s) if s.sender != caller.sender => {
-                    // Not yours: put it back untouched.
-                    sessions.insert(handle.to_string(), s);
-                    return Err(BusError::NoSuchSession("no such login".into()));
-                }
-                _ => {
-                    return Err(BusError::NoSuchSession(
-                        "no such login, or it expired".into(),
-                    ));
-                }
-            }
-        };
+        let mut session = self.take_session(caller, handle, now)?;
         match session.stage.clone() {
             Stage::Enroll { pending_id } => {
                 return self.continue_enrollment(caller, handle, session, &pending_id, answer, now);
             }
             Stage::Acknowledge(outcome) => return Ok(LoginStep::done(outcome)),
+            Stage::Key { .. } => {
+                self.sessions()?.insert(handle.to_string(), session);
+                return Err(BusError::InvalidArgument(
+                    "this login waits for a security key: answer with Assert or SkipKey".into(),
+                ));
+            }
             Stage::Code | Stage::StarterCode => {}
         }
         let mut store = self.store()?;
@@ -887,7 +961,7 @@ impl Engine {
             self.remember(session.account.uid, &session.ctx, now);
         }
         Ok(match verdict {
-            CodeVerdict::Totp => LoginStep::done(Outcome::Success),
+            CodeVerdict::Totp | CodeVerdict::KeyProof => LoginStep::done(Outcome::Success),
             CodeVerdict::Recovery { left } => {
                 let step = LoginStep::done(Outcome::Success).info(format!(
                     "Recovery code accepted. {left} recovery codes left."
@@ -1189,13 +1263,14 @@ impl Engine {
         let account = self.target(caller, "")?;
         self.authorize("Enrollment", "RegenerateRecoveryCodes", caller, account.uid)?;
         let mut store = self.store()?;
-        if store.totp(account.uid).map_err(store_err)?.is_none() {
+        let f = self.factors_of(store.as_ref(), account.uid)?;
+        if !f.totp && f.keys.is_empty() {
             return Err(BusError::NotAllowed(
                 "no second factor is enrolled; run `twofactorctl enroll totp` first".into(),
             ));
         }
         match self.verify_code(store.as_mut(), &account, caller, code, None, "proof")? {
-            CodeVerdict::Totp | CodeVerdict::Recovery { .. } => {}
+            CodeVerdict::Totp | CodeVerdict::Recovery { .. } | CodeVerdict::KeyProof => {}
             other => return Ok(refused(other, self.clock.now())),
         }
         let (shown, stored) = new_recovery_set()?;
@@ -1231,11 +1306,12 @@ impl Engine {
                 eff.explain(&self.policy().path)
             )));
         }
-        if store.totp(account.uid).map_err(store_err)?.is_none() {
+        let f = self.factors_of(store.as_ref(), account.uid)?;
+        if !f.totp && f.keys.is_empty() {
             return Err(BusError::NotAllowed("no second factor is enrolled".into()));
         }
         match self.verify_code(store.as_mut(), &account, caller, code, None, "proof")? {
-            CodeVerdict::Totp | CodeVerdict::Recovery { .. } => {}
+            CodeVerdict::Totp | CodeVerdict::Recovery { .. } | CodeVerdict::KeyProof => {}
             other => return Ok(refused(other, self.clock.now())),
         }
         store.reset(account.uid).map_err(store_err)?;
@@ -1307,9 +1383,10 @@ impl Engine {
         let account = self.target(caller, user)?;
         self.authorize("Admin", "IssueCodes", caller, account.uid)?;
         let mut store = self.store()?;
-        if store.totp(account.uid).map_err(store_err)?.is_some() {
+        let f = self.factors_of(store.as_ref(), account.uid)?;
+        if f.totp || !f.keys.is_empty() {
             return Err(BusError::NotAllowed(format!(
-                "{} already has an authenticator app; they can run `twofactorctl recovery \
+                "{} already has a second factor; they can run `twofactorctl recovery \
                  regenerate`, or reset them first",
                 account.name
             )));
@@ -1609,7 +1686,7 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
             minutes(until - now)
         ),
         CodeVerdict::Rejected { message, .. } => message,
-        CodeVerdict::Totp | CodeVerdict::Recovery { .. } => String::new(),
+        CodeVerdict::Totp | CodeVerdict::Recovery { .. } | CodeVerdict::KeyProof => String::new(),
     };
     CodeResult {
         accepted: false,
@@ -1617,6 +1694,9 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
         recovery_codes: Vec::new(),
     }
 }
+
+#[path = "engine_keys.rs"]
+mod keys;
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

@@ -510,7 +510,7 @@ fn check_ownership(meta: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -533,7 +533,7 @@ fn valid_service(s: &str) -> bool {
 }
 
 /// An rp id: printable ASCII without spaces, at most 255 bytes.
-fn valid_rp_id(s: &str) -> bool {
+pub(crate) fn valid_rp_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
@@ -718,12 +718,10 @@ impl Policy {
                 "fido2.touch_timeout",
                 policy.fido2.touch_timeout,
             )?;
-            if !(Duration::from_secs(1)..=Duration::from_secs(120)).contains(&timeout) {
-                if let Some(t) = &f.touch_timeout {
-                    return Err(
-                        ctx.err_at(t.span(), "fido2.touch_timeout must be between 1s and 2m")
-                    );
-                }
+            if let Some(t) = &f.touch_timeout
+                && !(Duration::from_secs(1)..=Duration::from_secs(120)).contains(&timeout)
+            {
+                return Err(ctx.err_at(t.span(), "fido2.touch_timeout must be between 1s and 2m"));
             }
             policy.fido2.touch_timeout = timeout;
             if let Some(p) = f.press_enter {

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use twofactor_bus::{
-    AuditEntry, BUS_NAME, BusError, CodeResult, OBJECT_PATH, TotpEnrollment, UserStatus, WireStep,
+    AuditEntry, BUS_NAME, BusError, CodeResult, KeyAssertion, KeyEnrollment, KeyImport, KeyRequest,
+    OBJECT_PATH, TotpEnrollment, UserStatus, WireStep,
 };
 use zbus::message::Header;
 use zbus::{Connection, interface};
@@ -132,6 +133,34 @@ impl LoginIface {
         let caller = self.0.callers.identify(&hdr).await?;
         self.0.engine.cancel_login(&caller, &handle)
     }
+
+    #[zbus(out_args("step"))]
+    async fn assert(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        handle: String,
+        assertion: KeyAssertion,
+    ) -> Result<WireStep, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0
+            .engine
+            .assert_login(&caller, &handle, &assertion)
+            .map(Into::into)
+    }
+
+    #[zbus(out_args("step"))]
+    async fn skip_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        handle: String,
+        reason: String,
+    ) -> Result<WireStep, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0
+            .engine
+            .skip_key(&caller, &handle, &reason)
+            .map(Into::into)
+    }
 }
 
 #[interface(
@@ -213,6 +242,75 @@ impl EnrollmentIface {
     ) -> Result<Vec<AuditEntry>, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         self.0.engine.recent_events(&caller, limit)
+    }
+
+    #[zbus(out_args("enrollment"))]
+    async fn begin_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        code: String,
+    ) -> Result<KeyEnrollment, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.begin_key(&caller, &name, &code);
+        log_denied("BeginKey", &caller, r)
+    }
+
+    #[zbus(out_args("request"))]
+    async fn register_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        enrollment_id: String,
+        authenticator_data: Vec<u8>,
+    ) -> Result<KeyRequest, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0
+            .engine
+            .register_key(&caller, &enrollment_id, &authenticator_data)
+    }
+
+    #[zbus(out_args("result"))]
+    async fn confirm_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        enrollment_id: String,
+        assertion: KeyAssertion,
+    ) -> Result<CodeResult, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0
+            .engine
+            .confirm_key(&caller, &enrollment_id, &assertion)
+    }
+
+    #[zbus(out_args("proof_id", "request"))]
+    async fn begin_key_proof(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(String, KeyRequest), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.begin_key_proof(&caller)
+    }
+
+    #[zbus(out_args("token"))]
+    async fn prove_with_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        proof_id: String,
+        assertion: KeyAssertion,
+    ) -> Result<String, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.prove_with_key(&caller, &proof_id, &assertion)
+    }
+
+    #[zbus(out_args("result"))]
+    async fn remove_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        code: String,
+    ) -> Result<CodeResult, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.remove_key(&caller, &name, &code)
     }
 }
 
@@ -298,6 +396,18 @@ impl AdminIface {
             &recovery_codes,
         );
         log_denied("ImportTotp", &caller, r)
+    }
+
+    #[zbus(out_args("message"))]
+    async fn import_keys(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+        keys: Vec<KeyImport>,
+    ) -> Result<String, BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self.0.engine.import_keys(&caller, &user, &keys);
+        log_denied("ImportKeys", &caller, r)
     }
 
     #[zbus(out_args("users"))]

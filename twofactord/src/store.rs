@@ -994,7 +994,8 @@ pub mod conformance {
         assert!(s.keys(1001).unwrap().is_empty());
         assert_eq!(s.audit(None, 0, 100).unwrap().len(), before);
         // Counter: must increase; the same counter twice wins once.
-        s.record_failure(1000, "alice", 10, &limit(), &rec())
+        let _ = s
+            .record_failure(1000, "alice", 10, &limit(), &rec())
             .unwrap();
         assert!(
             !s.accept_key_assertion(1000, &[1; 40], 5, 200, &rec())

@@ -2,9 +2,13 @@
 
 use std::time::Duration;
 
-use twofactor_bus::{BusError, LoginProxy, LoginStep, StepKind, WireStep};
+use twofactor_bus::{
+    BusError, KeyAssertion, LoginProxy, LoginStep, StepKind, WireStep, skip_reason,
+};
+use twofactor_key::Authenticator;
 
 use crate::conversation::Conversation;
+use crate::keystep::{self, KeyAnswer};
 use crate::outcome::Verdict;
 
 /// A step the daemon sends can only be this long a conversation; more is a daemon fault.
@@ -27,6 +31,10 @@ pub trait Daemon {
     async fn answer(&self, handle: &str, answer: &str) -> Result<LoginStep, LinkError>;
     /// `Cancel` (best effort).
     async fn cancel(&self, handle: &str);
+    /// `Assert`.
+    async fn assert(&self, handle: &str, assertion: &KeyAssertion) -> Result<LoginStep, LinkError>;
+    /// `SkipKey`.
+    async fn skip_key(&self, handle: &str, reason: &str) -> Result<LoginStep, LinkError>;
 }
 
 /// Log sink: (is_error, message). Never given an answer.
@@ -36,6 +44,7 @@ pub type Log<'a> = &'a dyn Fn(bool, &str);
 pub async fn run(
     daemon: &impl Daemon,
     conv: &mut dyn Conversation,
+    authenticator: &dyn Authenticator,
     user: &str,
     context: &[(&str, &str)],
     log: Log<'_>,
@@ -70,6 +79,46 @@ pub async fn run(
                     }
                 };
                 step = match daemon.answer(&handle, &answer).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log(true, &format!("login for {user} failed: {}", e.0));
+                        return Verdict::Unreachable;
+                    }
+                };
+            }
+            StepKind::Key { cue, request } => {
+                let answer = match keystep::perform(conv, authenticator, &cue, &request, log) {
+                    Ok(a) => a,
+                    Err(_) => {
+                        daemon.cancel(&handle).await;
+                        return Verdict::ConversationFailed;
+                    }
+                };
+                let next = match answer {
+                    KeyAnswer::Assertion(a) => daemon.assert(&handle, &a).await,
+                    KeyAnswer::Skip(reason) => daemon.skip_key(&handle, reason).await,
+                    KeyAnswer::Code(code) => {
+                        // The user typed a code at the cue: it answers the code prompt that
+                        // follows the skip (after that prompt's notices are shown).
+                        match daemon.skip_key(&handle, skip_reason::DECLINED).await {
+                            Ok(LoginStep {
+                                notices,
+                                kind: StepKind::Prompt { .. },
+                            }) => {
+                                for n in &notices {
+                                    let _ = if n.error {
+                                        conv.error(&n.text)
+                                    } else {
+                                        conv.info(&n.text)
+                                    };
+                                }
+                                daemon.answer(&handle, &code).await
+                            }
+                            other => other,
+                        }
+                    }
+                };
+                step = match next {
                     Ok(s) => s,
                     Err(e) => {
                         log(true, &format!("login for {user} failed: {}", e.0));
@@ -123,6 +172,24 @@ impl Daemon for BusDaemon<'_> {
     async fn cancel(&self, handle: &str) {
         let _ = self.proxy.cancel(handle).await;
     }
+
+    async fn assert(&self, handle: &str, assertion: &KeyAssertion) -> Result<LoginStep, LinkError> {
+        decode(
+            self.proxy
+                .assert(handle, assertion)
+                .await
+                .map_err(link_err)?,
+        )
+    }
+
+    async fn skip_key(&self, handle: &str, reason: &str) -> Result<LoginStep, LinkError> {
+        decode(
+            self.proxy
+                .skip_key(handle, reason)
+                .await
+                .map_err(link_err)?,
+        )
+    }
 }
 
 /// Connects to the bus at `address`, runs the login, and closes the connection before
@@ -131,6 +198,7 @@ pub fn authenticate(
     address: &str,
     timeout: Duration,
     conv: &mut dyn Conversation,
+    authenticator: &dyn Authenticator,
     user: &str,
     context: &[(&str, &str)],
     log: Log<'_>,
@@ -161,7 +229,15 @@ pub fn authenticate(
                 return Verdict::Unreachable;
             }
         };
-        let verdict = run(&BusDaemon { proxy }, conv, user, context, log).await;
+        let verdict = run(
+            &BusDaemon { proxy },
+            conv,
+            authenticator,
+            user,
+            context,
+            log,
+        )
+        .await;
         let _ = conn.close().await;
         verdict
     })
@@ -229,6 +305,166 @@ mod tests {
         async fn cancel(&self, _h: &str) {
             *self.cancelled.borrow_mut() = true;
         }
+        async fn assert(&self, handle: &str, a: &KeyAssertion) -> Result<LoginStep, LinkError> {
+            assert_eq!(handle, "h");
+            self.answers
+                .borrow_mut()
+                .push(format!("assert:{}", a.signature.len()));
+            self.steps.borrow_mut().remove(0)
+        }
+        async fn skip_key(&self, handle: &str, reason: &str) -> Result<LoginStep, LinkError> {
+            assert_eq!(handle, "h");
+            self.answers.borrow_mut().push(format!("skip:{reason}"));
+            self.steps.borrow_mut().remove(0)
+        }
+    }
+
+    /// A key double: present or not, and a fixed result.
+    struct FakeKey {
+        present: bool,
+        result: Result<twofactor_key::AssertionResponse, twofactor_key::KeyError>,
+        wants_pin: bool,
+    }
+
+    impl Authenticator for FakeKey {
+        fn present(&self) -> bool {
+            self.present
+        }
+        fn register(
+            &self,
+            _r: &twofactor_key::RegistrationRequest<'_>,
+            _pin: twofactor_key::PinSource<'_>,
+        ) -> Result<twofactor_key::RegistrationResponse, twofactor_key::KeyError> {
+            Err(twofactor_key::KeyError::NoDevice)
+        }
+        fn assert(
+            &self,
+            _r: &twofactor_key::AssertionRequest<'_>,
+            pin: twofactor_key::PinSource<'_>,
+        ) -> Result<twofactor_key::AssertionResponse, twofactor_key::KeyError> {
+            if self.wants_pin && pin("PIN: ").is_none() {
+                return Err(twofactor_key::KeyError::PinMissing);
+            }
+            self.result.clone()
+        }
+    }
+
+    const NO_KEY: FakeKey = FakeKey {
+        present: false,
+        result: Err(twofactor_key::KeyError::NoDevice),
+        wants_pin: false,
+    };
+
+    fn key_step(press_enter: bool) -> LoginStep {
+        LoginStep::key(
+            "Touch your security key.",
+            twofactor_bus::KeyRequest {
+                rp_id: "pam://h".into(),
+                client_data: b"{}".to_vec(),
+                credential_ids: vec![vec![1]],
+                user_verification: "preferred".into(),
+                timeout_ms: 1000,
+                press_enter,
+            },
+        )
+    }
+
+    fn signed() -> Result<twofactor_key::AssertionResponse, twofactor_key::KeyError> {
+        Ok(twofactor_key::AssertionResponse {
+            credential_id: vec![1],
+            authenticator_data: vec![0; 37],
+            signature: vec![0; 70],
+        })
+    }
+
+    fn go_key(d: &ScriptedDaemon, u: &mut ScriptedUser, key: &FakeKey) -> Verdict {
+        zbus::block_on(run(d, u, key, "alice", &[("service", "login")], &|_, _| {}))
+    }
+
+    #[test]
+    fn a_key_step_shows_the_cue_and_sends_the_assertion() {
+        let d = daemon(
+            Ok(key_step(false)),
+            vec![Ok(LoginStep::done(Outcome::Success))],
+        );
+        let key = FakeKey {
+            present: true,
+            result: signed(),
+            wants_pin: true,
+        };
+        let mut u = user(vec!["1234"]);
+        assert_eq!(go_key(&d, &mut u, &key), Verdict::Daemon(Outcome::Success));
+        assert_eq!(*d.answers.borrow(), ["assert:70"]);
+        assert_eq!(u.shown, ["info:Touch your security key.", "prompt:PIN: "]);
+    }
+
+    #[test]
+    fn no_key_skips_to_the_code_prompt_without_a_cue() {
+        let d = daemon(
+            Ok(key_step(false)),
+            vec![
+                Ok(LoginStep::prompt("Code: ", false).error("No security key found.")),
+                Ok(LoginStep::done(Outcome::Success)),
+            ],
+        );
+        let mut u = user(vec!["123456"]);
+        assert_eq!(
+            go_key(&d, &mut u, &NO_KEY),
+            Verdict::Daemon(Outcome::Success)
+        );
+        assert_eq!(*d.answers.borrow(), ["skip:no-device", "123456"]);
+        assert_eq!(u.shown, ["error:No security key found.", "prompt:Code: "]);
+    }
+
+    #[test]
+    fn key_errors_become_skip_reasons() {
+        for (err, reason) in [
+            (twofactor_key::KeyError::Timeout, "timeout"),
+            (twofactor_key::KeyError::NotEnrolled, "not-enrolled"),
+            (twofactor_key::KeyError::PinInvalid, "error"),
+            (twofactor_key::KeyError::Device("x".into()), "error"),
+        ] {
+            let d = daemon(
+                Ok(key_step(false)),
+                vec![Ok(LoginStep::done(Outcome::Denied))],
+            );
+            let key = FakeKey {
+                present: true,
+                result: Err(err),
+                wants_pin: false,
+            };
+            let v = go_key(&d, &mut user(vec![]), &key);
+            assert_eq!(v, Verdict::Daemon(Outcome::Denied));
+            assert_eq!(*d.answers.borrow(), [format!("skip:{reason}")]);
+        }
+    }
+
+    #[test]
+    fn press_enter_mode_lets_the_user_type_a_code_at_the_cue() {
+        let d = daemon(
+            Ok(key_step(true)),
+            vec![
+                Ok(LoginStep::prompt("Code: ", false)),
+                Ok(LoginStep::done(Outcome::Success)),
+            ],
+        );
+        let key = FakeKey {
+            present: true,
+            result: signed(),
+            wants_pin: false,
+        };
+        let mut u = user(vec!["654321"]);
+        assert_eq!(go_key(&d, &mut u, &key), Verdict::Daemon(Outcome::Success));
+        assert_eq!(*d.answers.borrow(), ["skip:declined", "654321"]);
+        assert_eq!(u.prompts, 1, "the code typed at the cue is not asked again");
+        // Enter alone: the key is used.
+        let d = daemon(
+            Ok(key_step(true)),
+            vec![Ok(LoginStep::done(Outcome::Success))],
+        );
+        let mut u = user(vec![""]);
+        assert_eq!(go_key(&d, &mut u, &key), Verdict::Daemon(Outcome::Success));
+        assert_eq!(*d.answers.borrow(), ["assert:70"]);
     }
 
     fn daemon(
@@ -252,7 +488,14 @@ mod tests {
     }
 
     fn go(d: &ScriptedDaemon, u: &mut ScriptedUser) -> Verdict {
-        zbus::block_on(run(d, u, "alice", &[("service", "sshd")], &|_, _| {}))
+        zbus::block_on(run(
+            d,
+            u,
+            &NO_KEY,
+            "alice",
+            &[("service", "sshd")],
+            &|_, _| {},
+        ))
     }
 
     #[test]
@@ -335,7 +578,14 @@ mod tests {
     #[test]
     fn a_failed_conversation_cancels_the_login() {
         let d = daemon(Ok(LoginStep::prompt("Code: ", false)), vec![]);
-        let v = zbus::block_on(run(&d, &mut BrokenTerminal, "alice", &[], &|_, _| {}));
+        let v = zbus::block_on(run(
+            &d,
+            &mut BrokenTerminal,
+            &NO_KEY,
+            "alice",
+            &[],
+            &|_, _| {},
+        ));
         assert_eq!(v, Verdict::ConversationFailed);
         assert!(*d.cancelled.borrow());
     }

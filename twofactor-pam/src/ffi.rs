@@ -3,18 +3,16 @@
 
 use std::ffi::{CStr, CString};
 
-use pam::constants::{PamFlag, PamResultCode};
+use pam::constants::PamResultCode;
 use pam::conv::Conv;
 use pam::items::{RHost, Service, Tty};
-use pam::module::{PamHandle, PamHooks};
+use pam::module::PamHandle;
+use twofactor_key::Authenticator;
 
 use crate::args::ModuleArgs;
 use crate::conversation::{Conversation, PamConversation};
 use crate::login;
 use crate::outcome::{Verdict, pam_code};
-
-struct TwoFactor;
-pam::pam_hooks!(TwoFactor);
 
 /// Writes one line to syslog (authpriv). No `openlog`: the host program's ident stays.
 fn syslog(error: bool, service: &str, msg: &str) {
@@ -31,7 +29,11 @@ fn item_string(c: Option<&CStr>) -> String {
         .unwrap_or_default()
 }
 
-fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
+fn authenticate_inner(
+    pamh: &mut PamHandle,
+    args: &[&CStr],
+    authenticator: &dyn Authenticator,
+) -> PamResultCode {
     let service = pamh
         .get_item::<Service<'_>>()
         .ok()
@@ -84,6 +86,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
         &args.bus,
         args.timeout,
         &mut conversation,
+        authenticator,
         &user,
         &context,
         &log,
@@ -114,14 +117,16 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
     code.to_pam()
 }
 
-impl PamHooks for TwoFactor {
-    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
-        // pam-bindings also catches panics (as PAM_ABORT); this keeps the answer "unavailable".
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| authenticate(pamh, &args)))
-            .unwrap_or(PamResultCode::PAM_AUTHINFO_UNAVAIL)
-    }
-
-    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
-        PamResultCode::PAM_SUCCESS
-    }
+/// `pam_sm_authenticate`: runs the login with `authenticator` for security-key steps.
+///
+/// pam-bindings also catches panics (as PAM_ABORT); this keeps the answer "unavailable".
+pub fn authenticate(
+    pamh: &mut PamHandle,
+    args: &[&CStr],
+    authenticator: &dyn Authenticator,
+) -> PamResultCode {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        authenticate_inner(pamh, args, authenticator)
+    }))
+    .unwrap_or(PamResultCode::PAM_AUTHINFO_UNAVAIL)
 }
