@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+pub mod flow;
 #[cfg(feature = "hid")]
 pub mod hid;
 
