@@ -29,6 +29,7 @@ test: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	bash scripts/check-deps.sh
 
 # --- install ---
 #
