@@ -621,6 +621,115 @@ impl Env {
     }
 }
 
+/// A software security key for the tests (dev-only `twofactor-softkey`): its state file, which
+/// the PAM module (through `libpam_twofactor_softkey.so`), `softkey-ctl` and the test share.
+pub struct TestKey {
+    /// The key.
+    pub key: twofactor_softkey::SoftKey,
+    /// The PAM service whose module uses this key.
+    pub service: String,
+}
+
+impl TestKey {
+    /// The key's state file.
+    pub fn path(&self) -> &Path {
+        self.key.path()
+    }
+
+    /// Changes the key's state (knobs, PIN, counter), keeping the file usable by every uid.
+    pub fn set(&self, change: impl FnOnce(&mut twofactor_softkey::SoftKeyState)) {
+        self.key.update(change).expect("soft key update");
+        open_up(self.key.path());
+    }
+}
+
+/// Soft keys are shared by processes of several uids (the module runs as root, `softkey-ctl`
+/// as the user): keep the state file and its lock readable and writable by all (tests only).
+fn open_up(path: &Path) {
+    set_mode(path, 0o666);
+    let lock = PathBuf::from(format!("{}.lock", path.display()));
+    if !lock.exists() {
+        std::fs::write(&lock, b"").expect("lock file");
+    }
+    set_mode(&lock, 0o666);
+}
+
+impl Env {
+    /// A new software key named `name` (ES256 unless `ed25519`), and a PAM service `tf-key-NAME`
+    /// whose module uses it.
+    pub fn soft_key(&self, name: &str, ed25519: bool) -> TestKey {
+        let dir = self.dir.path().join("keys");
+        if !dir.exists() {
+            std::fs::create_dir(&dir).expect("keys dir");
+            set_mode(&dir, 0o777);
+        }
+        let path = dir.join(format!("{name}.json"));
+        let alg = if ed25519 {
+            twofactor_softkey::Algorithm::Ed25519
+        } else {
+            twofactor_softkey::Algorithm::Es256
+        };
+        let key = twofactor_softkey::SoftKey::create(&path, alg).expect("soft key");
+        open_up(&path);
+        let service = format!("tf-key-{name}");
+        self.write_key_service(&service, &path, "");
+        TestKey { key, service }
+    }
+
+    /// Writes PAM service `service` with the soft-key build of the module using `keyfile`.
+    pub fn write_key_service(&self, service: &str, keyfile: &Path, extra: &str) {
+        let module = bin("libpam_twofactor_softkey.so");
+        let permit = pam_module("pam_permit.so");
+        let text = format!(
+            "auth required {} bus={} timeout=5 softkey={} {extra}
+auth required {}
+account required {}
+",
+            module.display(),
+            self.address,
+            keyfile.display(),
+            permit.display(),
+            permit.display()
+        );
+        std::fs::write(self.pamd.join(service), text).expect("service");
+    }
+
+    /// Runs `softkey-ctl` (the CLI's key flows with the soft key) as `user`.
+    pub fn softkey_ctl(&self, user: &str, key: &TestKey, args: &[&str]) -> serde_json::Value {
+        let mut cmd = as_user(user, &bin("softkey-ctl"));
+        cmd.arg(&self.address).arg(key.path()).args(args);
+        let out = run_with_stdin(cmd, None);
+        open_up(key.path());
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("softkey-ctl output ({e}): {out:?}"))
+    }
+
+    /// Enrolls `key` as `name` for `user` (first factor: no proof); returns the recovery codes.
+    pub fn enroll_key(&self, user: &str, key: &TestKey, name: &str) -> Vec<String> {
+        let v = self.softkey_ctl(user, key, &["enroll", name]);
+        assert_eq!(v["accepted"], true, "{v}");
+        v["recovery_codes"]
+            .as_array()
+            .expect("codes")
+            .iter()
+            .map(|c| c.as_str().expect("code").to_string())
+            .collect()
+    }
+
+    /// A login through `key`'s service (local unless `rhost`), run as root.
+    pub fn key_login(
+        &self,
+        key: &TestKey,
+        user: &str,
+        rhost: Option<&str>,
+        answers: &[&str],
+    ) -> PamResult {
+        let r = self.login_full("root", &key.service, user, rhost, answers);
+        open_up(key.path());
+        r
+    }
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         self.stop_daemon();

@@ -95,6 +95,9 @@ pub mod context {
 /// Most credential ids one key request may name.
 pub const MAX_KEY_CREDENTIALS: usize = 32;
 
+/// Most security keys one user may hold (enrolled and imported together).
+pub const MAX_KEYS_PER_USER: usize = 16;
+
 /// What a client asks a security key for: an assertion over client data the daemon built.
 ///
 /// The key signs `authenticatorData || SHA-256(client_data)`; the daemon recomputes the hash

@@ -170,6 +170,9 @@ impl KeyError {
     }
 }
 
+/// The prompt an [`Authenticator`] passes to its [`PinSource`] when it needs the key's PIN.
+pub const PIN_PROMPT: &str = "Security key PIN: ";
+
 /// Asks the user for the key's PIN (`prompt` is the text to show); `None`: the user declined.
 pub type PinSource<'a> = &'a mut dyn FnMut(&str) -> Option<Zeroizing<String>>;
 

@@ -35,8 +35,8 @@ use crate::import::ImportError;
 
 /// Longest credential id accepted (WebAuthn: at most 1023 bytes).
 pub const MAX_CREDENTIAL_ID_LEN: usize = 1023;
-/// Most credentials one user may bring: as many as one login may ask a key about.
-pub const MAX_CREDENTIALS_PER_USER: usize = twofactor_bus::MAX_KEY_CREDENTIALS;
+/// Most credentials one user may bring: as many keys as the daemon lets a user hold.
+pub const MAX_CREDENTIALS_PER_USER: usize = twofactor_bus::MAX_KEYS_PER_USER;
 /// Longest user name accepted (the daemon's limit).
 const MAX_USER_LEN: usize = 256;
 
@@ -236,7 +236,7 @@ fn parse_line(n: usize, line: &str) -> Result<U2fUser, ImportError> {
                 n,
                 format!(
                     "user {name} has more than {MAX_CREDENTIALS_PER_USER} credentials; \
-                     twofactor asks a key about at most {MAX_CREDENTIALS_PER_USER}"
+                     a user may hold at most {MAX_CREDENTIALS_PER_USER} security keys"
                 ),
             ));
         }
@@ -943,10 +943,14 @@ mod tests {
             .map(|i| es256_field(100 + i, "+presence"))
             .collect();
         let e = one_error(&format!("alice:{}", fields.join(":")));
-        assert!(e.message.contains("more than 32 credentials"), "{e}");
+        assert!(
+            e.message
+                .contains(&format!("more than {MAX_CREDENTIALS_PER_USER} credentials")),
+            "{e}"
+        );
         let ok = format!("alice:{}", fields[..MAX_CREDENTIALS_PER_USER].join(":"));
         assert_eq!(
-            parse_authfile(&ok).expect("32 is fine")[0]
+            parse_authfile(&ok).expect("the limit is fine")[0]
                 .credentials
                 .len(),
             MAX_CREDENTIALS_PER_USER

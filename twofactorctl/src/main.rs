@@ -4,6 +4,8 @@
 
 mod doctor;
 mod import;
+mod import_u2f;
+mod keys;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -51,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         action: RecoveryAction,
     },
+    /// Remove one factor (needs a current code or a touch of an enrolled key).
+    Remove {
+        #[command(subcommand)]
+        factor: RemoveFactor,
+    },
     /// Remove all your factors (needs a current code; refused when 2FA is required for you).
     Disable {
         /// A current code or a recovery code (asked for when missing).
@@ -91,6 +98,28 @@ enum EnrollFactor {
         /// Do not draw the QR code.
         #[arg(long)]
         no_qr: bool,
+    },
+    /// A FIDO2 security key (USB): touch it twice; its PIN is asked when needed.
+    Key {
+        /// A name for the key, e.g. "yubikey-blue" (unique among your keys).
+        #[arg(long)]
+        name: String,
+        /// If you already have a factor: a current code or recovery code (asked for when
+        /// missing; Enter alone: touch an enrolled key).
+        #[arg(long)]
+        code: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RemoveFactor {
+    /// A security key, by the name it was enrolled with (see `status`).
+    Key {
+        /// The key's name.
+        name: String,
+        /// A current code or recovery code (asked for when missing; Enter alone: touch a key).
+        #[arg(long)]
+        code: Option<String>,
     },
 }
 
@@ -168,6 +197,29 @@ enum ImportSource {
         /// The file (default: ~USER/.google_authenticator).
         file: Option<std::path::PathBuf>,
     },
+    /// A pam_u2f authfile (a user's ~/.config/Yubico/u2f_keys or a central file): each user's
+    /// ES256 and EdDSA credentials become security keys named pam_u2f-1, pam_u2f-2, ...
+    /// The whole file is checked first; one bad line and nothing is imported.
+    PamU2f(PamU2fArgs),
+}
+
+/// `admin import pam-u2f`.
+#[derive(clap::Args, Debug)]
+struct PamU2fArgs {
+    /// The authfile.
+    file: std::path::PathBuf,
+    /// Import only this user's line.
+    #[arg(long)]
+    user: Option<String>,
+    /// The origin the keys were registered for: pam_u2f's origin= (default: pam://HOSTNAME).
+    #[arg(long)]
+    origin: Option<String>,
+    /// pam_u2f's appid=, for old-format (pam_u2f < 1.1) lines (default: the origin).
+    #[arg(long)]
+    appid: Option<String>,
+    /// Check the file and show what would be imported; needs no daemon, changes nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// A login to explain: the mode can depend on the PAM service and the remote host.
@@ -386,6 +438,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Doctor { options } = &cli.command {
         return doctor::run(options, cli.bus.as_deref(), cli.json).await;
     }
+    // A dry run of a pam_u2f import only reads the file.
+    if let Command::Admin {
+        action: AdminAction::Import {
+            source: ImportSource::PamU2f(args),
+        },
+    } = &cli.command
+        && args.dry_run
+    {
+        return import_pam_u2f(None, args, cli.json).await;
+    }
     let builder = match &cli.bus {
         Some(a) => zbus::connection::Builder::address(a.as_str()),
         None => zbus::connection::Builder::system(),
@@ -501,6 +563,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let r = enrollment.regenerate_recovery_codes(&code).await?;
             report_code_result(&r, json)?;
         }
+        Command::Enroll {
+            factor: EnrollFactor::Key { name, code },
+        } => keys::enroll(&enrollment, &name, code, json).await?,
+        Command::Remove {
+            factor: RemoveFactor::Key { name, code },
+        } => keys::remove(&enrollment, &name, code, json).await?,
         Command::Disable { code } => {
             let code = code_or_prompt(code)?;
             let r = enrollment.disable(&code).await?;
@@ -580,6 +648,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 }
             }
+            AdminAction::Import {
+                source: ImportSource::PamU2f(args),
+            } => import_pam_u2f(Some(&admin), &args, json).await?,
             AdminAction::Grace { user, extend } => {
                 let secs = match extend {
                     None => 0,
@@ -656,6 +727,260 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         // Answered above, before connecting.
         Command::Completions { .. } => {}
         Command::Doctor { .. } => {}
+    }
+    Ok(())
+}
+
+/// Largest pam_u2f authfile read (a central file for thousands of users is far smaller).
+const MAX_AUTHFILE_LEN: u64 = 4 << 20;
+/// Most bad lines listed when an authfile is refused.
+const MAX_LISTED_ERRORS: usize = 20;
+
+/// Reads an authfile: a regular file, at most [`MAX_AUTHFILE_LEN`] bytes of UTF-8.
+fn read_authfile(path: &std::path::Path) -> Result<String, Failure> {
+    use std::io::Read as _;
+    let fail = |e: std::io::Error| Failure(format!("{}: {e}", path.display()), 1);
+    let file = std::fs::File::open(path).map_err(fail)?;
+    if !file.metadata().map_err(fail)?.is_file() {
+        return Err(Failure(
+            format!("{}: not a regular file", path.display()),
+            1,
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_AUTHFILE_LEN + 1)
+        .read_to_string(&mut text)
+        .map_err(fail)?;
+    if text.len() as u64 > MAX_AUTHFILE_LEN {
+        return Err(Failure(
+            format!(
+                "{}: larger than 4 MiB, not a pam_u2f authfile",
+                path.display()
+            ),
+            1,
+        ));
+    }
+    Ok(text)
+}
+
+/// `admin import pam-u2f`: the whole file is parsed and checked first (all or nothing), then
+/// each user's keys go to the daemon in one `ImportKeys` call, which stores all of them or
+/// none. `admin` is `None` for a dry run.
+async fn import_pam_u2f(
+    admin: Option<&AdminProxy<'_>>,
+    args: &PamU2fArgs,
+    json: bool,
+) -> Result<(), Failure> {
+    #[derive(Serialize)]
+    struct KeyRow {
+        name: String,
+        line: usize,
+        algorithm: &'static str,
+        rp_id: String,
+        user_verification: bool,
+        presence: bool,
+        old_format: bool,
+    }
+    #[derive(Serialize)]
+    struct UserRow {
+        user: String,
+        line: usize,
+        keys: Vec<KeyRow>,
+        imported: bool,
+        message: String,
+        error: Option<String>,
+    }
+
+    let path = &args.file;
+    // pam_u2f's default origin, so that keys registered with its defaults keep working.
+    let origin = args.origin.clone().unwrap_or_else(|| {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("pam://{host}")
+    });
+    let appid = args.appid.clone().unwrap_or_else(|| origin.clone());
+    for (flag, value) in [("--origin", &origin), ("--appid", &appid)] {
+        if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Failure(
+                format!(
+                    "{flag} {value:?}: an rp id is 1 to 255 printable characters without spaces"
+                ),
+                2,
+            ));
+        }
+    }
+    let text = read_authfile(path)?;
+    let located = |e: &import::ImportError| match e.line {
+        Some(l) => format!("{}:{l}: {}", path.display(), e.message),
+        None => format!("{}: {}", path.display(), e.message),
+    };
+    let users = import_u2f::parse_authfile(&text)
+        .and_then(|users| import_u2f::select_users(users, args.user.as_deref()))
+        .map_err(|errors| {
+            if let [one] = errors.as_slice() {
+                return Failure(format!("{}; nothing was imported", located(one)), 1);
+            }
+            for e in errors.iter().take(MAX_LISTED_ERRORS) {
+                eprintln!("twofactorctl: {}", located(e));
+            }
+            if errors.len() > MAX_LISTED_ERRORS {
+                eprintln!(
+                    "twofactorctl: ... and {} more",
+                    errors.len() - MAX_LISTED_ERRORS
+                );
+            }
+            Failure(
+                format!(
+                    "{}: {} problems; nothing was imported",
+                    path.display(),
+                    errors.len()
+                ),
+                1,
+            )
+        })?;
+
+    let mut rows = Vec::with_capacity(users.len());
+    let mut refused: Option<Failure> = None;
+    let mut refusals = 0usize;
+    let mut fatal = None;
+    for u in &users {
+        let imports = u.key_imports(&origin, &appid);
+        let keys: Vec<KeyRow> = u
+            .credentials
+            .iter()
+            .zip(&imports)
+            .map(|(c, k)| KeyRow {
+                name: k.name.clone(),
+                line: c.line,
+                algorithm: c.algorithm.as_str(),
+                rp_id: k.rp_id.clone(),
+                user_verification: c.user_verification,
+                presence: c.presence,
+                old_format: c.legacy,
+            })
+            .collect();
+        let outcome = match admin {
+            None => Ok(None),
+            Some(a) => a.import_keys(&u.name, &imports).await.map(Some),
+        };
+        let mut row = UserRow {
+            user: u.name.clone(),
+            line: u.line,
+            keys,
+            imported: false,
+            message: String::new(),
+            error: None,
+        };
+        let from = format!("{} line {}", path.display(), u.line);
+        match outcome {
+            Ok(message) => {
+                row.imported = message.is_some();
+                row.message = message.unwrap_or_default();
+                if !json {
+                    let n = row.keys.len();
+                    let keys = if n == 1 { "key" } else { "keys" };
+                    let verb = if row.imported {
+                        "Imported"
+                    } else {
+                        "Would import"
+                    };
+                    println!("{verb} {n} {keys} for {} ({from}):", u.name);
+                    for k in &row.keys {
+                        println!(
+                            "  {}: {}, {}, rp {}{}",
+                            k.name,
+                            k.algorithm,
+                            if k.user_verification {
+                                "touch and PIN or built-in verification"
+                            } else {
+                                "touch"
+                            },
+                            k.rp_id,
+                            if k.old_format {
+                                " (old U2F format: registered for the appid)"
+                            } else {
+                                ""
+                            }
+                        );
+                        if !k.presence {
+                            println!(
+                                "    note: pam_u2f did not ask for a touch (no +presence); \
+                                 twofactor always does"
+                            );
+                        }
+                    }
+                    // The daemon's own word (it may add warnings, e.g. about the rp id).
+                    for line in row.message.lines() {
+                        println!("  {line}");
+                    }
+                }
+            }
+            Err(e) => {
+                // The same for every user: stop at the first.
+                let stop = matches!(e, BusError::ZBus(_) | BusError::AccessDenied(_));
+                let failure = Failure::from(e);
+                if stop {
+                    fatal = Some(failure);
+                    break;
+                }
+                if !json {
+                    eprintln!(
+                        "twofactorctl: {} ({from}): not imported: {}",
+                        u.name, failure.0
+                    );
+                }
+                row.error = Some(failure.0.clone());
+                refusals += 1;
+                refused = Some(failure);
+            }
+        }
+        rows.push(row);
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "file": path,
+            "origin": origin,
+            "appid": appid,
+            "dry_run": admin.is_none(),
+            "users": rows,
+        }))?;
+    }
+    if let Some(f) = fatal {
+        let done: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.imported)
+            .map(|r| r.user.as_str())
+            .collect();
+        if done.is_empty() {
+            return Err(f);
+        }
+        return Err(Failure(
+            format!("{}; already imported: {}", f.0, done.join(", ")),
+            f.1,
+        ));
+    }
+    if let Some(Failure(_, code)) = refused {
+        let message = if json {
+            String::new()
+        } else if refusals == users.len() {
+            "nothing was imported".to_string()
+        } else {
+            format!(
+                "{refusals} of {} users were not imported; the others were",
+                users.len()
+            )
+        };
+        return Err(Failure(message, code));
+    }
+    if admin.is_none() && !json {
+        let keys: usize = rows.iter().map(|r| r.keys.len()).sum();
+        println!(
+            "Dry run: {} users and {keys} keys checked; nothing was imported.",
+            rows.len()
+        );
     }
     Ok(())
 }

@@ -9,7 +9,8 @@
 
 use sha2::{Digest, Sha256};
 use twofactor_bus::{
-    KeyAssertion, KeyEnrollment, KeyImport, KeyRequest, MAX_KEY_CREDENTIALS, skip_reason,
+    KeyAssertion, KeyEnrollment, KeyImport, KeyRequest, MAX_KEY_CREDENTIALS, MAX_KEYS_PER_USER,
+    skip_reason,
 };
 
 use super::*;
@@ -23,8 +24,6 @@ const KEY_ENROLL_TTL_SECS: i64 = 300;
 const PROOF_TTL_SECS: i64 = 120;
 /// How long a proof token may be used (once).
 const TOKEN_TTL_SECS: i64 = 60;
-/// Most keys a user may hold.
-pub(super) const MAX_KEYS_PER_USER: usize = 16;
 /// Longest key name.
 const MAX_KEY_NAME_LEN: usize = 64;
 /// Open key enrollments and proofs in all.

@@ -1,0 +1,75 @@
+//! TEST ONLY: the CLI's security-key flows (`twofactor_key::flow`, the code `twofactorctl
+//! enroll key` runs) with the software authenticator instead of the USB key, run as the user
+//! whose key it is. Prints the result as JSON.
+//!
+//! usage: softkey-ctl ADDRESS KEYFILE enroll NAME [--code CODE] [--pin PIN]
+//!        softkey-ctl ADDRESS KEYFILE prove [--pin PIN]
+
+use std::path::PathBuf;
+
+use twofactor_bus::EnrollmentProxy;
+use twofactor_key::flow;
+use twofactor_softkey::SoftKey;
+use zeroize::Zeroizing;
+
+fn fail(msg: &str) -> ! {
+    println!("{}", serde_json::json!({ "error": msg }));
+    std::process::exit(1);
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 3 {
+        eprintln!("usage: softkey-ctl ADDRESS KEYFILE enroll NAME [--code C] [--pin P] | prove");
+        std::process::exit(2);
+    }
+    let address = args.remove(0);
+    let keyfile = PathBuf::from(args.remove(0));
+    let command = args.remove(0);
+    let mut name = None;
+    let mut code = String::new();
+    let mut pin: Option<String> = None;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--code" => code = it.next().unwrap_or_default(),
+            "--pin" => pin = it.next(),
+            _ => name = Some(a),
+        }
+    }
+    let key = SoftKey::open(&keyfile).unwrap_or_else(|e| fail(&format!("soft key: {e}")));
+    let mut pin_source = |_: &str| pin.clone().map(Zeroizing::new);
+    let mut cue = |_: &str| {};
+    let out = zbus::block_on(async {
+        let conn = zbus::connection::Builder::address(address.as_str())
+            .method_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .await
+            .unwrap_or_else(|e| fail(&e.to_string()));
+        let proxy = EnrollmentProxy::new(&conn)
+            .await
+            .unwrap_or_else(|e| fail(&e.to_string()));
+        match command.as_str() {
+            "enroll" => {
+                let name = name.unwrap_or_else(|| fail("enroll needs a NAME"));
+                flow::enroll(&proxy, &key, &name, &code, &mut pin_source, &mut cue)
+                    .await
+                    .map(|r| {
+                        serde_json::json!({
+                            "accepted": r.accepted,
+                            "message": r.message,
+                            "recovery_codes": r.recovery_codes,
+                        })
+                    })
+            }
+            "prove" => flow::prove(&proxy, &key, &mut pin_source, &mut cue)
+                .await
+                .map(|token| serde_json::json!({ "token": token })),
+            other => fail(&format!("unknown command {other}")),
+        }
+    });
+    match out {
+        Ok(v) => println!("{v}"),
+        Err(e) => fail(&e.to_string()),
+    }
+}
