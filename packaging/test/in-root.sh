@@ -240,6 +240,12 @@ codes=$(grep -cE '^ +[[:alnum:]-]{8,}$' <<<"$out" || true)
 [ "$codes" -eq 10 ] || fail "enrollment did not show 10 recovery codes: $out"
 ok "enroll totp --confirm with oathtool's current code; 10 recovery codes shown"
 
+# The installed CLI carries the USB HID path; with no key plugged in it says so cleanly.
+capture run_as "$USER_NAME" twofactorctl enroll key --name usb-key
+{ [ "$rc" -eq 1 ] && grep -q "no security key found" <<<"$out"; } \
+    || fail "enroll key with no key plugged in (exit $rc): $out"
+ok "enroll key with no key plugged in: exit 1, \"no security key found\""
+
 capture run_as "$USER_NAME" twofactorctl --json status
 grep -q '"enrolled": true' <<<"$out" && grep -q '"enforced": true' <<<"$out" \
     || fail "twofactorctl status after enrolling: $out"
