@@ -139,6 +139,33 @@ fn requirements(uv: UserVerification) -> Requirements {
     }
 }
 
+/// Verifies `assertion` by `key` over `client_data`. The outer error: the stored key itself
+/// cannot be used (its COSE key no longer parses).
+fn verify_with_key(
+    key: &KeyFactor,
+    client_data: &[u8],
+    assertion: &KeyAssertion,
+    uv: UserVerification,
+) -> Result<Result<fido2::VerifiedAssertion, Fido2Error>, Fido2Error> {
+    let stored = StoredCredential::from_cose(
+        key.credential_id.clone(),
+        &key.public_key_cose,
+        key.rp_id.clone(),
+        key.sign_count,
+    )?;
+    Ok(fido2::verify_assertion(
+        &stored,
+        &fido2::Assertion {
+            credential_id: &assertion.credential_id,
+            authenticator_data: &assertion.authenticator_data,
+            signature: &assertion.signature,
+        },
+        &key.rp_id,
+        &client_data_hash(client_data),
+        requirements(uv),
+    ))
+}
+
 /// The user's keys usable with `rp_id`.
 fn usable<'a>(keys: &'a [KeyFactor], rp_id: &str) -> Vec<&'a KeyFactor> {
     keys.iter()
@@ -316,30 +343,13 @@ impl Engine {
             )?;
             return Ok(Err((message, until)));
         };
-        let stored = StoredCredential::from_cose(
-            key.credential_id.clone(),
-            &key.public_key_cose,
-            key.rp_id.clone(),
-            key.sign_count,
-        )
-        .map_err(|e| {
+        let checked = verify_with_key(key, client_data, assertion, uv).map_err(|e| {
             crate::log::error(&format!(
                 "stored key {:?} of {} is unusable: {e}",
                 key.name, account.name
             ));
             BusError::StateUnavailable("a stored key is unreadable; nothing was changed".into())
         })?;
-        let checked = fido2::verify_assertion(
-            &stored,
-            &fido2::Assertion {
-                credential_id: &assertion.credential_id,
-                authenticator_data: &assertion.authenticator_data,
-                signature: &assertion.signature,
-            },
-            rp_id,
-            &client_data_hash(client_data),
-            requirements(uv),
-        );
         match checked {
             Ok(v) => {
                 let r = self.record(
@@ -660,24 +670,13 @@ impl Engine {
             ));
         };
         let policy = self.policy();
-        let stored = StoredCredential::from_cose(
-            key.credential_id.clone(),
-            &key.public_key_cose,
-            key.rp_id.clone(),
-            key.sign_count,
+        let verified = verify_with_key(
+            &key,
+            &pending.client_data,
+            assertion,
+            policy.fido2.user_verification,
         )
         .map_err(|e| BusError::InvalidArgument(format!("the new credential is refused: {e}")))?;
-        let verified = fido2::verify_assertion(
-            &stored,
-            &fido2::Assertion {
-                credential_id: &assertion.credential_id,
-                authenticator_data: &assertion.authenticator_data,
-                signature: &assertion.signature,
-            },
-            &key.rp_id,
-            &client_data_hash(&pending.client_data),
-            requirements(policy.fido2.user_verification),
-        );
         let v = match verified {
             Ok(v) => v,
             Err(e) => {
