@@ -127,6 +127,19 @@ fn key_types(algorithms: &[i32]) -> Vec<CredentialSupportedKeyType> {
         .collect()
 }
 
+/// Runs one touch-waiting operation on `device` with every guard: stdout silenced, panics
+/// caught, the wait cancelled after `timeout`; a CTAP error becomes its [`KeyError`].
+fn guarded<T, E: std::fmt::Display>(
+    device: &FidoKeyHid,
+    timeout: std::time::Duration,
+    operation: impl FnOnce() -> Result<T, E>,
+) -> Result<T, KeyError> {
+    let watched = quiet::call(|| watchdog::run(device, timeout, operation))??;
+    watched
+        .result
+        .map_err(|e| status::on_operation(&e, watched.cancelled))
+}
+
 impl Authenticator for HidAuthenticator {
     fn present(&self) -> bool {
         // Enumeration prints nothing; only a panic needs catching.
@@ -169,14 +182,9 @@ impl Authenticator for HidAuthenticator {
         };
         let args = builder.build();
 
-        let watched = quiet::call(|| {
-            watchdog::run(&key.device, request.timeout, || {
-                key.device.make_credential_with_args(&args)
-            })
-        })??;
-        let attestation = watched
-            .result
-            .map_err(|e| status::on_operation(&e, watched.cancelled))?;
+        let attestation = guarded(&key.device, request.timeout, || {
+            key.device.make_credential_with_args(&args)
+        })?;
         if attestation.auth_data.is_empty() {
             return Err(KeyError::Device(
                 "the security key returned no authenticator data".into(),
@@ -210,17 +218,12 @@ impl Authenticator for HidAuthenticator {
         };
         let args = builder.build();
 
-        let watched = quiet::call(|| {
-            watchdog::run(&key.device, request.timeout, || {
-                key.device.get_assertion_with_args(&args)
-            })
-        })??;
-        let assertion = watched
-            .result
-            .map_err(|e| status::on_operation(&e, watched.cancelled))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| KeyError::Device("the security key returned no assertion".into()))?;
+        let assertion = guarded(&key.device, request.timeout, || {
+            key.device.get_assertion_with_args(&args)
+        })?
+        .into_iter()
+        .next()
+        .ok_or_else(|| KeyError::Device("the security key returned no assertion".into()))?;
 
         // CTAP lets a key leave out the credential when the allow list had only one.
         let credential_id = match (assertion.credential_id.is_empty(), request.credential_ids) {

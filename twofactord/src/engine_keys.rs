@@ -290,9 +290,8 @@ impl Engine {
         )?;
         drop(store);
         match result {
-            Ok(name) => {
+            Ok(_) => {
                 self.remember(account.uid, &session.ctx, now);
-                let _ = name;
                 Ok(LoginStep::done(Outcome::Success))
             }
             Err((message, Some(until))) => Ok(LoginStep::done(Outcome::Denied).error(format!(
