@@ -91,13 +91,43 @@ extern "C" fn converse(
                     libc::free(out as *mut c_void);
                     return PAM_CONV_ERR;
                 }
-                let a = CString::new(script.answers.remove(0)).unwrap_or_default();
+                let answer = script.answers.remove(0);
+                let answer = resolve(answer, &script.transcript);
+                let a = CString::new(answer).unwrap_or_default();
                 (*out.add(i)).resp = libc::strdup(a.as_ptr());
             }
         }
         *resp = out;
         PAM_SUCCESS
     }
+}
+
+/// Answers that are instructions rather than text:
+/// `@oath-after:PATH` creates `PATH.ready`, waits (up to 60 s) until `PATH` exists, then
+/// answers with the current `oathtool` code of the last `Secret: …` the module showed. It lets
+/// a test pause a login at its enrollment prompt and act meanwhile (a race, performed for real).
+fn resolve(answer: String, transcript: &[serde_json::Value]) -> String {
+    let Some(path) = answer.strip_prefix("@oath-after:") else {
+        return answer;
+    };
+    let _ = std::fs::write(format!("{path}.ready"), b"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !Path::new(path).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let secret = transcript
+        .iter()
+        .rev()
+        .filter_map(|m| m["text"].as_str())
+        .find_map(|t| t.split("Secret: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    std::process::Command::new("oathtool")
+        .args(["--totp", "-b", &secret])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Threads of this process (from /proc/self/task).

@@ -584,7 +584,12 @@ fn preflight() {
             .unwrap_or(false),
         "sshd's privilege-separation user `sshd` is missing (openssh-server creates it)"
     );
-    // The privilege-separation directory: root-owned, not group/world writable.
+    privsep_dir();
+}
+
+/// sshd's privilege-separation directory `/run/sshd` (root-owned, mode 755), which `sshd -t`
+/// and `sshd -T` also need: created if missing, so that no test depends on another having run.
+pub fn privsep_dir() {
     let run = Path::new("/run/sshd");
     if !run.exists() {
         let _ = std::fs::create_dir_all(run);

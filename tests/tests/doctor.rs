@@ -44,6 +44,8 @@ fn sshd_config(env: &Env) -> Option<PathBuf> {
     if !made {
         return None;
     }
+    // `sshd -T` refuses to run without it (a fresh machine has none until sshd first starts).
+    twofactor_tests::sshd::privsep_dir();
     let conf = env.dir.path().join("sshd_config");
     std::fs::write(
         &conf,

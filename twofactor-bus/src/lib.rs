@@ -562,8 +562,9 @@ pub trait Enrollment {
     fn status(&self, user: &str) -> Result<UserStatus, BusError>;
     /// Status of `user` (empty: the caller) for one login context: keys `service`, `rhost`.
     fn explain(&self, user: &str, context: HashMap<&str, &str>) -> Result<UserStatus, BusError>;
-    /// Starts a TOTP enrollment for the caller.
-    fn begin_totp(&self) -> Result<TotpEnrollment, BusError>;
+    /// Starts a TOTP enrollment for the caller. A caller who already has a security key
+    /// proves it with `code` (a recovery code or a key-proof token); others pass "".
+    fn begin_totp(&self, code: &str) -> Result<TotpEnrollment, BusError>;
     /// Activates a pending TOTP enrollment with a current code.
     fn confirm_totp(&self, enrollment_id: &str, code: &str) -> Result<CodeResult, BusError>;
     /// Replaces the caller's recovery codes; needs a current code.

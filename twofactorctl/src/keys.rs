@@ -80,6 +80,21 @@ async fn proof(
     Ok(Zeroizing::new(token))
 }
 
+/// The proof `enroll totp` needs from an account that has a security key: a recovery code
+/// typed at the prompt, or (Enter alone) a touch of an enrolled key. Empty when none is needed.
+pub async fn proof_for_totp(
+    enrollment: &EnrollmentProxy<'_>,
+) -> Result<Zeroizing<String>, Failure> {
+    let status = enrollment.status("").await?;
+    if !status.factors.iter().any(|f| f.kind == "key") {
+        return Ok(Zeroizing::new(String::new()));
+    }
+    eprintln!("This account has a security key: prove it before adding an authenticator app.");
+    let authenticator = HidAuthenticator::new();
+    let present = authenticator.present();
+    proof(enrollment, &authenticator, None, present).await
+}
+
 /// `twofactorctl enroll key --name NAME [--code CODE]`.
 pub async fn enroll(
     enrollment: &EnrollmentProxy<'_>,

@@ -501,7 +501,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let r = enrollment.confirm_totp(&id, &code).await?;
                 return report_code_result(&r, json);
             }
-            let e = enrollment.begin_totp().await?;
+            let proof = keys::proof_for_totp(&enrollment).await?;
+            let e = enrollment.begin_totp(&proof).await?;
             if json && (begin || code.is_none()) {
                 #[derive(Serialize)]
                 struct Begin<'a> {

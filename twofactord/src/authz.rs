@@ -15,6 +15,10 @@ pub enum Access {
     SelfOnly,
     /// uid 0 or a member of the policy's admin groups.
     Admin,
+    /// Changes a user's factors, requirement, grace, codes or lockout: uid 0 or an admin, but
+    /// only uid 0 when the target is root or an admin (an admin cannot take over root's or
+    /// another admin's second factor, nor loosen their own).
+    AdminOverUsers,
 }
 
 /// (interface suffix, method, right). Every method of the interface XML has exactly one row.
@@ -39,14 +43,14 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("Enrollment", "ProveWithKey", Access::SelfOnly),
     ("Enrollment", "RemoveKey", Access::SelfOnly),
     ("Admin", "Show", Access::Admin),
-    ("Admin", "Require", Access::Admin),
-    ("Admin", "Release", Access::Admin),
-    ("Admin", "Reset", Access::Admin),
-    ("Admin", "Unlock", Access::Admin),
-    ("Admin", "IssueCodes", Access::Admin),
-    ("Admin", "Grace", Access::Admin),
-    ("Admin", "ImportTotp", Access::Admin),
-    ("Admin", "ImportKeys", Access::Admin),
+    ("Admin", "Require", Access::AdminOverUsers),
+    ("Admin", "Release", Access::AdminOverUsers),
+    ("Admin", "Reset", Access::AdminOverUsers),
+    ("Admin", "Unlock", Access::AdminOverUsers),
+    ("Admin", "IssueCodes", Access::AdminOverUsers),
+    ("Admin", "Grace", Access::AdminOverUsers),
+    ("Admin", "ImportTotp", Access::AdminOverUsers),
+    ("Admin", "ImportKeys", Access::AdminOverUsers),
     ("Admin", "ListUsers", Access::Admin),
     ("Admin", "Audit", Access::Admin),
     ("Admin", "ReloadPolicy", Access::Admin),
@@ -61,16 +65,98 @@ pub fn access_for(interface: &str, method: &str) -> Option<Access> {
         .map(|(_, _, a)| *a)
 }
 
-/// Whether a caller with `caller_uid` (admin or not) may act on `target_uid`.
+/// The account a method acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Its uid.
+    pub uid: u32,
+    /// Root or a member of the policy's admin groups.
+    pub privileged: bool,
+}
+
+/// Whether a caller with `caller_uid` (admin or not) may act on `target` (`None`: a method
+/// with no target account, such as `ListUsers`).
 #[must_use]
-pub fn permits(access: Access, caller_uid: u32, caller_is_admin: bool, target_uid: u32) -> bool {
-    let own = caller_uid == target_uid;
+pub fn permits(
+    access: Access,
+    caller_uid: u32,
+    caller_is_admin: bool,
+    target: Option<Target>,
+) -> bool {
+    let own = target.is_some_and(|t| t.uid == caller_uid);
     match access {
         Access::SelfOrRoot => own || caller_uid == 0,
         Access::SelfOrAdmin => own || caller_is_admin,
         Access::SelfOnly => own,
         Access::Admin => caller_is_admin,
+        Access::AdminOverUsers => {
+            caller_uid == 0 || (caller_is_admin && target.is_some_and(|t| !t.privileged))
+        }
     }
+}
+
+/// The kinds of caller the matrix distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    /// uid 0 (sshd, login, sudo, an admin's root shell).
+    Root,
+    /// A member of the policy's admin groups.
+    AdminMember,
+    /// An ordinary user.
+    User,
+}
+
+/// The kinds of target the matrix distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// The caller's own account.
+    Own,
+    /// Another ordinary user.
+    OtherUser,
+    /// root.
+    Root,
+    /// Another member of the admin groups.
+    OtherAdmin,
+}
+
+/// Every caller kind, every target kind.
+pub const CALLERS: [CallerKind; 3] = [CallerKind::Root, CallerKind::AdminMember, CallerKind::User];
+/// Every target kind.
+pub const TARGETS: [TargetKind; 4] = [
+    TargetKind::Own,
+    TargetKind::OtherUser,
+    TargetKind::Root,
+    TargetKind::OtherAdmin,
+];
+
+/// Whether `caller` may call a method with right `access` on `target`: the caller × method ×
+/// target table (printed in twofactord(8)), derived from [`permits`] with example uids.
+#[must_use]
+pub fn matrix_cell(access: Access, caller: CallerKind, target: TargetKind) -> bool {
+    let (caller_uid, caller_is_admin) = match caller {
+        CallerKind::Root => (0, true),
+        CallerKind::AdminMember => (1000, true),
+        CallerKind::User => (1001, false),
+    };
+    let target = match target {
+        TargetKind::Own => Target {
+            uid: caller_uid,
+            privileged: caller_is_admin,
+        },
+        TargetKind::OtherUser => Target {
+            uid: 2000,
+            privileged: false,
+        },
+        TargetKind::Root => Target {
+            uid: 0,
+            privileged: true,
+        },
+        TargetKind::OtherAdmin => Target {
+            uid: 2001,
+            privileged: true,
+        },
+    };
+    permits(access, caller_uid, caller_is_admin, Some(target))
 }
 
 #[cfg(test)]
@@ -105,29 +191,86 @@ mod tests {
 
     #[test]
     fn rights_matrix() {
-        // (access, caller, caller_is_admin, target, allowed)
+        // (access, caller, caller_is_admin, target uid, target privileged, allowed)
         let rows = [
-            (Access::SelfOrRoot, 1000, false, 1000, true),
-            (Access::SelfOrRoot, 1000, false, 1001, false),
-            (Access::SelfOrRoot, 1000, true, 1001, false),
-            (Access::SelfOrRoot, 0, true, 1001, true),
-            (Access::SelfOrAdmin, 1000, false, 1000, true),
-            (Access::SelfOrAdmin, 1000, false, 1001, false),
-            (Access::SelfOrAdmin, 1000, true, 1001, true),
-            (Access::SelfOnly, 1000, false, 1000, true),
-            (Access::SelfOnly, 0, true, 1000, false),
-            (Access::Admin, 1000, false, 1000, false),
-            (Access::Admin, 1000, true, 1001, true),
-            (Access::Admin, 0, true, 0, true),
+            (Access::SelfOrRoot, 1000, false, 1000, false, true),
+            (Access::SelfOrRoot, 1000, false, 1001, false, false),
+            (Access::SelfOrRoot, 1000, true, 1001, false, false),
+            (Access::SelfOrRoot, 0, true, 1001, false, true),
+            (Access::SelfOrAdmin, 1000, false, 1000, false, true),
+            (Access::SelfOrAdmin, 1000, false, 1001, false, false),
+            (Access::SelfOrAdmin, 1000, true, 1001, false, true),
+            (Access::SelfOnly, 1000, false, 1000, false, true),
+            (Access::SelfOnly, 0, true, 1000, false, false),
+            (Access::Admin, 1000, false, 1000, false, false),
+            (Access::Admin, 1000, true, 1001, false, true),
+            (Access::Admin, 0, true, 0, true, true),
+            (Access::AdminOverUsers, 1000, true, 1001, false, true),
+            (Access::AdminOverUsers, 1000, true, 0, true, false),
+            (Access::AdminOverUsers, 1000, true, 1002, true, false),
+            (Access::AdminOverUsers, 1000, true, 1000, true, false),
+            (Access::AdminOverUsers, 1000, false, 1001, false, false),
+            (Access::AdminOverUsers, 0, true, 0, true, true),
+            (Access::AdminOverUsers, 0, true, 1002, true, true),
         ];
-        for (access, caller, admin, target, want) in rows {
+        for (access, caller, admin, uid, privileged, want) in rows {
+            let target = Some(Target { uid, privileged });
             assert_eq!(
                 permits(access, caller, admin, target),
                 want,
-                "{access:?} {caller} {admin} {target}"
+                "{access:?} {caller} {admin} {uid} {privileged}"
             );
         }
-        assert_eq!(access_for("Admin", "Reset"), Some(Access::Admin));
+        assert!(!permits(Access::SelfOnly, 1000, false, None));
+        assert!(!permits(Access::AdminOverUsers, 1000, true, None));
+        assert!(permits(Access::Admin, 1000, true, None));
+        assert_eq!(access_for("Admin", "Reset"), Some(Access::AdminOverUsers));
         assert_eq!(access_for("Admin", "Nope"), None);
+    }
+
+    /// The caller × method × target table, written out by hand: one row per (method, caller),
+    /// the columns own / other user / root / other admin. The man page prints the same table.
+    #[test]
+    fn caller_method_target_table() {
+        use CallerKind::*;
+        const Y: bool = true;
+        const N: bool = false;
+        let expect: &[(Access, CallerKind, [bool; 4])] = &[
+            (Access::SelfOrRoot, Root, [Y, Y, Y, Y]),
+            (Access::SelfOrRoot, AdminMember, [Y, N, N, N]),
+            (Access::SelfOrRoot, User, [Y, N, N, N]),
+            (Access::SelfOrAdmin, Root, [Y, Y, Y, Y]),
+            (Access::SelfOrAdmin, AdminMember, [Y, Y, Y, Y]),
+            (Access::SelfOrAdmin, User, [Y, N, N, N]),
+            // For a root caller, the root column is their own account.
+            (Access::SelfOnly, Root, [Y, N, Y, N]),
+            (Access::SelfOnly, AdminMember, [Y, N, N, N]),
+            (Access::SelfOnly, User, [Y, N, N, N]),
+            (Access::Admin, Root, [Y, Y, Y, Y]),
+            (Access::Admin, AdminMember, [Y, Y, Y, Y]),
+            (Access::Admin, User, [N, N, N, N]),
+            (Access::AdminOverUsers, Root, [Y, Y, Y, Y]),
+            (Access::AdminOverUsers, AdminMember, [N, Y, N, N]),
+            (Access::AdminOverUsers, User, [N, N, N, N]),
+        ];
+        let mut cells = 0;
+        for (_, method, access) in TABLE {
+            for caller in CALLERS {
+                let row = expect
+                    .iter()
+                    .find(|(a, c, _)| a == access && *c == caller)
+                    .map(|(_, _, r)| r)
+                    .expect("every access kind has a row per caller");
+                for (i, target) in TARGETS.iter().enumerate() {
+                    assert_eq!(
+                        matrix_cell(*access, caller, *target),
+                        row[i],
+                        "{method} {caller:?} {target:?}"
+                    );
+                    cells += 1;
+                }
+            }
+        }
+        assert_eq!(cells, TABLE.len() * 12);
     }
 }

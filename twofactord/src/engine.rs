@@ -16,7 +16,7 @@ use crate::authz::{self, Access};
 use crate::identity::{self, Account, Accounts};
 use crate::policy::{Context, EffectiveMode, Mode, Policy, Reason};
 use crate::recovery;
-use crate::store::{AuditRecord, PendingTotp, Store, StoreError};
+use crate::store::{Activation, AuditRecord, Codes, Existing, PendingTotp, Store, StoreError};
 use crate::totp::{self, TotpCheck, TotpParams, TotpSecret};
 
 /// The source of time. The real clock is read in one place: [`SystemClock`].
@@ -278,26 +278,39 @@ impl Engine {
             .is_some_and(|a| policy.is_admin(&a))
     }
 
-    /// Applies the authorization table for `interface`.`method` on `target`.
+    /// Applies the authorization table for `interface`.`method` on `target` (`None`: a method
+    /// without a target account).
     pub fn authorize(
         &self,
         interface: &str,
         method: &str,
         caller: &Caller,
-        target_uid: u32,
+        target: Option<&Account>,
     ) -> Result<(), BusError> {
         let Some(access) = authz::access_for(interface, method) else {
             return Err(BusError::AccessDenied(format!(
                 "{interface}.{method} is not allowed"
             )));
         };
-        let admin =
-            matches!(access, Access::SelfOrAdmin | Access::Admin) && self.caller_is_admin(caller);
-        if authz::permits(access, caller.uid, admin, target_uid) {
+        let admin = matches!(
+            access,
+            Access::SelfOrAdmin | Access::Admin | Access::AdminOverUsers
+        ) && self.caller_is_admin(caller);
+        let target = target.map(|t| authz::Target {
+            uid: t.uid,
+            privileged: access == Access::AdminOverUsers && self.policy().is_admin(t),
+        });
+        if authz::permits(access, caller.uid, admin, target) {
             Ok(())
         } else {
             Err(BusError::AccessDenied(match access {
                 Access::Admin => "this needs root or membership in an admin group".into(),
+                Access::AdminOverUsers if admin => {
+                    "changing root's or an admin's second factor, requirement, grace, codes or \
+                     lockout needs root (uid 0)"
+                        .into()
+                }
+                Access::AdminOverUsers => "this needs root or membership in an admin group".into(),
                 _ => "you may only do this for your own account".into(),
             }))
         }
@@ -614,7 +627,7 @@ impl Engine {
             }
             return Ok((String::new(), LoginStep::done(Outcome::Denied)));
         };
-        self.authorize("Login", "BeginLogin", caller, account.uid)?;
+        self.authorize("Login", "BeginLogin", caller, Some(&account))?;
 
         let mut store = self.store()?;
         let login = Context {
@@ -831,6 +844,7 @@ impl Engine {
         account: &Account,
         now: i64,
         ttl: i64,
+        proven: bool,
     ) -> Result<(PendingTotp, TotpEnrollment), BusError> {
         let policy = self.policy();
         let _ = store.drop_expired_pending(now).map_err(store_err)?;
@@ -843,6 +857,7 @@ impl Engine {
             secret,
             params,
             expires: now + ttl,
+            proven,
         };
         store.put_pending_totp(&pending).map_err(store_err)?;
         let shown = TotpEnrollment {
@@ -866,7 +881,7 @@ impl Engine {
         account: &Account,
         now: i64,
     ) -> Result<(String, LoginStep), BusError> {
-        let (pending, shown) = self.new_pending_totp(store, account, now, LOGIN_TTL_SECS)?;
+        let (pending, shown) = self.new_pending_totp(store, account, now, LOGIN_TTL_SECS, false)?;
         let mut step = LoginStep::prompt("Code from your authenticator app: ", false).info(format!(
             "Two-factor authentication is required for {}. Set it up now: scan this QR code with \
              an authenticator app, or enter the secret by hand.",
@@ -1057,7 +1072,52 @@ impl Engine {
                     .error("Wrong code; the authenticator app was not set up.")
             });
         };
-        let shown = activate_with_new_codes(store.as_mut(), &account, &pending, step, now)?;
+        // Atomically: only as the account's first factor. One enrolled meanwhile (the user, from
+        // a session of theirs) turns this into an ordinary login that needs that factor.
+        let Some(shown) = activate_pending(
+            store.as_mut(),
+            &account,
+            &pending,
+            step,
+            now,
+            Existing::NoFactor,
+        )?
+        else {
+            let r = self.record(
+                &account,
+                caller,
+                "enroll",
+                "failure",
+                Some(&session.ctx),
+                "at login: a factor was enrolled meanwhile; the login needs it",
+            );
+            self.audit(store.as_mut(), r);
+            let factors = self.factors_of(store.as_ref(), account.uid)?;
+            drop(store);
+            if session.authenticated {
+                // A starter code of the account was already accepted in this login.
+                return Ok(LoginStep::done(Outcome::Success).info(
+                    "A second factor was set up for this account meanwhile; the new                      authenticator app was not added.",
+                ));
+            }
+            let policy = self.policy();
+            let has_keys = factors.keys.iter().any(|k| k.rp_id == policy.fido2.rp_id);
+            let (stage, step) = if has_keys
+                && policy
+                    .fido2
+                    .keys_usable(&session.ctx.service, &session.ctx.rhost)
+            {
+                self.key_step(&account, &factors.keys)?
+            } else {
+                (Stage::Code, LoginStep::prompt(policy.prompt.clone(), false))
+            };
+            session.stage = stage;
+            session.attempts_left = policy.attempts;
+            self.sessions()?.insert(handle.to_string(), session);
+            return Ok(step.error(
+                "A second factor was set up for this account while this login waited; the                  authenticator app shown was not added. Use the factor you have.",
+            ));
+        };
         let r = self.record(
             &account,
             caller,
@@ -1067,6 +1127,16 @@ impl Engine {
             "totp, at login",
         );
         self.audit(store.as_mut(), r);
+        if shown.is_empty() {
+            session.stage = Stage::Acknowledge(Outcome::Success);
+            self.sessions()?.insert(handle.to_string(), session);
+            return Ok(LoginStep::prompt("Press Enter to continue: ", true)
+                .info("Your authenticator app is enrolled.")
+                .info(
+                    "Your unused recovery codes stay valid; run `twofactorctl recovery \
+                     regenerate` for a new set.",
+                ));
+        }
         let mut codes = String::from(
             "Recovery codes: each works once in place of a code from your app. Store them \
              somewhere safe now; they are not shown again.",
@@ -1147,7 +1217,7 @@ impl Engine {
         method: (&str, &str),
     ) -> Result<UserStatus, BusError> {
         let account = self.target(caller, user)?;
-        self.authorize(method.0, method.1, caller, account.uid)?;
+        self.authorize(method.0, method.1, caller, Some(&account))?;
         let store = self.store()?;
         self.status_of(store.as_ref(), &account, Context::default())
     }
@@ -1161,7 +1231,7 @@ impl Engine {
     ) -> Result<UserStatus, BusError> {
         check_context(context, &["service", "rhost"])?;
         let account = self.target(caller, user)?;
-        self.authorize("Enrollment", "Explain", caller, account.uid)?;
+        self.authorize("Enrollment", "Explain", caller, Some(&account))?;
         let store = self.store()?;
         let login = Context {
             service: context.get("service").map_or("", String::as_str),
@@ -1170,10 +1240,11 @@ impl Engine {
         self.status_of(store.as_ref(), &account, login)
     }
 
-    /// `Enrollment.BeginTotp`.
-    pub fn begin_totp(&self, caller: &Caller) -> Result<TotpEnrollment, BusError> {
+    /// `Enrollment.BeginTotp`. An account that has a factor (a key, or starter codes) proves
+    /// it with `code`: a current code, a recovery code or a key-proof token.
+    pub fn begin_totp(&self, caller: &Caller, code: &str) -> Result<TotpEnrollment, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "BeginTotp", caller, account.uid)?;
+        self.authorize("Enrollment", "BeginTotp", caller, Some(&account))?;
         let mut store = self.store()?;
         let eff = self.effective(store.as_ref(), &account, Context::default())?;
         let policy = self.policy();
@@ -1191,8 +1262,24 @@ impl Engine {
                     .into(),
             ));
         }
+        // Adding a factor to an account that has one needs a fresh proof of an existing one,
+        // whatever the factor's kind.
+        let f = self.factors_of(store.as_ref(), account.uid)?;
+        let proven = !f.keys.is_empty();
+        if proven {
+            match self.verify_code(store.as_mut(), &account, caller, code, None, "proof")? {
+                CodeVerdict::Totp | CodeVerdict::Recovery { .. } | CodeVerdict::KeyProof => {}
+                other => {
+                    return Err(BusError::NotAllowed(format!(
+                        "adding an authenticator app to an account with a security key needs                          a recovery code or a touch of an enrolled key: {}",
+                        refused(other, self.clock.now()).message
+                    )));
+                }
+            }
+        }
         let now = self.clock.now();
-        let (_, shown) = self.new_pending_totp(store.as_mut(), &account, now, ENROLL_TTL_SECS)?;
+        let (_, shown) =
+            self.new_pending_totp(store.as_mut(), &account, now, ENROLL_TTL_SECS, proven)?;
         Ok(shown)
     }
 
@@ -1204,7 +1291,7 @@ impl Engine {
         code: &str,
     ) -> Result<CodeResult, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "ConfirmTotp", caller, account.uid)?;
+        self.authorize("Enrollment", "ConfirmTotp", caller, Some(&account))?;
         if enrollment_id.len() > 64 {
             return Err(BusError::InvalidArgument("enrollment id too long".into()));
         }
@@ -1248,7 +1335,30 @@ impl Engine {
                 recovery_codes: Vec::new(),
             });
         };
-        let shown = activate_with_new_codes(store.as_mut(), &account, &pending, step, now)?;
+        let existing = if pending.proven {
+            Existing::Proven
+        } else {
+            Existing::NoFactor
+        };
+        let Some(shown) =
+            activate_pending(store.as_mut(), &account, &pending, step, now, existing)?
+        else {
+            let r = self.record(
+                &account,
+                caller,
+                "enroll",
+                "failure",
+                None,
+                "totp: a factor was enrolled after this enrollment began without a proof",
+            );
+            self.audit(store.as_mut(), r);
+            return Ok(CodeResult {
+                accepted: false,
+                message: "A second factor was set up for this account after this enrollment                           began. Start again with `twofactorctl enroll totp`: it asks for a                           proof of the factor you have."
+                    .into(),
+                recovery_codes: Vec::new(),
+            });
+        };
         let r = self.record(&account, caller, "enroll", "success", None, "totp");
         self.audit(store.as_mut(), r);
         Ok(CodeResult {
@@ -1261,7 +1371,12 @@ impl Engine {
     /// `Enrollment.RegenerateRecoveryCodes`.
     pub fn regenerate_recovery(&self, caller: &Caller, code: &str) -> Result<CodeResult, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "RegenerateRecoveryCodes", caller, account.uid)?;
+        self.authorize(
+            "Enrollment",
+            "RegenerateRecoveryCodes",
+            caller,
+            Some(&account),
+        )?;
         let mut store = self.store()?;
         let f = self.factors_of(store.as_ref(), account.uid)?;
         if !f.totp && f.keys.is_empty() {
@@ -1296,7 +1411,7 @@ impl Engine {
     /// `Enrollment.Disable`.
     pub fn disable(&self, caller: &Caller, code: &str) -> Result<CodeResult, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "Disable", caller, account.uid)?;
+        self.authorize("Enrollment", "Disable", caller, Some(&account))?;
         let mut store = self.store()?;
         let eff = self.effective(store.as_ref(), &account, Context::default())?;
         if eff.mode == Mode::Required {
@@ -1343,7 +1458,7 @@ impl Engine {
     ) -> Result<(), BusError> {
         let account = self.target(caller, user)?;
         let method = if required { "Require" } else { "Release" };
-        self.authorize("Admin", method, caller, account.uid)?;
+        self.authorize("Admin", method, caller, Some(&account))?;
         let mut store = self.store()?;
         store
             .set_admin_required(account.uid, &account.name, required)
@@ -1361,7 +1476,7 @@ impl Engine {
     /// `Admin.Reset`.
     pub fn reset(&self, caller: &Caller, user: &str) -> Result<(), BusError> {
         let account = self.target(caller, user)?;
-        self.authorize("Admin", "Reset", caller, account.uid)?;
+        self.authorize("Admin", "Reset", caller, Some(&account))?;
         let mut store = self.store()?;
         store.reset(account.uid).map_err(store_err)?;
         self.forget_remembered(account.uid);
@@ -1381,7 +1496,7 @@ impl Engine {
     /// over; they log in with one and are then sent to enrollment.
     pub fn issue_codes(&self, caller: &Caller, user: &str) -> Result<CodeResult, BusError> {
         let account = self.target(caller, user)?;
-        self.authorize("Admin", "IssueCodes", caller, account.uid)?;
+        self.authorize("Admin", "IssueCodes", caller, Some(&account))?;
         let mut store = self.store()?;
         let f = self.factors_of(store.as_ref(), account.uid)?;
         if f.totp || !f.keys.is_empty() {
@@ -1430,7 +1545,7 @@ impl Engine {
         codes: &[String],
     ) -> Result<String, BusError> {
         let account = self.target(caller, user)?;
-        self.authorize("Admin", "ImportTotp", caller, account.uid)?;
+        self.authorize("Admin", "ImportTotp", caller, Some(&account))?;
         let bad = |m: &str| Err(BusError::InvalidArgument(m.to_string()));
         let cleaned: Zeroizing<String> = Zeroizing::new(
             secret_base32
@@ -1478,18 +1593,31 @@ impl Engine {
                 period: u64::from(period),
             },
             expires: now + 60,
+            proven: true,
         };
         store.put_pending_totp(&pending).map_err(store_err)?;
-        store
+        let codes = if stored.is_empty() {
+            Codes::Keep
+        } else {
+            Codes::Replace(&stored)
+        };
+        let activation = store
             .activate_totp(
                 account.uid,
                 &account.name,
                 &pending.id,
                 0,
                 now,
-                Some(&stored),
+                codes,
+                Existing::Proven,
             )
             .map_err(store_err)?;
+        if activation == Activation::FactorExists {
+            return Err(BusError::NotAllowed(format!(
+                "{} already has an authenticator app; `twofactorctl admin reset {}` first to                  replace it",
+                account.name, account.name
+            )));
+        }
         let detail = format!(
             "imported authenticator ({}, {digits} digits, {period}s) and {} recovery codes",
             algorithm.as_str(),
@@ -1511,7 +1639,7 @@ impl Engine {
     /// later by `extend_secs`.
     pub fn grace(&self, caller: &Caller, user: &str, extend_secs: i64) -> Result<(), BusError> {
         let account = self.target(caller, user)?;
-        self.authorize("Admin", "Grace", caller, account.uid)?;
+        self.authorize("Admin", "Grace", caller, Some(&account))?;
         if !(0..=366 * 86_400).contains(&extend_secs) {
             return Err(BusError::InvalidArgument(
                 "an extension is between 0 and 366 days".into(),
@@ -1548,7 +1676,7 @@ impl Engine {
     /// `Admin.Unlock`.
     pub fn unlock(&self, caller: &Caller, user: &str) -> Result<(), BusError> {
         let account = self.target(caller, user)?;
-        self.authorize("Admin", "Unlock", caller, account.uid)?;
+        self.authorize("Admin", "Unlock", caller, Some(&account))?;
         let mut store = self.store()?;
         store.unlock(account.uid).map_err(store_err)?;
         let r = self.record(&account, caller, "admin-unlock", "success", None, "");
@@ -1558,7 +1686,7 @@ impl Engine {
 
     /// `Admin.ListUsers`.
     pub fn list_users(&self, caller: &Caller) -> Result<Vec<UserStatus>, BusError> {
-        self.authorize("Admin", "ListUsers", caller, u32::MAX)?;
+        self.authorize("Admin", "ListUsers", caller, None)?;
         let store = self.store()?;
         let mut out = Vec::new();
         for uid in store.known_uids().map_err(store_err)? {
@@ -1577,7 +1705,7 @@ impl Engine {
         since: i64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, BusError> {
-        self.authorize("Admin", "Audit", caller, u32::MAX)?;
+        self.authorize("Admin", "Audit", caller, None)?;
         let uid = if user.is_empty() {
             None
         } else {
@@ -1596,7 +1724,7 @@ impl Engine {
     /// `Enrollment.RecentEvents`: the caller's own latest audit entries.
     pub fn recent_events(&self, caller: &Caller, limit: u32) -> Result<Vec<AuditEntry>, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "RecentEvents", caller, account.uid)?;
+        self.authorize("Enrollment", "RecentEvents", caller, Some(&account))?;
         let store = self.store()?;
         Ok(store
             .audit(Some(account.uid), 0, limit.clamp(1, 100))
@@ -1608,7 +1736,7 @@ impl Engine {
 
     /// `Admin.ReloadPolicy`.
     pub fn reload_policy(&self, caller: &Caller) -> Result<String, BusError> {
-        self.authorize("Admin", "ReloadPolicy", caller, u32::MAX)?;
+        self.authorize("Admin", "ReloadPolicy", caller, None)?;
         self.reload()
     }
 
@@ -1639,27 +1767,34 @@ fn new_recovery_set() -> Result<(Vec<Zeroizing<String>>, Vec<recovery::StoredCod
         .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))
 }
 
-/// Activates a confirmed pending enrollment with a first set of recovery codes, which are
-/// returned to be shown once.
-fn activate_with_new_codes(
+/// Activates a confirmed pending enrollment under `existing`. A user who has no unused
+/// recovery code gets a first set, returned to be shown once (empty: their codes stay).
+/// `None`: refused, the account has a factor `existing` does not allow; nothing changed.
+fn activate_pending(
     store: &mut dyn Store,
     account: &Account,
     pending: &PendingTotp,
     step: u64,
     now: i64,
-) -> Result<Vec<Zeroizing<String>>, BusError> {
+    existing: Existing,
+) -> Result<Option<Vec<Zeroizing<String>>>, BusError> {
     let (shown, stored) = new_recovery_set()?;
-    store
+    match store
         .activate_totp(
             account.uid,
             &account.name,
             &pending.id,
             step,
             now,
-            Some(&stored),
+            Codes::IfNone(&stored),
+            existing,
         )
-        .map_err(store_err)?;
-    Ok(shown)
+        .map_err(store_err)?
+    {
+        Activation::FactorExists => Ok(None),
+        Activation::Done { codes_set: true } => Ok(Some(shown)),
+        Activation::Done { codes_set: false } => Ok(Some(Vec::new())),
+    }
 }
 
 fn entry(r: AuditRecord) -> AuditEntry {

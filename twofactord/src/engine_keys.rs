@@ -16,7 +16,7 @@ use twofactor_bus::{
 use super::*;
 use crate::fido2::{self, Fido2Error, Requirements, StoredCredential};
 use crate::policy::UserVerification;
-use crate::store::KeyFactor;
+use crate::store::{Activation, Codes, Existing, KeyFactor};
 
 /// How long an enrollment waits for its two touches.
 const KEY_ENROLL_TTL_SECS: i64 = 300;
@@ -43,6 +43,9 @@ pub(super) struct PendingKey {
     expires: i64,
     /// Set by `RegisterKey`: the checked credential waiting for its test assertion.
     registered: Option<KeyFactor>,
+    /// `BeginKey` checked a proof of an existing factor. Without one the key may only become
+    /// the account's first factor (checked again, atomically, when it is stored).
+    proven: bool,
 }
 
 /// A proof challenge between `BeginKeyProof` and `ProveWithKey`.
@@ -460,7 +463,7 @@ impl Engine {
         code: &str,
     ) -> Result<KeyEnrollment, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "BeginKey", caller, account.uid)?;
+        self.authorize("Enrollment", "BeginKey", caller, Some(&account))?;
         check_key_name(name)?;
         let policy = self.policy();
         let f = &policy.fido2;
@@ -492,7 +495,8 @@ impl Engine {
             ));
         }
         // Adding a factor to an account that has one needs a fresh proof of an existing one.
-        if factors.totp || !factors.keys.is_empty() {
+        let proven = factors.totp || !factors.keys.is_empty();
+        if proven {
             match self.verify_code(store.as_mut(), &account, caller, code, None, "proof")? {
                 CodeVerdict::Totp | CodeVerdict::Recovery { .. } | CodeVerdict::KeyProof => {}
                 other => {
@@ -531,6 +535,7 @@ impl Engine {
                     client_data: client_data.clone(),
                     expires,
                     registered: None,
+                    proven,
                 },
             );
         }
@@ -576,7 +581,7 @@ impl Engine {
         authenticator_data: &[u8],
     ) -> Result<KeyRequest, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "RegisterKey", caller, account.uid)?;
+        self.authorize("Enrollment", "RegisterKey", caller, Some(&account))?;
         check_blob("authenticator data", authenticator_data)?;
         let mut pending = self.take_enrollment(caller, enrollment_id)?;
         if pending.registered.is_some() {
@@ -660,7 +665,7 @@ impl Engine {
         assertion: &KeyAssertion,
     ) -> Result<CodeResult, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "ConfirmKey", caller, account.uid)?;
+        self.authorize("Enrollment", "ConfirmKey", caller, Some(&account))?;
         check_assertion(assertion)?;
         let pending = self.take_enrollment(caller, enrollment_id)?;
         let Some(mut key) = pending.registered else {
@@ -701,19 +706,9 @@ impl Engine {
         key.last_used = now;
         key.created = now;
         let mut store = self.store()?;
-        let factors = self.factors_of(store.as_ref(), account.uid)?;
-        let first = !factors.totp && factors.keys.is_empty();
-        let has_codes = !store
-            .unused_recovery(account.uid)
-            .map_err(store_err)?
-            .is_empty();
-        // The first factor comes with recovery codes (unless an admin's starter codes are
-        // still unused: those stay valid).
-        let new_codes = if first && !has_codes {
-            Some(new_recovery_set()?)
-        } else {
-            None
-        };
+        // The first factor comes with recovery codes; a user who has unused codes (their own,
+        // or an admin's starter codes) keeps them: a confirmation never replaces codes.
+        let (shown, stored) = new_recovery_set()?;
         let r = self.record(
             &account,
             caller,
@@ -722,29 +717,63 @@ impl Engine {
             None,
             format!("key {:?} ({})", key.name, key.rp_id),
         );
-        store
+        let existing = if pending.proven {
+            Existing::Proven
+        } else {
+            Existing::NoFactor
+        };
+        let activation = store
             .add_keys(
                 account.uid,
                 &account.name,
                 std::slice::from_ref(&key),
-                new_codes.as_ref().map(|(_, stored)| stored.as_slice()),
+                Codes::IfNone(&stored),
+                existing,
                 &r,
             )
             .map_err(store_err)?;
+        let codes_set = match activation {
+            Activation::Done { codes_set } => codes_set,
+            Activation::FactorExists => {
+                let r = self.record(
+                    &account,
+                    caller,
+                    "enroll",
+                    "failure",
+                    None,
+                    format!(
+                        "key {:?}: a factor was enrolled after this enrollment began without a \
+                         proof",
+                        key.name
+                    ),
+                );
+                self.audit(store.as_mut(), r);
+                return Ok(CodeResult {
+                    accepted: false,
+                    message: "A second factor was set up for this account after this \
+                              enrollment began. Start again: adding a key now needs a proof of \
+                              the factor you have."
+                        .into(),
+                    recovery_codes: Vec::new(),
+                });
+            }
+        };
         self.announce(&r);
         Ok(CodeResult {
             accepted: true,
             message: format!("Your security key {:?} is enrolled.", key.name),
-            recovery_codes: new_codes
-                .map(|(shown, _)| shown.iter().map(|c| c.to_string()).collect())
-                .unwrap_or_default(),
+            recovery_codes: if codes_set {
+                shown.iter().map(|c| c.to_string()).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 
     /// `Enrollment.BeginKeyProof`.
     pub fn begin_key_proof(&self, caller: &Caller) -> Result<(String, KeyRequest), BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "BeginKeyProof", caller, account.uid)?;
+        self.authorize("Enrollment", "BeginKeyProof", caller, Some(&account))?;
         let policy = self.policy();
         let f = &policy.fido2;
         let keys = self.store()?.keys(account.uid).map_err(store_err)?;
@@ -798,7 +827,7 @@ impl Engine {
         assertion: &KeyAssertion,
     ) -> Result<String, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "ProveWithKey", caller, account.uid)?;
+        self.authorize("Enrollment", "ProveWithKey", caller, Some(&account))?;
         check_assertion(assertion)?;
         let now = self.clock.now();
         let proof = {
@@ -876,7 +905,7 @@ impl Engine {
         code: &str,
     ) -> Result<CodeResult, BusError> {
         let account = self.target(caller, "")?;
-        self.authorize("Enrollment", "RemoveKey", caller, account.uid)?;
+        self.authorize("Enrollment", "RemoveKey", caller, Some(&account))?;
         check_key_name(name)?;
         let mut store = self.store()?;
         let factors = self.factors_of(store.as_ref(), account.uid)?;
@@ -938,7 +967,7 @@ impl Engine {
         keys: &[KeyImport],
     ) -> Result<String, BusError> {
         let account = self.target(caller, user)?;
-        self.authorize("Admin", "ImportKeys", caller, account.uid)?;
+        self.authorize("Admin", "ImportKeys", caller, Some(&account))?;
         if keys.is_empty() {
             return Err(BusError::InvalidArgument("no keys to import".into()));
         }
@@ -1012,9 +1041,17 @@ impl Engine {
             ),
         );
         // Another user may hold the same credential: the store refuses it, and says so only
-        // in the daemon's log; say it here too.
-        store
-            .add_keys(account.uid, &account.name, &new, None, &r)
+        // in the daemon's log; say it here too. (An admin's import may add to existing factors,
+        // so `FactorExists` cannot come back; it is `Done` or an error.)
+        let _added: Activation = store
+            .add_keys(
+                account.uid,
+                &account.name,
+                &new,
+                Codes::Keep,
+                Existing::Proven,
+                &r,
+            )
             .map_err(|e| {
                 crate::log::error(&format!("import for {}: {e}", account.name));
                 BusError::NotAllowed(

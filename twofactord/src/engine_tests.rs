@@ -62,7 +62,7 @@ fn root() -> Caller {
 
 /// Enrolls `uid` at the clock's current time; returns the secret.
 fn enroll(e: &Engine, clock: &FakeClock, uid: u32) -> TotpSecret {
-    let en = e.begin_totp(&caller(uid)).expect("begin");
+    let en = e.begin_totp(&caller(uid), "").expect("begin");
     let secret = TotpSecret::from_bytes(
         base32::decode(
             base32::Alphabet::Rfc4648 { padding: false },
@@ -231,7 +231,7 @@ fn a_wrong_code_through_proof_paths_counts_too() {
 #[test]
 fn unconfirmed_enrollments_expire() {
     let (e, clock) = engine("");
-    let en = e.begin_totp(&caller(1000)).expect("begin");
+    let en = e.begin_totp(&caller(1000), "").expect("begin");
     let secret = TotpSecret::from_bytes(
         base32::decode(
             base32::Alphabet::Rfc4648 { padding: false },
@@ -290,7 +290,7 @@ fn modes_decide_who_is_asked() {
     let (_, step) = e.begin_login(&root(), "bob", &ctx()).expect("begin");
     assert_eq!(outcome(&step), Some(Outcome::NotRequired));
     assert!(matches!(
-        e.begin_totp(&caller(1001)),
+        e.begin_totp(&caller(1001), ""),
         Err(BusError::NotAllowed(_))
     ));
     // root: optional, unenrolled -> not required; enrolled -> prompt.
@@ -338,7 +338,7 @@ fn callers_cannot_act_for_others() {
 #[test]
 fn secrets_never_reach_errors_or_audit() {
     let (e, clock) = engine("");
-    let en = e.begin_totp(&caller(1000)).expect("begin");
+    let en = e.begin_totp(&caller(1000), "").expect("begin");
     let dbg = format!("{en:?}");
     assert!(!dbg.contains(&en.secret_base32));
     let secret = TotpSecret::from_bytes(
@@ -436,7 +436,33 @@ fn starter_codes_let_a_required_user_in_once_each_then_enrollment() {
         e.audit_log(&root(), "alice", 0, 100).expect("audit")
     );
     assert!(audit.contains("admin-issue-codes") && audit.contains("recovery-code-used"));
-    let _ = enroll(&e, &clock, 1000);
+    // Enrolling an app keeps the nine unused starter codes: a confirmation never replaces codes.
+    let en = e.begin_totp(&caller(1000), "").expect("begin");
+    let secret = TotpSecret::from_bytes(
+        base32::decode(
+            base32::Alphabet::Rfc4648 { padding: false },
+            &en.secret_base32,
+        )
+        .expect("base32"),
+    );
+    let r = e
+        .confirm_totp(
+            &caller(1000),
+            &en.enrollment_id,
+            &code(&secret, clock.now()),
+        )
+        .expect("confirm");
+    assert!(r.accepted, "{}", r.message);
+    assert!(r.recovery_codes.is_empty());
+    let st = e
+        .status(&caller(1000), "", ("Enrollment", "Status"))
+        .expect("status");
+    assert_eq!(st.recovery_codes_left, 9);
+    clock.advance(30);
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&codes[1]])),
+        Some(Outcome::Success)
+    );
     assert!(matches!(
         e.issue_codes(&root(), "alice"),
         Err(BusError::NotAllowed(_))
@@ -543,4 +569,110 @@ fn grace_period_counts_from_the_first_required_login_and_admins_can_extend_it() 
         e.grace(&root(), "alice", -5),
         Err(BusError::InvalidArgument(_))
     ));
+}
+
+/// An admin-group member manages ordinary users, but only root changes root's or another
+/// admin's factors, requirement, grace, codes or lockout (an admin cannot plant a known secret
+/// for root, then release root, then log in as root).
+#[test]
+fn admins_cannot_change_root_or_other_admins() {
+    let accounts = FakeAccounts::new()
+        .user("root", 0, &[0])
+        .user("alice", 1000, &[1000, 10])
+        .user("bob", 1001, &[1001])
+        .user("carol", 1002, &[1002, 10])
+        .group("wheel", 10);
+    let clock = FakeClock(Arc::new(AtomicI64::new(T0)));
+    let policy = Policy::parse(
+        Path::new("/test/policy.toml"),
+        "admin_groups = [\"wheel\"]\n",
+        &accounts,
+    )
+    .expect("policy");
+    let e = Engine::new(
+        Box::new(SqliteStore::in_memory().expect("store")),
+        policy,
+        None,
+        Box::new(accounts),
+        Box::new(clock.clone()),
+    );
+    let alice = caller(1000);
+    let secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let denied = |r: Result<(), BusError>, what: &str| {
+        assert!(matches!(r, Err(BusError::AccessDenied(_))), "{what}: {r:?}");
+    };
+    for target in ["root", "carol", "alice"] {
+        denied(
+            e.import_totp(&alice, target, secret, "SHA1", 6, 30, &[])
+                .map(|_| ()),
+            &format!("import for {target}"),
+        );
+        denied(e.set_required(&alice, target, false), "release");
+        denied(e.set_required(&alice, target, true), "require");
+        denied(e.reset(&alice, target), "reset");
+        denied(e.unlock(&alice, target), "unlock");
+        denied(e.grace(&alice, target, 0), "grace");
+        denied(e.issue_codes(&alice, target).map(|_| ()), "issue-codes");
+        denied(
+            e.import_keys(&alice, target, &[]).map(|_| ()),
+            "import keys",
+        );
+    }
+    // Read-only admin methods still work on them.
+    assert!(e.status(&alice, "root", ("Admin", "Show")).is_ok());
+    // Ordinary users: the admin may.
+    e.set_required(&alice, "bob", true).expect("require bob");
+    e.import_totp(&alice, "bob", secret, "SHA1", 6, 30, &[])
+        .expect("import for bob");
+    e.unlock(&alice, "bob").expect("unlock bob");
+    e.reset(&alice, "bob").expect("reset bob");
+    // Root may do all of it to anyone.
+    e.import_totp(&root(), "carol", secret, "SHA1", 6, 30, &[])
+        .expect("root imports for an admin");
+    e.set_required(&root(), "root", true)
+        .expect("root requires root");
+    e.reset(&root(), "carol").expect("root resets an admin");
+    // Nothing was stored for root by alice.
+    let st = e.status(&root(), "root", ("Admin", "Show")).expect("show");
+    assert!(!st.enrolled);
+}
+
+/// An enrolled authenticator app is never replaced by another enrollment or an import, and
+/// its recovery codes stay. (The race with a key enrolled meanwhile is in the end-to-end
+/// tests, with a software key; the store's conformance suite checks the atomic refusal.)
+#[test]
+fn an_app_confirmation_never_overwrites_an_app() {
+    let (e, clock) = engine("default_mode = \"optional\"\n");
+    let secret = enroll(&e, &clock, 1000);
+    let before = e
+        .status(&caller(1000), "", ("Enrollment", "Status"))
+        .expect("status")
+        .recovery_codes_left;
+    // A second enrollment cannot start, and an admin import cannot replace the app.
+    assert!(matches!(
+        e.begin_totp(&caller(1000), ""),
+        Err(BusError::NotAllowed(_))
+    ));
+    assert!(matches!(
+        e.import_totp(
+            &root(),
+            "alice",
+            "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+            "SHA1",
+            6,
+            30,
+            &[]
+        ),
+        Err(BusError::NotAllowed(_))
+    ));
+    clock.advance(30);
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&code(&secret, clock.now())])),
+        Some(Outcome::Success)
+    );
+    let after = e
+        .status(&caller(1000), "", ("Enrollment", "Status"))
+        .expect("status")
+        .recovery_codes_left;
+    assert_eq!(before, after);
 }

@@ -198,9 +198,10 @@ impl EnrollmentIface {
     async fn begin_totp(
         &self,
         #[zbus(header)] hdr: Header<'_>,
+        code: String,
     ) -> Result<TotpEnrollment, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
-        self.0.engine.begin_totp(&caller)
+        self.0.engine.begin_totp(&caller, &code)
     }
 
     #[zbus(out_args("result"))]

@@ -82,6 +82,44 @@ pub struct PendingTotp {
     pub params: TotpParams,
     /// Unix time after which it is void.
     pub expires: i64,
+    /// The enrollment began with a fresh proof of an existing factor. Without one it may only
+    /// become the account's first factor (checked again at activation).
+    pub proven: bool,
+}
+
+/// What an activation demands of the factors the account already has, checked inside the
+/// activation's own transaction (a factor enrolled meanwhile cannot slip past it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// The account must have no factor at all: the enrollment began without a proof.
+    NoFactor,
+    /// The enrollment was proven with an existing factor (or an admin made it): other factors
+    /// may exist. An existing authenticator app is never replaced either way.
+    Proven,
+}
+
+/// What an activation does with recovery codes.
+#[derive(Debug, Clone, Copy)]
+pub enum Codes<'a> {
+    /// Leaves them as they are.
+    Keep,
+    /// Sets these only if the user has no unused code (a confirmation never replaces codes).
+    IfNone(&'a [StoredCode]),
+    /// Replaces them (an admin's import).
+    Replace(&'a [StoredCode]),
+}
+
+/// How an activation ended.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Activated; `codes_set` says whether the given recovery codes were stored.
+    Done {
+        /// The recovery codes given were stored.
+        codes_set: bool,
+    },
+    /// Refused: the account has a factor that [`Existing`] does not allow (nothing changed).
+    FactorExists,
 }
 
 /// A security key (FIDO2 credential) of a user.
@@ -164,8 +202,11 @@ pub trait Store: Send {
     fn pending_totp(&self, id: &str) -> StoreResult<Option<PendingTotp>>;
     /// Drops pending enrollments that expired before `now`; returns how many.
     fn drop_expired_pending(&mut self, now: i64) -> StoreResult<usize>;
-    /// Activates a pending enrollment: the factor, the accepted step, and (if given) a first
-    /// set of recovery codes, all or nothing. Fails if the pending enrollment is gone.
+    /// Activates a pending enrollment: the factor, the accepted step, and recovery codes as
+    /// `codes` says, all or nothing, after checking `existing` in the same transaction. Never
+    /// replaces an authenticator app the user already has. Fails if the pending enrollment is
+    /// gone.
+    #[allow(clippy::too_many_arguments)]
     fn activate_totp(
         &mut self,
         uid: u32,
@@ -173,8 +214,9 @@ pub trait Store: Send {
         pending_id: &str,
         accepted_step: u64,
         now: i64,
-        recovery: Option<&[StoredCode]>,
-    ) -> StoreResult<()>;
+        codes: Codes<'_>,
+        existing: Existing,
+    ) -> StoreResult<Activation>;
     /// Accepts TOTP `step` only if it is later than the last accepted one (atomically: two
     /// concurrent logins with one code cannot both win). Resets failures on success, and
     /// appends `audit` in the same transaction.
@@ -218,17 +260,19 @@ pub trait Store: Send {
     fn reset(&mut self, uid: u32) -> StoreResult<()>;
     /// The user's security keys, oldest first.
     fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>>;
-    /// Adds keys (and, if given, a first set of recovery codes) and appends `audit`, all or
-    /// nothing. Fails if a name is taken for this user or a credential is already stored
-    /// (for any user).
+    /// Adds keys (and recovery codes as `codes` says) and appends `audit`, all or nothing,
+    /// after checking `existing` in the same transaction. Fails if a name is taken for this
+    /// user or a credential is already stored (for any user).
+    #[allow(clippy::too_many_arguments)]
     fn add_keys(
         &mut self,
         uid: u32,
         name: &str,
         keys: &[KeyFactor],
-        recovery: Option<&[StoredCode]>,
+        codes: Codes<'_>,
+        existing: Existing,
         audit: &AuditRecord,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Activation>;
     /// Accepts an assertion's counter only if it still follows the stored one (atomically:
     /// two concurrent logins with one assertion cannot both win); on success marks the key
     /// used, resets failures and appends `audit` in the same transaction.
@@ -252,7 +296,8 @@ pub trait Store: Send {
     fn known_uids(&self) -> StoreResult<Vec<u32>>;
 }
 
-const SCHEMA_VERSION: i64 = 2;
+/// 3: `pending_totp.proven`.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -281,7 +326,8 @@ CREATE TABLE IF NOT EXISTS pending_totp (
     algorithm TEXT NOT NULL,
     digits INTEGER NOT NULL,
     period INTEGER NOT NULL,
-    expires INTEGER NOT NULL
+    expires INTEGER NOT NULL,
+    proven INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS recovery (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -414,6 +460,11 @@ impl SqliteStore {
                 "database schema version {version} is newer than this daemon ({SCHEMA_VERSION})"
             )));
         }
+        if (1..3).contains(&version) {
+            // Pending enrollments live minutes; older ones lack `proven` and are dropped (the
+            // user starts that enrollment again).
+            conn.execute_batch("DROP TABLE IF EXISTS pending_totp")?;
+        }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteStore { conn })
@@ -426,6 +477,35 @@ impl SqliteStore {
             params![uid, name],
         )?;
         Ok(())
+    }
+}
+
+/// Whether the user has an authenticator app, and whether they have a security key.
+fn factors_in(conn: &Connection, uid: u32) -> rusqlite::Result<(bool, bool)> {
+    conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM totp WHERE uid = ?1),
+                EXISTS(SELECT 1 FROM keys WHERE uid = ?1)",
+        params![uid],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Applies `codes` inside the caller's transaction; true if codes were stored.
+fn apply_codes(conn: &Connection, uid: u32, codes: Codes<'_>) -> rusqlite::Result<bool> {
+    match codes {
+        Codes::Keep => Ok(false),
+        Codes::Replace(c) => set_recovery(conn, uid, c).map(|()| true),
+        Codes::IfNone(c) => {
+            let unused: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM recovery WHERE uid = ?1 AND used_at IS NULL",
+                params![uid],
+                |r| r.get(0),
+            )?;
+            if unused > 0 {
+                return Ok(false);
+            }
+            set_recovery(conn, uid, c).map(|()| true)
+        }
     }
 }
 
@@ -500,8 +580,8 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM pending_totp WHERE uid = ?1", params![p.uid])?;
         tx.execute(
-            "INSERT INTO pending_totp (id, uid, secret, algorithm, digits, period, expires)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO pending_totp (id, uid, secret, algorithm, digits, period, expires, proven)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 p.id,
                 p.uid,
@@ -509,7 +589,8 @@ impl Store for SqliteStore {
                 p.params.algorithm.as_str(),
                 p.params.digits,
                 p.params.period as i64,
-                p.expires
+                p.expires,
+                p.proven
             ],
         )?;
         tx.commit()?;
@@ -520,7 +601,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn
             .query_row(
-                "SELECT uid, secret, algorithm, digits, period, expires
+                "SELECT uid, secret, algorithm, digits, period, expires, proven
                  FROM pending_totp WHERE id = ?1",
                 params![id],
                 |r| {
@@ -531,6 +612,7 @@ impl Store for SqliteStore {
                         secret: TotpSecret::from_bytes(r.get(1)?),
                         params: params_from_row(&alg, r.get(3)?, r.get(4)?)?,
                         expires: r.get(5)?,
+                        proven: r.get(6)?,
                     })
                 },
             )
@@ -550,12 +632,17 @@ impl Store for SqliteStore {
         pending_id: &str,
         accepted_step: u64,
         now: i64,
-        recovery: Option<&[StoredCode]>,
-    ) -> StoreResult<()> {
+        codes: Codes<'_>,
+        existing: Existing,
+    ) -> StoreResult<Activation> {
         let tx = self.conn.transaction()?;
+        let (has_totp, has_keys) = factors_in(&tx, uid)?;
+        if has_totp || (existing == Existing::NoFactor && has_keys) {
+            return Ok(Activation::FactorExists);
+        }
         Self::ensure_user(&tx, uid, name)?;
         let moved = tx.execute(
-            "INSERT OR REPLACE INTO totp (uid, secret, algorithm, digits, period, created, last_used)
+            "INSERT INTO totp (uid, secret, algorithm, digits, period, created, last_used)
              SELECT uid, secret, algorithm, digits, period, ?3, ?3
              FROM pending_totp WHERE id = ?1 AND uid = ?2",
             params![pending_id, uid, now],
@@ -571,11 +658,9 @@ impl Store for SqliteStore {
             "UPDATE users SET last_totp_step = ?2, failures = 0 WHERE uid = ?1",
             params![uid, accepted_step as i64],
         )?;
-        if let Some(codes) = recovery {
-            set_recovery(&tx, uid, codes)?;
-        }
+        let codes_set = apply_codes(&tx, uid, codes)?;
         tx.commit()?;
-        Ok(())
+        Ok(Activation::Done { codes_set })
     }
 
     fn accept_totp_step(
@@ -807,10 +892,15 @@ impl Store for SqliteStore {
         uid: u32,
         name: &str,
         keys: &[KeyFactor],
-        recovery: Option<&[StoredCode]>,
+        codes: Codes<'_>,
+        existing: Existing,
         audit: &AuditRecord,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Activation> {
         let tx = self.conn.transaction()?;
+        let (has_totp, has_keys) = factors_in(&tx, uid)?;
+        if existing == Existing::NoFactor && (has_totp || has_keys) {
+            return Ok(Activation::FactorExists);
+        }
         Self::ensure_user(&tx, uid, name)?;
         for k in keys {
             let taken: i64 = tx.query_row(
@@ -843,12 +933,10 @@ impl Store for SqliteStore {
                 ],
             )?;
         }
-        if let Some(codes) = recovery {
-            set_recovery(&tx, uid, codes)?;
-        }
+        let codes_set = apply_codes(&tx, uid, codes)?;
         insert_audit(&tx, audit)?;
         tx.commit()?;
-        Ok(())
+        Ok(Activation::Done { codes_set })
     }
 
     fn accept_key_assertion(
@@ -919,6 +1007,7 @@ pub mod conformance {
                 period: 30,
             },
             expires: 1000,
+            proven: false,
         }
     }
 
@@ -951,6 +1040,56 @@ pub mod conformance {
         users_are_isolated(&mut make());
         grace_starts_once(&mut make());
         keys_lifecycle(&mut make());
+        first_factor_only_when_unproven(&mut make());
+    }
+
+    /// An enrollment that began without a proof activates only as the first factor; a
+    /// confirmation never replaces the codes a user has.
+    fn first_factor_only_when_unproven(s: &mut impl Store) {
+        assert_eq!(
+            s.add_keys(
+                1000,
+                "alice",
+                &[key("blue", 1)],
+                Codes::IfNone(&codes(3)),
+                Existing::NoFactor,
+                &rec()
+            )
+            .unwrap(),
+            Activation::Done { codes_set: true }
+        );
+        let before = s.unused_recovery(1000).unwrap();
+        s.put_pending_totp(&pending(1000, "p")).unwrap();
+        assert_eq!(
+            s.activate_totp(
+                1000,
+                "alice",
+                "p",
+                7,
+                20,
+                Codes::IfNone(&codes(10)),
+                Existing::NoFactor
+            )
+            .unwrap(),
+            Activation::FactorExists
+        );
+        assert_eq!(s.totp(1000).unwrap(), None);
+        assert!(s.pending_totp("p").unwrap().is_some());
+        assert_eq!(
+            s.activate_totp(
+                1000,
+                "alice",
+                "p",
+                7,
+                20,
+                Codes::IfNone(&codes(10)),
+                Existing::Proven
+            )
+            .unwrap(),
+            Activation::Done { codes_set: false }
+        );
+        assert!(s.totp(1000).unwrap().is_some());
+        assert_eq!(s.unused_recovery(1000).unwrap(), before);
     }
 
     fn key(name: &str, id: u8) -> KeyFactor {
@@ -969,8 +1108,18 @@ pub mod conformance {
 
     fn keys_lifecycle(s: &mut impl Store) {
         assert!(s.keys(1000).unwrap().is_empty());
-        s.add_keys(1000, "alice", &[key("blue", 1)], Some(&codes(2)), &rec())
-            .unwrap();
+        assert_eq!(
+            s.add_keys(
+                1000,
+                "alice",
+                &[key("blue", 1)],
+                Codes::IfNone(&codes(2)),
+                Existing::NoFactor,
+                &rec()
+            )
+            .unwrap(),
+            Activation::Done { codes_set: true }
+        );
         assert_eq!(s.keys(1000).unwrap(), vec![key("blue", 1)]);
         assert_eq!(s.unused_recovery(1000).unwrap().len(), 2);
         assert!(s.known_uids().unwrap().contains(&1000));
@@ -981,14 +1130,22 @@ pub mod conformance {
                 1000,
                 "alice",
                 &[key("red", 2), key("blue", 3)],
-                None,
+                Codes::Keep,
+                Existing::Proven,
                 &rec()
             )
             .is_err()
         );
         assert!(
-            s.add_keys(1001, "bob", &[key("x", 1)], None, &rec())
-                .is_err()
+            s.add_keys(
+                1001,
+                "bob",
+                &[key("x", 1)],
+                Codes::Keep,
+                Existing::Proven,
+                &rec()
+            )
+            .is_err()
         );
         assert_eq!(s.keys(1000).unwrap().len(), 1);
         assert!(s.keys(1001).unwrap().is_empty());
@@ -1023,7 +1180,32 @@ pub mod conformance {
         // Keys whose counter stays 0 (some keys never count): 0 after 0 is accepted.
         let mut zero = key("zero", 9);
         zero.sign_count = 0;
-        s.add_keys(1000, "alice", &[zero], None, &rec()).unwrap();
+        // Unproven: refused, since alice has a key; proven: added, her codes kept.
+        assert_eq!(
+            s.add_keys(
+                1000,
+                "alice",
+                std::slice::from_ref(&zero),
+                Codes::IfNone(&codes(5)),
+                Existing::NoFactor,
+                &rec()
+            )
+            .unwrap(),
+            Activation::FactorExists
+        );
+        assert_eq!(
+            s.add_keys(
+                1000,
+                "alice",
+                &[zero],
+                Codes::IfNone(&codes(5)),
+                Existing::Proven,
+                &rec()
+            )
+            .unwrap(),
+            Activation::Done { codes_set: false }
+        );
+        assert_eq!(s.unused_recovery(1000).unwrap().len(), 2);
         assert!(
             s.accept_key_assertion(1000, &[9; 40], 0, 300, &rec())
                 .unwrap()
@@ -1058,9 +1240,23 @@ pub mod conformance {
         assert_eq!(s.pending_totp("p1").unwrap(), None);
         assert_eq!(s.pending_totp("p2").unwrap(), Some(pending(1000, "p2")));
         // Another user's id does not activate.
-        assert!(s.activate_totp(1001, "bob", "p2", 5, 10, None).is_err());
-        s.activate_totp(1000, "alice", "p2", 5, 10, Some(&codes(10)))
-            .unwrap();
+        assert!(
+            s.activate_totp(1001, "bob", "p2", 5, 10, Codes::Keep, Existing::Proven)
+                .is_err()
+        );
+        assert_eq!(
+            s.activate_totp(
+                1000,
+                "alice",
+                "p2",
+                5,
+                10,
+                Codes::IfNone(&codes(10)),
+                Existing::NoFactor
+            )
+            .unwrap(),
+            Activation::Done { codes_set: true }
+        );
         assert_eq!(s.pending_totp("p2").unwrap(), None);
         let f = s.totp(1000).unwrap().expect("active");
         assert_eq!(f.secret, pending(1000, "p2").secret);
@@ -1068,18 +1264,46 @@ pub mod conformance {
         assert_eq!(f.created, 10);
         assert_eq!(s.user_state(1000).unwrap().unwrap().last_totp_step, Some(5));
         assert_eq!(s.unused_recovery(1000).unwrap().len(), 10);
-        // Activation is single-use.
-        assert!(s.activate_totp(1000, "alice", "p2", 6, 11, None).is_err());
+        // Activation is single-use, and an app is never replaced, proven or not.
+        assert_eq!(
+            s.activate_totp(1000, "alice", "p2", 6, 11, Codes::Keep, Existing::Proven)
+                .unwrap(),
+            Activation::FactorExists
+        );
+        s.put_pending_totp(&pending(1000, "p4")).unwrap();
+        assert_eq!(
+            s.activate_totp(
+                1000,
+                "alice",
+                "p4",
+                6,
+                11,
+                Codes::Replace(&codes(1)),
+                Existing::Proven
+            )
+            .unwrap(),
+            Activation::FactorExists
+        );
+        assert_eq!(s.totp(1000).unwrap().unwrap().secret, f.secret);
+        assert_eq!(s.unused_recovery(1000).unwrap().len(), 10);
+        // A proof is recorded with the pending enrollment.
+        let mut proven = pending(1005, "p5");
+        proven.proven = true;
+        s.put_pending_totp(&proven).unwrap();
+        assert!(s.pending_totp("p5").unwrap().unwrap().proven);
         // Expiry.
         s.put_pending_totp(&pending(1002, "p3")).unwrap();
         assert_eq!(s.drop_expired_pending(999).unwrap(), 0);
-        assert_eq!(s.drop_expired_pending(1001).unwrap(), 1);
+        // p3, and p4 and p5 above.
+        assert_eq!(s.drop_expired_pending(1001).unwrap(), 3);
         assert_eq!(s.pending_totp("p3").unwrap(), None);
     }
 
     fn replay_is_atomic(s: &mut impl Store) {
         s.put_pending_totp(&pending(1000, "p")).unwrap();
-        s.activate_totp(1000, "alice", "p", 100, 1, None).unwrap();
+        let _ = s
+            .activate_totp(1000, "alice", "p", 100, 1, Codes::Keep, Existing::NoFactor)
+            .unwrap();
         assert!(!s.accept_totp_step(1000, 100, 2, &rec()).unwrap());
         assert!(!s.accept_totp_step(1000, 99, 2, &rec()).unwrap());
         assert!(s.accept_totp_step(1000, 101, 3, &rec()).unwrap());
@@ -1143,7 +1367,16 @@ pub mod conformance {
         s.set_admin_required(1000, "alice", true).unwrap();
         assert!(s.user_state(1000).unwrap().unwrap().admin_required);
         s.put_pending_totp(&pending(1000, "p")).unwrap();
-        s.activate_totp(1000, "alice", "p", 1, 1, Some(&codes(2)))
+        let _ = s
+            .activate_totp(
+                1000,
+                "alice",
+                "p",
+                1,
+                1,
+                Codes::Replace(&codes(2)),
+                Existing::NoFactor,
+            )
             .unwrap();
         s.put_pending_totp(&pending(1000, "q")).unwrap();
         s.reset(1000).unwrap();
@@ -1189,7 +1422,16 @@ pub mod conformance {
 
     fn users_are_isolated(s: &mut impl Store) {
         s.put_pending_totp(&pending(1000, "a")).unwrap();
-        s.activate_totp(1000, "alice", "a", 50, 1, Some(&codes(2)))
+        let _ = s
+            .activate_totp(
+                1000,
+                "alice",
+                "a",
+                50,
+                1,
+                Codes::IfNone(&codes(2)),
+                Existing::NoFactor,
+            )
             .unwrap();
         assert_eq!(s.totp(1001).unwrap(), None);
         assert!(s.unused_recovery(1001).unwrap().is_empty());

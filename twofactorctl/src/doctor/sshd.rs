@@ -424,6 +424,11 @@ mod tests {
         if !nix::unistd::geteuid().is_root() {
             return;
         }
+        // `sshd -T` needs its privilege-separation directory, which only exists once sshd ran:
+        // make it, so that this test does not depend on another having run first.
+        if !std::path::Path::new("/run/sshd").exists() {
+            std::fs::create_dir_all("/run/sshd").unwrap();
+        }
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("host_key");
         let made = Command::new("ssh-keygen")
