@@ -53,6 +53,8 @@ pub struct Script {
     pub answers: Vec<String>,
     /// What the module showed: {"style", "text"}.
     pub transcript: Vec<serde_json::Value>,
+    /// How long the user takes before each answer (zero: at once).
+    pub pause: std::time::Duration,
 }
 
 extern "C" fn converse(
@@ -91,6 +93,7 @@ extern "C" fn converse(
                     libc::free(out as *mut c_void);
                     return PAM_CONV_ERR;
                 }
+                std::thread::sleep(script.pause);
                 let answer = script.answers.remove(0);
                 let answer = resolve(answer, &script.transcript);
                 let a = CString::new(answer).unwrap_or_default();

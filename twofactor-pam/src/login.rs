@@ -14,9 +14,35 @@ use crate::outcome::Verdict;
 /// A step the daemon sends can only be this long a conversation; more is a daemon fault.
 const MAX_STEPS: usize = 32;
 
-/// Why the daemon could not be used.
+/// Why a call to the daemon gave no step. Only [`LinkError::Unreachable`] may be passed by
+/// `failmode=open`: any reply from the daemon is final.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkError(pub String);
+pub enum LinkError {
+    /// No answer came: cannot connect, the name has no owner, no reply within the timeout, the
+    /// connection dropped.
+    Unreachable(String),
+    /// The daemon answered with an error, or with something that does not decode: a denial.
+    Refused(String),
+}
+
+impl LinkError {
+    /// What the login comes to when a call fails this way.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            LinkError::Unreachable(_) => Verdict::Unreachable,
+            LinkError::Refused(_) => Verdict::Refused,
+        }
+    }
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::Unreachable(d) => write!(f, "twofactord unreachable: {d}"),
+            LinkError::Refused(d) => write!(f, "refused by twofactord: {d}"),
+        }
+    }
+}
 
 /// The daemon side of a login.
 #[allow(async_fn_in_trait)]
@@ -52,8 +78,8 @@ pub async fn run(
     let (handle, mut step) = match daemon.begin(user, context).await {
         Ok(x) => x,
         Err(e) => {
-            log(true, &format!("cannot start the login for {user}: {}", e.0));
-            return Verdict::Unreachable;
+            log(true, &format!("cannot start the login for {user}: {e}"));
+            return e.verdict();
         }
     };
     for _ in 0..MAX_STEPS {
@@ -81,8 +107,8 @@ pub async fn run(
                 step = match daemon.answer(&handle, &answer).await {
                     Ok(s) => s,
                     Err(e) => {
-                        log(true, &format!("login for {user} failed: {}", e.0));
-                        return Verdict::Unreachable;
+                        log(true, &format!("login for {user} failed: {e}"));
+                        return e.verdict();
                     }
                 };
             }
@@ -121,8 +147,8 @@ pub async fn run(
                 step = match next {
                     Ok(s) => s,
                     Err(e) => {
-                        log(true, &format!("login for {user} failed: {}", e.0));
-                        return Verdict::Unreachable;
+                        log(true, &format!("login for {user} failed: {e}"));
+                        return e.verdict();
                     }
                 };
             }
@@ -133,7 +159,8 @@ pub async fn run(
         &format!("login for {user}: the daemon sent too many steps"),
     );
     daemon.cancel(&handle).await;
-    Verdict::Unreachable
+    // The daemon did answer, every time: that is final, and nonsense is a denial.
+    Verdict::Refused
 }
 
 /// The daemon over D-Bus.
@@ -141,12 +168,42 @@ pub struct BusDaemon<'a> {
     proxy: LoginProxy<'a>,
 }
 
-fn link_err(e: BusError) -> LinkError {
-    LinkError(format!("{}: {}", e.kind(), e.message()))
+/// D-Bus errors that mean no answer came from the daemon, as the bus daemon or zbus reports
+/// them. Every other error name is the daemon's answer (or a bus policy refusal): final.
+const TRANSPORT_ERRORS: &[&str] = &[
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.Disconnected",
+];
+
+/// Is `e` a failure to reach the daemon (as opposed to an answer from it)?
+fn is_transport_failure(e: &zbus::Error) -> bool {
+    use zbus::DBusError as _;
+    match e {
+        // The socket failed or closed, or the call ran past `timeout=` (zbus reports its
+        // method timeout as an I/O error of kind TimedOut).
+        zbus::Error::InputOutput(_) => true,
+        zbus::Error::FDO(fdo) => TRANSPORT_ERRORS.contains(&fdo.name().as_str()),
+        zbus::Error::MethodError(name, _, _) => TRANSPORT_ERRORS.contains(&name.as_str()),
+        // A reply that does not decode, an unexpected reply, anything else: the daemon (or
+        // something pretending to be it) answered.
+        _ => false,
+    }
 }
 
+/// Classifies a failed call: only transport failures are "unreachable".
+fn link_err(e: BusError) -> LinkError {
+    let detail = format!("{}: {}", e.kind(), e.message());
+    match &e {
+        BusError::ZBus(z) if is_transport_failure(z) => LinkError::Unreachable(detail),
+        _ => LinkError::Refused(detail),
+    }
+}
+
+/// A step the daemon sent that does not decode is its answer, and nonsense: a denial.
 fn decode(w: WireStep) -> Result<LoginStep, LinkError> {
-    LoginStep::try_from(w).map_err(|e| LinkError(e.to_string()))
+    LoginStep::try_from(w).map_err(|e| LinkError::Refused(format!("malformed step: {e}")))
 }
 
 impl Daemon for BusDaemon<'_> {
@@ -225,8 +282,9 @@ pub fn authenticate(
         {
             Ok(p) => p,
             Err(e) => {
-                log(true, &format!("cannot reach twofactord: {e}"));
-                return Verdict::Unreachable;
+                let e = link_err(BusError::ZBus(e));
+                log(true, &format!("cannot make the login proxy: {e}"));
+                return e.verdict();
             }
         };
         let verdict = run(
@@ -540,15 +598,204 @@ mod tests {
         assert_eq!(u.prompts, 0);
     }
 
+    /// An error reply as the bus delivers it, through zbus's and our own decoding.
+    fn reply(name: &str, text: &str) -> BusError {
+        let call = zbus::Message::method_call("/org/twofactor/TwoFactor1", "Continue")
+            .build(&())
+            .expect("call");
+        let err = zbus::Message::error(&call.header(), name)
+            .build(&(text,))
+            .expect("error reply");
+        BusError::from(zbus::Error::from(err))
+    }
+
+    fn io(kind: std::io::ErrorKind) -> BusError {
+        BusError::ZBus(zbus::Error::InputOutput(
+            std::io::Error::new(kind, "x").into(),
+        ))
+    }
+
+    /// Every way a call can fail, and whether it is a transport failure (`true`).
+    fn failures() -> Vec<(&'static str, BusError, bool)> {
+        let fdo = "org.freedesktop.DBus.Error.";
+        let ours = "org.twofactor.TwoFactor1.Error.";
+        let mut v = vec![
+            // Transport: the only failures failmode=open may pass.
+            ("timeout", io(std::io::ErrorKind::TimedOut), true),
+            ("socket closed", io(std::io::ErrorKind::BrokenPipe), true),
+            ("reset", io(std::io::ErrorKind::ConnectionReset), true),
+        ];
+        for name in [
+            "ServiceUnknown",
+            "NameHasNoOwner",
+            "NoReply",
+            "Disconnected",
+        ] {
+            v.push((name, reply(&format!("{fdo}{name}"), "gone"), true));
+        }
+        // The daemon's own answers, each one final.
+        for name in [
+            "AccessDenied",
+            "NoSuchUser",
+            "InvalidArgument",
+            "NoSuchSession",
+            "NotAllowed",
+            "StateUnavailable",
+            "InvalidPolicy",
+        ] {
+            v.push((name, reply(&format!("{ours}{name}"), "no"), false));
+        }
+        v.extend([
+            // An error name outside the contract is still an answer.
+            ("unknown name", reply(&format!("{ours}Bogus"), "?"), false),
+            ("Failed", reply(&format!("{fdo}Failed"), "?"), false),
+            (
+                "UnknownMethod",
+                reply(&format!("{fdo}UnknownMethod"), "?"),
+                false,
+            ),
+            (
+                "InvalidArgs",
+                reply(&format!("{fdo}InvalidArgs"), "?"),
+                false,
+            ),
+            // The bus's policy refusing the call is not "unreachable" either.
+            (
+                "bus AccessDenied",
+                reply(&format!("{fdo}AccessDenied"), "?"),
+                false,
+            ),
+            // A reply whose body does not decode.
+            (
+                "bad reply",
+                BusError::ZBus(zbus::Error::InvalidReply),
+                false,
+            ),
+            (
+                "bad type",
+                BusError::ZBus(zbus::Error::IncorrectType),
+                false,
+            ),
+            (
+                "bad body",
+                BusError::ZBus(zbus::Error::Failure("invalid value".into())),
+                false,
+            ),
+        ]);
+        v
+    }
+
     #[test]
-    fn daemon_errors_are_unreachable_never_success() {
-        let d = daemon(Err(LinkError("ServiceUnknown".into())), vec![]);
-        assert_eq!(go(&d, &mut user(vec![])), Verdict::Unreachable);
-        let d = daemon(
-            Ok(LoginStep::prompt("Code: ", false)),
-            vec![Err(LinkError("timeout".into()))],
+    fn error_replies_decode_to_their_class() {
+        assert_eq!(
+            reply("org.twofactor.TwoFactor1.Error.NoSuchSession", "expired"),
+            BusError::NoSuchSession("expired".into())
         );
-        assert_eq!(go(&d, &mut user(vec!["1"])), Verdict::Unreachable);
+        assert!(matches!(
+            reply("org.freedesktop.DBus.Error.ServiceUnknown", "gone"),
+            BusError::ZBus(zbus::Error::FDO(_))
+        ));
+    }
+
+    #[test]
+    fn only_transport_failures_are_unreachable() {
+        for (what, e, transport) in failures() {
+            match link_err(e) {
+                LinkError::Unreachable(_) => assert!(transport, "{what} must be refused"),
+                LinkError::Refused(_) => assert!(!transport, "{what} is a transport failure"),
+            }
+        }
+    }
+
+    /// The stages at which a call can fail.
+    #[derive(Debug, Clone, Copy)]
+    enum At {
+        Begin,
+        Continue,
+        Assert,
+        SkipKey,
+        CodeAtCue,
+    }
+
+    fn fail_at(at: At, e: LinkError) -> Verdict {
+        let signing = FakeKey {
+            present: true,
+            result: signed(),
+            wants_pin: false,
+        };
+        let (d, key, answers) = match at {
+            At::Begin => (daemon(Err(e), vec![]), NO_KEY, vec![]),
+            At::Continue => (
+                daemon(Ok(LoginStep::prompt("Code: ", false)), vec![Err(e)]),
+                NO_KEY,
+                vec!["123456"],
+            ),
+            At::Assert => (daemon(Ok(key_step(false)), vec![Err(e)]), signing, vec![]),
+            At::SkipKey => (daemon(Ok(key_step(false)), vec![Err(e)]), NO_KEY, vec![]),
+            At::CodeAtCue => (
+                daemon(
+                    Ok(key_step(true)),
+                    vec![Ok(LoginStep::prompt("Code: ", false)), Err(e)],
+                ),
+                signing,
+                vec!["654321"],
+            ),
+        };
+        go_key(&d, &mut user(answers), &key)
+    }
+
+    #[test]
+    fn every_failure_at_every_call_under_both_failmodes() {
+        use crate::args::FailMode;
+        use crate::outcome::{PamCode, pam_code};
+        for (what, e, transport) in failures() {
+            let e = link_err(e);
+            for at in [
+                At::Begin,
+                At::Continue,
+                At::Assert,
+                At::SkipKey,
+                At::CodeAtCue,
+            ] {
+                let v = fail_at(at, e.clone());
+                let codes = (pam_code(v, FailMode::Closed), pam_code(v, FailMode::Open));
+                if transport {
+                    assert_eq!(v, Verdict::Unreachable, "{what} at {at:?}");
+                    assert_eq!(codes, (PamCode::AuthinfoUnavail, PamCode::Ignore));
+                } else {
+                    assert_eq!(v, Verdict::Refused, "{what} at {at:?}");
+                    assert_eq!(
+                        codes,
+                        (PamCode::AuthErr, PamCode::AuthErr),
+                        "{what} at {at:?}: an answer is final"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_step_is_refused_not_unreachable() {
+        let good = WireStep::from(LoginStep::prompt("Code: ", false));
+        assert!(decode(good.clone()).is_ok());
+        let bad_kind = WireStep {
+            kind: "maybe".into(),
+            ..good.clone()
+        };
+        let bad_outcome = WireStep {
+            kind: "done".into(),
+            outcome: "sort-of".into(),
+            ..good.clone()
+        };
+        let bad_key = WireStep {
+            kind: "key".into(),
+            ..good
+        };
+        for w in [bad_kind, bad_outcome, bad_key] {
+            let e = decode(w.clone()).expect_err("malformed");
+            assert!(matches!(e, LinkError::Refused(_)), "{w:?}: {e:?}");
+            assert_eq!(e.verdict(), Verdict::Refused);
+        }
     }
 
     #[test]
@@ -558,7 +805,8 @@ mod tests {
             .collect();
         let d = daemon(Ok(LoginStep::prompt("Code: ", false)), steps);
         let mut u = user(vec!["1"; MAX_STEPS]);
-        assert_eq!(go(&d, &mut u), Verdict::Unreachable);
+        // It answered every time: a denial, not "unreachable".
+        assert_eq!(go(&d, &mut u), Verdict::Refused);
         assert!(*d.cancelled.borrow());
     }
 

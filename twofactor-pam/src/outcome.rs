@@ -11,8 +11,12 @@ use crate::args::FailMode;
 pub enum Verdict {
     /// The daemon said so.
     Daemon(Outcome),
-    /// The daemon could not be reached, timed out, or spoke nonsense.
+    /// No answer came from the daemon: cannot connect to the bus, the name has no owner, no
+    /// reply within `timeout=`, the connection dropped. Nothing else.
     Unreachable,
+    /// The daemon answered with an error (an unknown or expired login, a bad argument, not
+    /// allowed…) or with nonsense. Any answer is final: a denial under both failmodes.
+    Refused,
     /// The conversation with the user failed (no terminal, cancelled).
     ConversationFailed,
     /// The module's own configuration is wrong (bad arguments).
@@ -68,6 +72,8 @@ pub const TABLE: &[(Verdict, Option<FailMode>, PamCode)] = &[
     ),
     // failmode=open changes this row and no other.
     (Verdict::Unreachable, Some(FailMode::Open), PamCode::Ignore),
+    // An error reply is an answer: never "unreachable", so never ignored.
+    (Verdict::Refused, None, PamCode::AuthErr),
     (Verdict::ConversationFailed, None, PamCode::ConvErr),
     (Verdict::Misconfigured, None, PamCode::ServiceErr),
 ];
@@ -103,6 +109,8 @@ mod tests {
             (Verdict::Daemon(Outcome::Unavailable), Open, AuthinfoUnavail),
             (Verdict::Unreachable, Closed, AuthinfoUnavail),
             (Verdict::Unreachable, Open, Ignore),
+            (Verdict::Refused, Closed, AuthErr),
+            (Verdict::Refused, Open, AuthErr),
             (Verdict::ConversationFailed, Closed, ConvErr),
             (Verdict::ConversationFailed, Open, ConvErr),
             (Verdict::Misconfigured, Closed, ServiceErr),
@@ -111,10 +119,26 @@ mod tests {
         for (v, f, want) in expect {
             assert_eq!(pam_code(v, f), want, "{v:?} {f:?}");
         }
+        // Every row of the table is checked above.
+        for (v, f, _) in TABLE {
+            for mode in f.map_or(vec![Closed, Open], |f| vec![f]) {
+                assert!(
+                    expect.iter().any(|(ev, ef, _)| ev == v && *ef == mode),
+                    "row {v:?} {mode:?} untested"
+                );
+            }
+        }
         // Nothing but a daemon's success is ever Success.
         for (v, _, code) in TABLE {
             if *code == Success {
                 assert_eq!(*v, Verdict::Daemon(Outcome::Success));
+            }
+        }
+        // Only an unreachable daemon under failmode=open is ever ignored without the daemon
+        // saying so.
+        for (v, f, code) in TABLE {
+            if *code == Ignore && *v != Verdict::Daemon(Outcome::NotRequired) {
+                assert_eq!((*v, *f), (Verdict::Unreachable, Some(Open)));
             }
         }
     }

@@ -28,6 +28,7 @@ fn login(env: &Env, user: &str, answer: Option<&str>, want: i32) -> Duration {
     let mut script = Script {
         answers: answer.map(|a| vec![a.to_string()]).unwrap_or_default(),
         transcript: Vec::new(),
+        pause: Duration::ZERO,
     };
     let t = Instant::now();
     let (rc, err, _) = authenticate(&env.pamd, "tf-alone", user, None, None, &mut script)

@@ -2,14 +2,19 @@
 //! from a script, and prints what happened as JSON: the return code, every message shown, and
 //! the thread count of this process before and after (the module must leave none behind).
 //!
-//! usage: pamdrive CONFDIR SERVICE USER [--rhost HOST] [--tty TTY] [ANSWER...]
+//! usage: pamdrive CONFDIR SERVICE USER [--rhost HOST] [--tty TTY] [--pause-ms MS] [ANSWER...]
+//!
+//! `--pause-ms` waits that long before each answer (a user slow to type).
 
 use twofactor_tests::pam::{Script, authenticate, threads};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
-        eprintln!("usage: pamdrive CONFDIR SERVICE USER [--rhost HOST] [--tty TTY] [ANSWER...]");
+        eprintln!(
+            "usage: pamdrive CONFDIR SERVICE USER [--rhost HOST] [--tty TTY] [--pause-ms MS] \
+             [ANSWER...]"
+        );
         std::process::exit(2);
     }
     let confdir = std::path::PathBuf::from(args.remove(0));
@@ -17,18 +22,27 @@ fn main() {
     let user = args.remove(0);
     let mut rhost = None;
     let mut tty = None;
+    let mut pause = std::time::Duration::ZERO;
     let mut answers = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--rhost" => rhost = it.next(),
             "--tty" => tty = it.next(),
+            "--pause-ms" => {
+                let Some(ms) = it.next().and_then(|m| m.parse().ok()) else {
+                    eprintln!("--pause-ms needs a number of milliseconds");
+                    std::process::exit(2);
+                };
+                pause = std::time::Duration::from_millis(ms);
+            }
             _ => answers.push(a),
         }
     }
     let mut script = Script {
         answers,
         transcript: Vec::new(),
+        pause,
     };
     let before = threads();
     let (rc, name, during) = match authenticate(
