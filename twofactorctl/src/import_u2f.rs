@@ -120,9 +120,22 @@ fn err(line: usize, message: impl Into<String>) -> ImportError {
     }
 }
 
+/// Who owns the authfile (from `fstat` of the opened file), which decides whose lines it may
+/// hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOwner<'a> {
+    /// Root: a central file, which may hold any user's line.
+    Root,
+    /// A user (their account name): their own file may hold only their own line. Otherwise a
+    /// user could write `victim:<their own credential>` into it and, once root imports it, log
+    /// in as the victim with their own key.
+    User(&'a str),
+}
+
 /// Parses a whole authfile. Every bad line is reported (all of them, in order), so that one
-/// run shows everything to fix; any error means nothing may be imported.
-pub fn parse_authfile(text: &str) -> Result<Vec<U2fUser>, Vec<ImportError>> {
+/// run shows everything to fix; any error means nothing may be imported. In a file owned by a
+/// user, every line for somebody else is such an error.
+pub fn parse_authfile(text: &str, owner: FileOwner<'_>) -> Result<Vec<U2fUser>, Vec<ImportError>> {
     let mut users: Vec<U2fUser> = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -132,6 +145,21 @@ pub fn parse_authfile(text: &str) -> Result<Vec<U2fUser>, Vec<ImportError>> {
         let line = raw.trim_end_matches(['\r', '\n']);
         let content = line.trim();
         if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        if let FileOwner::User(owner) = owner
+            && let Some((name, _)) = line.split_once(':')
+            && !name.is_empty()
+            && name != owner
+        {
+            errors.push(err(
+                n,
+                format!(
+                    "a line for user {} in a file owned by {owner}: a user's own file may hold \
+                     only that user's keys (other users' lines belong in a root-owned file)",
+                    shown(name)
+                ),
+            ));
             continue;
         }
         match parse_line(n, line) {
@@ -592,7 +620,7 @@ mod tests {
     }
 
     fn errors_of(text: &str) -> Vec<ImportError> {
-        parse_authfile(text).expect_err("refused")
+        parse_authfile(text, FileOwner::Root).expect_err("refused")
     }
 
     fn one_error(text: &str) -> ImportError {
@@ -604,7 +632,7 @@ mod tests {
     #[test]
     fn a_pamu2fcfg_es256_line_becomes_a_cose_key_on_the_same_point() {
         let text = format!("alice:{}", es256_field(1, "+presence"));
-        let users = parse_authfile(&text).expect("valid");
+        let users = parse_authfile(&text, FileOwner::Root).expect("valid");
         assert_eq!(users.len(), 1);
         let u = &users[0];
         assert_eq!((u.name.as_str(), u.line), ("alice", 1));
@@ -629,7 +657,7 @@ mod tests {
     #[test]
     fn an_eddsa_line_becomes_an_okp_cose_key() {
         let text = format!("alice:{}", eddsa_field(2, "+presence+pin"));
-        let c = &parse_authfile(&text).expect("valid")[0].credentials[0];
+        let c = &parse_authfile(&text, FileOwner::Root).expect("valid")[0].credentials[0];
         assert_eq!(c.algorithm, Algorithm::EdDsa);
         assert!(c.presence && c.user_verification);
         assert_eq!(c.public_key_cose.len(), 42);
@@ -655,7 +683,7 @@ mod tests {
             ("+presence+verification+pin", true, true),
         ] {
             let text = format!("alice:{}", es256_field(3, options));
-            let c = &parse_authfile(&text).expect(options)[0].credentials[0];
+            let c = &parse_authfile(&text, FileOwner::Root).expect(options)[0].credentials[0];
             assert_eq!(
                 (c.presence, c.user_verification),
                 (presence, uv),
@@ -668,7 +696,7 @@ mod tests {
             b64(&cred_id(3)),
             b64(&p256_point(3)[1..])
         );
-        let c = &parse_authfile(&three).expect("three fields")[0].credentials[0];
+        let c = &parse_authfile(&three, FileOwner::Root).expect("three fields")[0].credentials[0];
         assert!(!c.presence && !c.user_verification);
     }
 
@@ -679,7 +707,7 @@ mod tests {
             b64(&cred_id(4)),
             b64(&p256_point(4))
         );
-        let c = &parse_authfile(&text).expect("valid")[0].credentials[0];
+        let c = &parse_authfile(&text, FileOwner::Root).expect("valid")[0].credentials[0];
         assert_eq!(
             cose_entries(&c.public_key_cose)[3].1,
             Err(p256_point(4)[1..33].to_vec())
@@ -689,7 +717,7 @@ mod tests {
     #[test]
     fn old_format_lines_are_es256_with_presence_for_the_appid() {
         let text = format!("bob:{}\n", legacy_field(5));
-        let users = parse_authfile(&text).expect("valid");
+        let users = parse_authfile(&text, FileOwner::Root).expect("valid");
         let c = &users[0].credentials[0];
         assert!(c.legacy && c.presence && !c.user_verification);
         assert_eq!(c.credential_id, cred_id(5));
@@ -704,7 +732,7 @@ mod tests {
         let secret = p256::SecretKey::from_slice(&[5; 32]).expect("scalar");
         let compressed = secret.public_key().to_sec1_point(true).as_bytes().to_vec();
         let text = format!("bob:{},{}", websafe(&cred_id(5)), hex(&compressed));
-        let again = &parse_authfile(&text).expect("compressed")[0].credentials[0];
+        let again = &parse_authfile(&text, FileOwner::Root).expect("compressed")[0].credentials[0];
         assert_eq!(again.public_key_cose, c.public_key_cose);
     }
 
@@ -723,7 +751,7 @@ mod tests {
             es256_field(13, ""),
             es256_field(14, "+presence"),
         );
-        let users = parse_authfile(&text).expect("valid");
+        let users = parse_authfile(&text, FileOwner::Root).expect("valid");
         let names: Vec<(&str, usize, usize)> = users
             .iter()
             .map(|u| (u.name.as_str(), u.line, u.credentials.len()))
@@ -758,7 +786,7 @@ mod tests {
             es256_field(20, "+presence"),
             es256_field(21, "+presence")
         );
-        let users = parse_authfile(&text).expect("valid");
+        let users = parse_authfile(&text, FileOwner::Root).expect("valid");
         let bob = select_users(users.clone(), Some("bob")).expect("bob");
         assert_eq!(bob.len(), 1);
         assert_eq!(bob[0].name, "bob");
@@ -766,9 +794,59 @@ mod tests {
         let e = select_users(users, Some("carol")).expect_err("no carol");
         assert_eq!(e[0].line, None);
         assert!(e[0].message.contains("no line for user carol"), "{e:?}");
-        let e = select_users(parse_authfile("# nothing\n\n").expect("empty"), None)
-            .expect_err("nothing");
+        let e = select_users(
+            parse_authfile("# nothing\n\n", FileOwner::Root).expect("empty"),
+            None,
+        )
+        .expect_err("nothing");
         assert!(e[0].message.contains("no user"), "{e:?}");
+    }
+
+    #[test]
+    fn a_users_own_file_may_hold_only_that_users_line() {
+        let alice = format!("alice:{}\n", es256_field(40, "+presence"));
+        let planted = format!("# mine\n{alice}bob:{}\n", es256_field(41, "+presence"));
+        // Owned by alice: her line only; bob's is refused with its line, nothing comes back.
+        let users = parse_authfile(&alice, FileOwner::User("alice")).expect("her own line");
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].name, "alice");
+        let e = parse_authfile(&planted, FileOwner::User("alice")).expect_err("planted");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(3));
+        assert!(
+            e[0].message
+                .contains("user \"bob\" in a file owned by alice"),
+            "{e:?}"
+        );
+        // A line only for someone else: refused even if it is the only line.
+        let e = parse_authfile(
+            &format!("bob:{}\n", es256_field(41, "+presence")),
+            FileOwner::User("alice"),
+        )
+        .expect_err("foreign");
+        assert_eq!(e[0].line, Some(1));
+        // Root's file may hold anyone's lines.
+        assert_eq!(
+            parse_authfile(&planted, FileOwner::Root)
+                .expect("central")
+                .len(),
+            2
+        );
+        // A name that only starts like the owner's is somebody else.
+        let e = parse_authfile(
+            &format!("alice2:{}\n", es256_field(42, "")),
+            FileOwner::User("alice"),
+        )
+        .expect_err("prefix");
+        assert!(e[0].message.contains("\"alice2\""), "{e:?}");
+        // Bad lines and foreign lines are all listed.
+        let e = parse_authfile(
+            &format!("{alice}bob:{}\nalice:junk\n", es256_field(43, "")),
+            FileOwner::User("alice"),
+        )
+        .expect_err("two problems");
+        let lines: Vec<_> = e.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [Some(2), Some(3)], "{e:?}");
     }
 
     #[test]
@@ -778,7 +856,7 @@ mod tests {
             es256_field(30, "+presence"),
             es256_field(30, "+presence")
         );
-        let users = parse_authfile(&text).expect("each line is fine");
+        let users = parse_authfile(&text, FileOwner::Root).expect("each line is fine");
         let e = select_users(users.clone(), None).expect_err("shared");
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].line, Some(2));
@@ -892,7 +970,7 @@ mod tests {
             // Each bad line sits after a comment and a good user, so its line number is 3.
             let text = format!("# keys\nbob:{}\n{line}\n", es256_field(41, "+presence"));
             if *needle == "__ok__" {
-                assert!(parse_authfile(&text).is_ok(), "{line}");
+                assert!(parse_authfile(&text, FileOwner::Root).is_ok(), "{line}");
                 continue;
             }
             let e = one_error(&text);
@@ -950,7 +1028,7 @@ mod tests {
         );
         let ok = format!("alice:{}", fields[..MAX_CREDENTIALS_PER_USER].join(":"));
         assert_eq!(
-            parse_authfile(&ok).expect("the limit is fine")[0]
+            parse_authfile(&ok, FileOwner::Root).expect("the limit is fine")[0]
                 .credentials
                 .len(),
             MAX_CREDENTIALS_PER_USER

@@ -6,6 +6,7 @@ mod doctor;
 mod import;
 mod import_u2f;
 mod keys;
+mod safe_open;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -194,12 +195,14 @@ enum ImportSource {
     GoogleAuthenticator {
         /// The user the file belongs to.
         user: String,
-        /// The file (default: ~USER/.google_authenticator).
+        /// The file (default: ~USER/.google_authenticator), owned by USER or root; symlinks
+        /// are not followed.
         file: Option<std::path::PathBuf>,
     },
     /// A pam_u2f authfile (a user's ~/.config/Yubico/u2f_keys or a central file): each user's
     /// ES256 and EdDSA credentials become security keys named pam_u2f-1, pam_u2f-2, ...
-    /// The whole file is checked first; one bad line and nothing is imported.
+    /// The whole file is checked first; one bad line and nothing is imported. A file owned by
+    /// a user may hold only that user's line; only a root-owned file may name other users.
     PamU2f(PamU2fArgs),
 }
 
@@ -208,7 +211,7 @@ enum ImportSource {
 struct PamU2fArgs {
     /// The authfile.
     file: std::path::PathBuf,
-    /// Import only this user's line.
+    /// Import only this user's line (the file must then be owned by this user or by root).
     #[arg(long)]
     user: Option<String>,
     /// The origin the keys were registered for: pam_u2f's origin= (default: pam://HOSTNAME).
@@ -613,17 +616,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             AdminAction::Import {
                 source: ImportSource::GoogleAuthenticator { user, file },
             } => {
-                let path = match file {
-                    Some(p) => p,
-                    None => nix::unistd::User::from_name(&user)
-                        .ok()
-                        .flatten()
-                        .map(|u| u.dir.join(".google_authenticator"))
-                        .ok_or_else(|| Failure(format!("no such user: {user}"), 1))?,
+                // The account first: the file must be the user's own (or root's).
+                let account = nix::unistd::User::from_name(&user)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| Failure(format!("no such user: {user}"), 1))?;
+                let path = file.unwrap_or_else(|| account.dir.join(".google_authenticator"));
+                let owner = safe_open::ExpectedOwner::RootOr {
+                    uid: account.uid.as_raw(),
+                    name: &user,
                 };
-                let text = std::fs::read_to_string(&path)
-                    .map(zeroize::Zeroizing::new)
-                    .map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?;
+                let text = safe_open::read_user_file(&path, owner, MAX_GOOGLE_AUTHENTICATOR_LEN)
+                    .map_err(|e| Failure(format!("{e}; nothing was imported"), 1))?
+                    .text;
                 let ga = import::parse_google_authenticator(&text).map_err(|e| {
                     Failure(format!("{}: {e}; nothing was imported", path.display()), 1)
                 })?;
@@ -732,36 +737,53 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Largest ~/.google_authenticator read (the tool writes well under 1 KiB).
+const MAX_GOOGLE_AUTHENTICATOR_LEN: u64 = 64 << 10;
 /// Largest pam_u2f authfile read (a central file for thousands of users is far smaller).
 const MAX_AUTHFILE_LEN: u64 = 4 << 20;
 /// Most bad lines listed when an authfile is refused.
 const MAX_LISTED_ERRORS: usize = 20;
 
-/// Reads an authfile: a regular file, at most [`MAX_AUTHFILE_LEN`] bytes of UTF-8.
-fn read_authfile(path: &std::path::Path) -> Result<String, Failure> {
-    use std::io::Read as _;
-    let fail = |e: std::io::Error| Failure(format!("{}: {e}", path.display()), 1);
-    let file = std::fs::File::open(path).map_err(fail)?;
-    if !file.metadata().map_err(fail)?.is_file() {
-        return Err(Failure(
-            format!("{}: not a regular file", path.display()),
-            1,
-        ));
+/// Reads an authfile through [`safe_open`] and says whose lines it may hold: a root-owned
+/// file anyone's, a user's file only that user's. With `--user U`, the file must be U's or
+/// root's (the strict reading: naming U does not let root import U's keys from a third
+/// user's file).
+fn read_authfile(
+    path: &std::path::Path,
+    only: Option<&str>,
+) -> Result<(Zeroizing<String>, Option<String>), Failure> {
+    let refused = |e: safe_open::Refused| Failure(format!("{e}; nothing was imported"), 1);
+    let file = match only {
+        Some(name) => {
+            let uid = nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| Failure(format!("no such user: {name}"), 1))?
+                .uid
+                .as_raw();
+            safe_open::read_user_file(
+                path,
+                safe_open::ExpectedOwner::RootOr { uid, name },
+                MAX_AUTHFILE_LEN,
+            )
+        }
+        None => safe_open::read_user_file(path, safe_open::ExpectedOwner::Anyone, MAX_AUTHFILE_LEN),
     }
-    let mut text = String::new();
-    file.take(MAX_AUTHFILE_LEN + 1)
-        .read_to_string(&mut text)
-        .map_err(fail)?;
-    if text.len() as u64 > MAX_AUTHFILE_LEN {
-        return Err(Failure(
+    .map_err(refused)?;
+    if file.owner_uid == 0 {
+        return Ok((file.text, None));
+    }
+    let owner = safe_open::user_name(file.owner_uid).ok_or_else(|| {
+        Failure(
             format!(
-                "{}: larger than 4 MiB, not a pam_u2f authfile",
-                path.display()
+                "{}: is owned by uid {}, which has no account; nothing was imported",
+                path.display(),
+                file.owner_uid
             ),
             1,
-        ));
-    }
-    Ok(text)
+        )
+    })?;
+    Ok((file.text, Some(owner)))
 }
 
 /// `admin import pam-u2f`: the whole file is parsed and checked first (all or nothing), then
@@ -813,12 +835,16 @@ async fn import_pam_u2f(
             ));
         }
     }
-    let text = read_authfile(path)?;
+    let (text, owner) = read_authfile(path, args.user.as_deref())?;
+    let file_owner = match &owner {
+        None => import_u2f::FileOwner::Root,
+        Some(name) => import_u2f::FileOwner::User(name),
+    };
     let located = |e: &import::ImportError| match e.line {
         Some(l) => format!("{}:{l}: {}", path.display(), e.message),
         None => format!("{}: {}", path.display(), e.message),
     };
-    let users = import_u2f::parse_authfile(&text)
+    let users = import_u2f::parse_authfile(&text, file_owner)
         .and_then(|users| import_u2f::select_users(users, args.user.as_deref()))
         .map_err(|errors| {
             if let [one] = errors.as_slice() {
@@ -943,6 +969,7 @@ async fn import_pam_u2f(
     if json {
         print_json(&serde_json::json!({
             "file": path,
+            "owner": owner.as_deref().unwrap_or("root"),
             "origin": origin,
             "appid": appid,
             "dry_run": admin.is_none(),
