@@ -1,6 +1,9 @@
 //! Users and groups, resolved through NSS so that LDAP/SSSD accounts work.
 //!
-//! Identity is the numeric uid: names are looked up once and never compared as strings.
+//! The store identifies a user by the numeric uid. Policy rules name users and groups, and are
+//! matched against the names in an [`Account`], which NSS fills in when the account is looked up:
+//! the daemon looks an account up for each request and caches nothing, so a group created (or a
+//! user added to a group) after the daemon started counts from the next login on.
 #![forbid(unsafe_code)]
 
 use nix::unistd::{Gid, Group, Uid, User};
@@ -14,6 +17,9 @@ pub struct Account {
     pub uid: u32,
     /// Primary and supplementary gids.
     pub gids: Vec<u32>,
+    /// The names of those groups, as NSS reported them at lookup time (a gid without a name is
+    /// left out). Policy group rules match these.
+    pub groups: Vec<String>,
 }
 
 /// Account lookups. [`Nss`] is the real one; tests use a table.
@@ -22,7 +28,7 @@ pub trait Accounts: Send + Sync {
     fn user_by_name(&self, name: &str) -> Option<Account>;
     /// Looks up a user by uid, with their groups.
     fn user_by_uid(&self, uid: u32) -> Option<Account>;
-    /// Looks up a group's gid.
+    /// Looks up a group's gid (the policy asks, to warn about names NSS does not know).
     fn group_by_name(&self, name: &str) -> Option<u32>;
 }
 
@@ -61,10 +67,17 @@ fn account_of(user: User) -> Account {
             }
         }
     }
+    // Resolved now, not when the policy loaded: a group created later is seen at once.
+    let groups = gids
+        .iter()
+        .filter_map(|&g| Group::from_gid(Gid::from_raw(g)).ok().flatten())
+        .map(|g| g.name)
+        .collect();
     Account {
         name: user.name,
         uid: user.uid.as_raw(),
         gids,
+        groups,
     }
 }
 
@@ -93,7 +106,8 @@ impl Accounts for Nss {
 pub(crate) mod tests {
     use super::*;
 
-    /// A fixed table of accounts.
+    /// A fixed table of accounts. Group names are filled in at lookup time from the group
+    /// table, as NSS does.
     #[derive(Default)]
     pub struct FakeAccounts {
         users: Vec<Account>,
@@ -109,6 +123,7 @@ pub(crate) mod tests {
                 name: name.into(),
                 uid,
                 gids: gids.to_vec(),
+                groups: Vec::new(),
             });
             self
         }
@@ -118,12 +133,29 @@ pub(crate) mod tests {
         }
     }
 
+    impl FakeAccounts {
+        fn looked_up(&self, account: &Account) -> Account {
+            let groups = account
+                .gids
+                .iter()
+                .filter_map(|gid| self.groups.iter().find(|g| g.1 == *gid))
+                .map(|g| g.0.clone())
+                .collect();
+            Account {
+                groups,
+                ..account.clone()
+            }
+        }
+    }
+
     impl Accounts for FakeAccounts {
         fn user_by_name(&self, name: &str) -> Option<Account> {
-            self.users.iter().find(|a| a.name == name).cloned()
+            let a = self.users.iter().find(|a| a.name == name)?;
+            Some(self.looked_up(a))
         }
         fn user_by_uid(&self, uid: u32) -> Option<Account> {
-            self.users.iter().find(|a| a.uid == uid).cloned()
+            let a = self.users.iter().find(|a| a.uid == uid)?;
+            Some(self.looked_up(a))
         }
         fn group_by_name(&self, name: &str) -> Option<u32> {
             self.groups.iter().find(|g| g.0 == name).map(|g| g.1)
@@ -152,6 +184,7 @@ pub(crate) mod tests {
         let root = Nss.user_by_name("root").expect("root exists");
         assert_eq!(root.uid, 0);
         assert!(root.gids.contains(&0));
+        assert!(root.groups.iter().any(|g| g == "root"), "{:?}", root.groups);
         assert_eq!(Nss.user_by_uid(0).map(|a| a.name), Some("root".into()));
     }
 }

@@ -2,8 +2,13 @@
 //!
 //! Parsing happens in two stages. The raw structs mirror the file with
 //! `deny_unknown_fields`, so a typo is an error rather than a silently ignored key. Validation
-//! turns them into the runtime policy, resolving user and group names through NSS to ids. Every
-//! error names the file, the line, the column and the problem.
+//! turns them into the runtime policy. Every error names the file, the line, the column and the
+//! problem.
+//!
+//! User and group rules are kept by name and matched at each login against the names NSS reports
+//! for the account then ([`Account::name`], [`Account::groups`]), so an account or group that NSS
+//! did not know when the policy loaded (created later, LDAP not reachable at boot) still gets its
+//! rule. A name unknown at load is only a warning.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -294,8 +299,8 @@ pub struct Policy {
     pub notify: Option<crate::notify::NotifyCommand>,
     /// Onboarding defaults (top-level `grace_period`, `enroll_at_login`).
     pub onboarding: Onboarding,
-    /// gids whose members may call admin methods.
-    pub admin_gids: Vec<u32>,
+    /// Groups (by name) whose members may call admin methods.
+    pub admin_groups: Vec<String>,
     /// Prompts per login before the login is denied.
     pub attempts: u32,
     /// Prompt text.
@@ -306,13 +311,17 @@ pub struct Policy {
     pub fido2: Fido2Policy,
     /// Rate limiting.
     pub rate_limit: RateLimit,
-    users: HashMap<u32, Rule>,
-    groups: HashMap<u32, Rule>,
+    /// `[users.NAME]`, by login name.
+    users: HashMap<String, Rule>,
+    /// `[groups.NAME]`, by group name.
+    groups: HashMap<String, Rule>,
     services: HashMap<String, Rule>,
     remember: HashMap<String, (Duration, RuleSource)>,
     exempt_networks: Vec<(ipnet::IpNet, RuleSource)>,
-    exempt_groups: HashMap<u32, RuleSource>,
-    /// Names that did not resolve through NSS when the policy was loaded.
+    /// `exemptions.groups`, by group name.
+    exempt_groups: HashMap<String, RuleSource>,
+    /// Problems worth telling the admin that do not make the file invalid, e.g. names NSS did
+    /// not know when the policy was loaded (their rules are kept).
     pub warnings: Vec<String>,
 }
 
@@ -546,7 +555,7 @@ impl Policy {
             default_line: None,
             onboarding: Onboarding::default(),
             notify: None,
-            admin_gids: Vec::new(),
+            admin_groups: Vec::new(),
             attempts: 3,
             prompt: "Verification code: ".into(),
             totp: TotpPolicy {
@@ -612,7 +621,8 @@ impl Policy {
         Policy::parse(path, &text, &identity::Nss)
     }
 
-    /// Parses and validates policy text; names resolve through `accounts`.
+    /// Parses and validates policy text. `accounts` is asked only whether the names in the
+    /// file exist now, for warnings: rules are kept by name whatever it answers.
     pub fn parse(
         path: &Path,
         text: &str,
@@ -772,62 +782,66 @@ impl Policy {
                 ));
             }
         }
+        // Names are kept as written and matched at each login; NSS is asked here only so the
+        // admin hears about a name it does not know (yet).
+        let unknown = |what: &str, name: &str, line: usize, effect: &str| {
+            format!(
+                "{}:{line}: {what} {name:?} is not known to NSS now; {effect} is kept and will \
+                 apply once NSS knows the name",
+                path.display()
+            )
+        };
         for name in raw.admin_groups.iter().flatten() {
-            match accounts.group_by_name(name.get_ref()) {
-                Some(gid) => policy.admin_gids.push(gid),
-                None => policy.warnings.push(format!(
-                    "{}:{}: admin group {:?} does not exist",
-                    path.display(),
-                    ctx.line_of(name.span()),
-                    name.get_ref()
-                )),
+            if accounts.group_by_name(name.get_ref()).is_none() {
+                let line = ctx.line_of(name.span());
+                policy.warnings.push(unknown(
+                    "admin group",
+                    name.get_ref(),
+                    line,
+                    "the admin right of its members",
+                ));
+            }
+            if !policy.admin_groups.contains(name.get_ref()) {
+                policy.admin_groups.push(name.get_ref().clone());
             }
         }
         for (name, rule) in &raw.groups {
             let line = ctx.line_of(name.span());
-            match accounts.group_by_name(name.get_ref()) {
-                Some(gid) => {
-                    policy.groups.insert(
-                        gid,
-                        Rule {
-                            mode: rule.mode,
-                            source: RuleSource {
-                                key: format!("groups.{}", name.get_ref()),
-                                line,
-                            },
-                            onboarding: ctx.rule_onboarding(rule)?,
-                        },
-                    );
-                }
-                None => policy.warnings.push(format!(
-                    "{}:{line}: group {:?} does not exist; its rule applies to nobody",
-                    path.display(),
-                    name.get_ref()
-                )),
+            if accounts.group_by_name(name.get_ref()).is_none() {
+                policy
+                    .warnings
+                    .push(unknown("group", name.get_ref(), line, "its rule"));
             }
+            policy.groups.insert(
+                name.get_ref().clone(),
+                Rule {
+                    mode: rule.mode,
+                    source: RuleSource {
+                        key: format!("groups.{}", name.get_ref()),
+                        line,
+                    },
+                    onboarding: ctx.rule_onboarding(rule)?,
+                },
+            );
         }
         for (name, rule) in &raw.users {
             let line = ctx.line_of(name.span());
-            match accounts.user_by_name(name.get_ref()) {
-                Some(account) => {
-                    policy.users.insert(
-                        account.uid,
-                        Rule {
-                            mode: rule.mode,
-                            source: RuleSource {
-                                key: format!("users.{}", name.get_ref()),
-                                line,
-                            },
-                            onboarding: ctx.rule_onboarding(rule)?,
-                        },
-                    );
-                }
-                None => policy.warnings.push(format!(
-                    "{}:{line}: user {:?} does not exist; its rule applies to nobody",
-                    path.display(),
-                    name.get_ref()
-                )),
+            if accounts.user_by_name(name.get_ref()).is_none() {
+                policy
+                    .warnings
+                    .push(unknown("user", name.get_ref(), line, "its rule"));
             }
+            policy.users.insert(
+                name.get_ref().clone(),
+                Rule {
+                    mode: rule.mode,
+                    source: RuleSource {
+                        key: format!("users.{}", name.get_ref()),
+                        line,
+                    },
+                    onboarding: ctx.rule_onboarding(rule)?,
+                },
+            );
         }
         for (name, rule) in &raw.services {
             let key = name.get_ref();
@@ -893,22 +907,22 @@ impl Policy {
             }
             for g in &ex.groups {
                 let line = ctx.line_of(g.span());
-                match accounts.group_by_name(g.get_ref()) {
-                    Some(gid) => {
-                        policy.exempt_groups.insert(
-                            gid,
-                            RuleSource {
-                                key: format!("exemptions.groups {}", g.get_ref()),
-                                line,
-                            },
-                        );
-                    }
-                    None => policy.warnings.push(format!(
-                        "{}:{line}: exempt group {:?} does not exist",
-                        path.display(),
-                        g.get_ref()
-                    )),
+                if accounts.group_by_name(g.get_ref()).is_none() {
+                    policy.warnings.push(unknown(
+                        "exempt group",
+                        g.get_ref(),
+                        line,
+                        "the exemption",
+                    ));
                 }
+                // The first mention explains the exemption.
+                policy
+                    .exempt_groups
+                    .entry(g.get_ref().clone())
+                    .or_insert(RuleSource {
+                        key: format!("exemptions.groups {}", g.get_ref()),
+                        line,
+                    });
             }
         }
         Ok(policy)
@@ -939,7 +953,7 @@ impl Policy {
             }
         }
         account
-            .gids
+            .groups
             .iter()
             .find_map(|g| self.exempt_groups.get(g).cloned())
     }
@@ -979,16 +993,16 @@ impl Policy {
                 reason: Reason::AdminRequire,
             };
         }
-        if let Some(rule) = self.users.get(&account.uid) {
+        if let Some(rule) = self.users.get(&account.name) {
             return EffectiveMode {
                 mode: rule.mode,
                 reason: Reason::User(rule.source.clone()),
             };
         }
         let strictest = account
-            .gids
+            .groups
             .iter()
-            .filter_map(|gid| self.groups.get(gid))
+            .filter_map(|g| self.groups.get(g))
             // Strictest mode first; among equals the earliest line, so the answer is stable.
             .min_by(|a, b| b.mode.cmp(&a.mode).then(a.source.line.cmp(&b.source.line)));
         if let Some(rule) = strictest {
@@ -1007,9 +1021,9 @@ impl Policy {
     /// else from the matching group rules (the most generous grace, enrollment at login if any
     /// group allows it), else the top-level default.
     pub fn onboarding(&self, account: &Account) -> Onboarding {
-        let user = self.users.get(&account.uid).map(|r| r.onboarding);
+        let user = self.users.get(&account.name).map(|r| r.onboarding);
         let groups: Vec<RuleOnboarding> = account
-            .gids
+            .groups
             .iter()
             .filter_map(|g| self.groups.get(g).map(|r| r.onboarding))
             .collect();
@@ -1030,9 +1044,10 @@ impl Policy {
         }
     }
 
-    /// Whether `account` may call admin methods.
+    /// Whether `account` may call admin methods: root, or a member of an `admin_groups` group
+    /// by the group names NSS reported when `account` was looked up.
     pub fn is_admin(&self, account: &Account) -> bool {
-        account.uid == 0 || account.gids.iter().any(|g| self.admin_gids.contains(g))
+        account.uid == 0 || account.groups.iter().any(|g| self.admin_groups.contains(g))
     }
 }
 
@@ -1163,7 +1178,116 @@ mode = "optional"
         let p = parse("admin_groups = [\"nosuch\"]\n[users.ghost]\nmode = \"required\"\n")
             .expect("valid");
         assert_eq!(p.warnings.len(), 2);
-        assert!(p.admin_gids.is_empty());
+        assert_eq!(p.admin_groups, ["nosuch"]);
+    }
+
+    /// The same host a while after the policy loaded: the groups `admins` and `contractors`
+    /// and the user `dave` were created, bob was added to `admins` and carol to `contractors`.
+    fn accounts_later() -> FakeAccounts {
+        FakeAccounts::new()
+            .user("alice", 1000, &[1000, 10, 27])
+            .user("bob", 1001, &[1001, 27, 2000])
+            .user("carol", 1002, &[1002, 2001])
+            .user("dave", 1003, &[1003, 2000])
+            .group("wheel", 10)
+            .group("sudo", 27)
+            .group("alice", 1000)
+            .group("bob", 1001)
+            .group("carol", 1002)
+            .group("dave", 1003)
+            .group("admins", 2000)
+            .group("contractors", 2001)
+    }
+
+    #[test]
+    fn rules_for_names_unknown_at_load_apply_once_nss_knows_them() {
+        let p = parse(
+            r#"
+default_mode = "optional"
+admin_groups = ["admins"]
+[groups.admins]
+mode = "required"
+grace_period = "3d"
+[users.dave]
+mode = "disabled"
+[exemptions]
+groups = ["contractors"]
+"#,
+        )
+        .expect("valid");
+        // Four names NSS did not know at load: four warnings, every rule kept.
+        assert_eq!(p.warnings.len(), 4, "{:#?}", p.warnings);
+        for (w, what) in p.warnings.iter().zip([
+            "3: admin group \"admins\"",
+            "4: group \"admins\"",
+            "7: user \"dave\"",
+            "10: exempt group \"contractors\"",
+        ]) {
+            assert!(
+                w.starts_with(&format!("/etc/twofactor/policy.toml:{what}")),
+                "{w}"
+            );
+            assert!(
+                w.contains("is kept and will apply once NSS knows the name"),
+                "{w}"
+            );
+        }
+        let at_load = accounts();
+        let later = accounts_later();
+        let sshd = Context {
+            service: "sshd",
+            rhost: "",
+        };
+
+        // bob, before and after he was added to the new group admins.
+        let bob = at_load.user_by_name("bob").expect("bob");
+        assert_eq!(p.resolve_login(&bob, false, sshd).mode, Mode::Optional);
+        assert!(!p.is_admin(&bob));
+        let bob = later.user_by_name("bob").expect("bob");
+        let eff = p.resolve_login(&bob, false, sshd);
+        assert_eq!(eff.mode, Mode::Required);
+        assert_eq!(
+            eff.explain(&p.path),
+            "groups.admins (/etc/twofactor/policy.toml:4)"
+        );
+        assert!(p.is_admin(&bob));
+        assert_eq!(p.onboarding(&bob).grace_period.as_secs(), 3 * 86400);
+
+        // dave did not exist at load; his own rule beats the group rule.
+        assert!(at_load.user_by_name("dave").is_none());
+        let dave = later.user_by_name("dave").expect("dave");
+        let eff = p.resolve_login(&dave, false, sshd);
+        assert_eq!(eff.mode, Mode::Disabled);
+        assert_eq!(
+            eff.explain(&p.path),
+            "users.dave (/etc/twofactor/policy.toml:7)"
+        );
+        assert!(p.is_admin(&dave));
+
+        // carol, added to the new exempt group, is exempt even from an admin requirement.
+        let carol = at_load.user_by_name("carol").expect("carol");
+        assert_eq!(p.resolve_login(&carol, true, sshd).mode, Mode::Required);
+        let carol = later.user_by_name("carol").expect("carol");
+        let eff = p.resolve_login(&carol, true, sshd);
+        assert_eq!(eff.mode, Mode::Disabled);
+        assert!(
+            eff.explain(&p.path)
+                .starts_with("exemption exemptions.groups contractors (")
+        );
+
+        // A user taken out of the group loses its rule at the next lookup, too.
+        let bob = at_load.user_by_name("bob").expect("bob");
+        assert_eq!(p.resolve(&bob, false).mode, Mode::Optional);
+    }
+
+    #[test]
+    fn known_names_give_no_warnings() {
+        let p = parse(
+            "admin_groups = [\"wheel\"]\n[groups.sudo]\nmode = \"required\"\n\
+             [users.carol]\nmode = \"required\"\n[exemptions]\ngroups = [\"bob\"]\n",
+        )
+        .expect("valid");
+        assert!(p.warnings.is_empty(), "{:#?}", p.warnings);
     }
 
     #[test]
