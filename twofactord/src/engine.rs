@@ -33,7 +33,7 @@ impl Clock for SystemClock {
     fn now(&self) -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
+            .map(secs)
             .unwrap_or(0)
     }
 }
@@ -112,9 +112,15 @@ enum CodeVerdict {
     Locked {
         until: i64,
     },
+    /// A guess that was wrong: counted toward the lockout.
     Rejected {
         message: String,
         locked_until: Option<i64>,
+    },
+    /// Refused, but not a guess at a secret (nothing typed, not the shape of any code, a replay
+    /// of a code that was valid, a stale key-proof token): not counted toward the lockout.
+    NotAGuess {
+        message: String,
     },
 }
 
@@ -152,6 +158,11 @@ fn locked_message(until: i64, now: i64) -> String {
     )
 }
 
+/// What a caller is told when the target is not theirs (or does not exist: a non-admin learns
+/// nothing about which names exist), or the method needs the admin right.
+const NOT_YOURS: &str =
+    "you may only do this for your own account; other accounts need root or an admin group";
+
 /// What a user is told for a code whose time step was already used.
 const ALREADY_USED: &str = "That code was already used. Wait for the next code.";
 
@@ -172,8 +183,13 @@ fn check_context(context: &HashMap<String, String>, allowed: &[&str]) -> Result<
     Ok(())
 }
 
+/// A duration in whole seconds as a Unix-time offset, saturating (never wrapping negative).
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 fn minutes(secs: i64) -> String {
-    let m = (secs.max(0) + 59) / 60;
+    let m = secs.max(0).saturating_add(59) / 60;
     if m == 1 {
         "1 minute".into()
     } else {
@@ -263,9 +279,15 @@ impl Engine {
                 .ok_or_else(|| BusError::NoSuchUser(format!("uid {} has no account", caller.uid)));
         }
         identity::validate_name(user).map_err(BusError::InvalidArgument)?;
-        self.accounts
-            .user_by_name(user)
-            .ok_or_else(|| BusError::NoSuchUser(format!("no such user: {user}")))
+        match self.accounts.user_by_name(user) {
+            Some(a) => Ok(a),
+            // Only admins may learn that a name does not exist: anyone else gets the answer an
+            // existing other user would give.
+            None if self.caller_is_admin(caller) => {
+                Err(BusError::NoSuchUser(format!("no such user: {user}")))
+            }
+            None => Err(BusError::AccessDenied(NOT_YOURS.into())),
+        }
     }
 
     fn caller_is_admin(&self, caller: &Caller) -> bool {
@@ -304,14 +326,12 @@ impl Engine {
             Ok(())
         } else {
             Err(BusError::AccessDenied(match access {
-                Access::Admin => "this needs root or membership in an admin group".into(),
                 Access::AdminOverUsers if admin => {
                     "changing root's or an admin's second factor, requirement, grace, codes or \
                      lockout needs root (uid 0)"
                         .into()
                 }
-                Access::AdminOverUsers => "this needs root or membership in an admin group".into(),
-                _ => "you may only do this for your own account".into(),
+                _ => NOT_YOURS.into(),
             }))
         }
     }
@@ -427,7 +447,7 @@ impl Engine {
             keys,
         }
         .enrolled(&policy);
-        let grace = policy.onboarding(account).grace_period.as_secs() as i64;
+        let grace = secs(policy.onboarding(account).grace_period);
         let grace_until = match (
             eff.mode,
             enrolled,
@@ -483,78 +503,99 @@ impl Engine {
                 .filter(|c| !c.is_whitespace())
                 .collect::<String>(),
         );
-        let mut rejection = if answer.is_empty() {
-            Some("No code was entered.".to_string())
-        } else if answer.len() > MAX_ANSWER_LEN {
-            Some("That is not a valid code: it is too long.".to_string())
-        } else {
-            None
+        // Only guesses count toward the lockout: a wrong TOTP code, a wrong recovery code (and,
+        // elsewhere, a failed key assertion). Nothing typed, an answer of no code's shape, a
+        // replay of a code that was valid or a stale key-proof token cannot open the account,
+        // so they are refused without counting: nobody can lock a user out with them.
+        let not_a_guess = |message: &str| {
+            Ok(CodeVerdict::NotAGuess {
+                message: message.to_string(),
+            })
         };
-        if rejection.is_none() && answer.starts_with(keys::TOKEN_PREFIX) {
+        if answer.is_empty() {
+            return not_a_guess("No code was entered.");
+        }
+        if answer.len() > MAX_ANSWER_LEN {
+            return not_a_guess("That is not a valid code: it is too long.");
+        }
+        if answer.starts_with(keys::TOKEN_PREFIX) {
             if purpose == "proof" && self.consume_token(account.uid, &answer)? {
                 return Ok(CodeVerdict::KeyProof);
             }
-            rejection = Some("That key proof is not valid (any more); touch the key again.".into());
+            return not_a_guess("That key proof is not valid (any more); touch the key again.");
         }
-        if rejection.is_none() {
-            let factor = store.totp(account.uid).map_err(store_err)?;
-            let last_step = state.as_ref().and_then(|s| s.last_totp_step);
-            if let Some(f) = factor
-                .as_ref()
-                .filter(|f| totp::looks_like_code(&answer, f.params))
-            {
-                match totp::verify(
-                    &f.secret,
-                    f.params,
-                    policy.totp.window,
-                    &answer,
-                    now as u64,
-                    last_step,
-                ) {
-                    TotpCheck::Valid(step) => {
-                        let r = self.record(account, caller, purpose, "success", ctx, "totp");
-                        if store
-                            .accept_totp_step(account.uid, step, now, &r)
-                            .map_err(store_err)?
-                        {
-                            self.announce(&r);
-                            return Ok(CodeVerdict::Totp);
-                        }
-                        rejection = Some(ALREADY_USED.to_string());
-                    }
-                    TotpCheck::Replayed => {
-                        rejection = Some(ALREADY_USED.to_string());
-                    }
-                    TotpCheck::Wrong => {}
-                }
-            }
-            // Not a TOTP code (or a wrong one of the same shape: imported scratch codes can have
-            // the TOTP length): a recovery code?
-            if rejection.is_none()
-                && let Some(normalized) = recovery::normalize(&answer)
-            {
-                let unused = store.unused_recovery(account.uid).map_err(store_err)?;
-                if let Some(id) = recovery::find(&normalized, &unused) {
-                    let left = unused.len().saturating_sub(1);
-                    let r = self.record(
-                        account,
-                        caller,
-                        "recovery-code-used",
-                        "success",
-                        ctx,
-                        format!("{left} recovery codes left (for {purpose})"),
-                    );
+        let factor = store.totp(account.uid).map_err(store_err)?;
+        let last_step = state.as_ref().and_then(|s| s.last_totp_step);
+        let totp_shaped = factor
+            .as_ref()
+            .is_some_and(|f| totp::looks_like_code(&answer, f.params));
+        if let Some(f) = factor.as_ref().filter(|_| totp_shaped) {
+            let replayed = match totp::verify(
+                &f.secret,
+                f.params,
+                policy.totp.window,
+                &answer,
+                now as u64,
+                last_step,
+            ) {
+                TotpCheck::Valid(step) => {
+                    let r = self.record(account, caller, purpose, "success", ctx, "totp");
                     if store
-                        .consume_recovery(account.uid, id, now, &r)
+                        .accept_totp_step(account.uid, step, now, &r)
                         .map_err(store_err)?
                     {
                         self.announce(&r);
-                        return Ok(CodeVerdict::Recovery { left });
+                        return Ok(CodeVerdict::Totp);
                     }
+                    // Another login accepted this step first (a race with one code).
+                    true
                 }
+                TotpCheck::Replayed => true,
+                TotpCheck::Wrong => false,
+            };
+            if replayed {
+                let r = self.record(
+                    account,
+                    caller,
+                    "replay",
+                    "refused",
+                    ctx,
+                    format!("a code of an already used time step (for {purpose}); not counted"),
+                );
+                self.audit(store, r);
+                return not_a_guess(ALREADY_USED);
             }
         }
-        let message = rejection.unwrap_or_else(|| "Wrong code.".to_string());
+        // Not a TOTP code (or a wrong one of the same shape: imported scratch codes can have
+        // the TOTP length): a recovery code?
+        let normalized = recovery::normalize(&answer);
+        if let Some(normalized) = &normalized {
+            let unused = store.unused_recovery(account.uid).map_err(store_err)?;
+            if let Some(id) = recovery::find(normalized, &unused) {
+                let left = unused.len().saturating_sub(1);
+                let r = self.record(
+                    account,
+                    caller,
+                    "recovery-code-used",
+                    "success",
+                    ctx,
+                    format!("{left} recovery codes left (for {purpose})"),
+                );
+                if store
+                    .consume_recovery(account.uid, id, now, &r)
+                    .map_err(store_err)?
+                {
+                    self.announce(&r);
+                    return Ok(CodeVerdict::Recovery { left });
+                }
+                // A concurrent login used this very code first: a replay, not a guess.
+                return not_a_guess("That recovery code was already used.");
+            }
+        }
+        if !totp_shaped && normalized.is_none() {
+            return not_a_guess("That is not a valid code.");
+        }
+        let message = "Wrong code.".to_string();
         let detail = message.trim_end_matches('.').to_string();
         let locked_until = self.count_failure(store, account, caller, ctx, purpose, detail)?;
         Ok(CodeVerdict::Rejected {
@@ -621,9 +662,7 @@ impl Engine {
         let Some(account) = self.accounts.user_by_name(user) else {
             // Only root may learn that a name does not exist.
             if caller.uid != 0 {
-                return Err(BusError::AccessDenied(
-                    "you may only do this for your own account".into(),
-                ));
+                return Err(BusError::AccessDenied(NOT_YOURS.into()));
             }
             return Ok((String::new(), LoginStep::done(Outcome::Denied)));
         };
@@ -776,7 +815,7 @@ impl Engine {
             let since = store
                 .start_grace(account.uid, &account.name, now)
                 .map_err(store_err)?;
-            let until = since.saturating_add(onboarding.grace_period.as_secs() as i64);
+            let until = since.saturating_add(secs(onboarding.grace_period));
             if now < until {
                 let days = (until - now + 86_399) / 86_400;
                 let r = self.record(
@@ -940,6 +979,11 @@ impl Engine {
             }
             Stage::Code | Stage::StarterCode => {}
         }
+        if answer.trim().is_empty() {
+            // Enter alone (or an application that sends nothing) ends the login; not a guess,
+            // so it does not count toward the lockout.
+            return Ok(LoginStep::done(Outcome::Denied).error("No code was entered."));
+        }
         let mut store = self.store()?;
         let verdict = self.verify_code(
             store.as_mut(),
@@ -997,7 +1041,7 @@ impl Engine {
                 "{message} Too many failed attempts: locked for {}.",
                 minutes(until - now)
             )),
-            CodeVerdict::Rejected { message, .. } => {
+            CodeVerdict::Rejected { message, .. } | CodeVerdict::NotAGuess { message } => {
                 session.attempts_left = session.attempts_left.saturating_sub(1);
                 if session.attempts_left == 0 {
                     LoginStep::done(Outcome::Denied).error(message)
@@ -1097,7 +1141,8 @@ impl Engine {
             if session.authenticated {
                 // A starter code of the account was already accepted in this login.
                 return Ok(LoginStep::done(Outcome::Success).info(
-                    "A second factor was set up for this account meanwhile; the new                      authenticator app was not added.",
+                    "A second factor was set up for this account meanwhile; the new authenticator \
+                        app was not added.",
                 ));
             }
             let policy = self.policy();
@@ -1115,7 +1160,8 @@ impl Engine {
             session.attempts_left = policy.attempts;
             self.sessions()?.insert(handle.to_string(), session);
             return Ok(step.error(
-                "A second factor was set up for this account while this login waited; the                  authenticator app shown was not added. Use the factor you have.",
+                "A second factor was set up for this account while this login waited; the \
+                    authenticator app shown was not added. Use the factor you have.",
             ));
         };
         let r = self.record(
@@ -1168,7 +1214,7 @@ impl Engine {
             r.retain(|_, until| *until > now);
             r.insert(
                 (uid, ctx.tty.clone(), ctx.service.clone()),
-                now.saturating_add(window.as_secs() as i64),
+                now.saturating_add(secs(window)),
             );
         }
     }
@@ -1271,7 +1317,8 @@ impl Engine {
                 CodeVerdict::Totp | CodeVerdict::Recovery { .. } | CodeVerdict::KeyProof => {}
                 other => {
                     return Err(BusError::NotAllowed(format!(
-                        "adding an authenticator app to an account with a security key needs                          a recovery code or a touch of an enrolled key: {}",
+                        "adding an authenticator app to an account with a security key needs a \
+                            recovery code or a touch of an enrolled key: {}",
                         refused(other, self.clock.now()).message
                     )));
                 }
@@ -1354,7 +1401,9 @@ impl Engine {
             self.audit(store.as_mut(), r);
             return Ok(CodeResult {
                 accepted: false,
-                message: "A second factor was set up for this account after this enrollment                           began. Start again with `twofactorctl enroll totp`: it asks for a                           proof of the factor you have."
+                message: "A second factor was set up for this account after this enrollment began. \
+                          Start again with `twofactorctl enroll totp`: it asks for a proof of the factor \
+                          you have."
                     .into(),
                 recovery_codes: Vec::new(),
             });
@@ -1612,9 +1661,14 @@ impl Engine {
                 Existing::Proven,
             )
             .map_err(store_err)?;
-        if activation == Activation::FactorExists {
+        if activation
+            != (Activation::Done {
+                codes_set: !stored.is_empty(),
+            })
+        {
             return Err(BusError::NotAllowed(format!(
-                "{} already has an authenticator app; `twofactorctl admin reset {}` first to                  replace it",
+                "{} already has an authenticator app; `twofactorctl admin reset {}` first to \
+                    replace it",
                 account.name, account.name
             )));
         }
@@ -1756,7 +1810,8 @@ enum Onboard {
 
 fn format_time(t: i64) -> String {
     humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+        // Clamped to what RFC 3339 can write (up to the year 9999).
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.clamp(0, 253_402_300_799) as u64),
     )
     .to_string()
 }
@@ -1791,7 +1846,8 @@ fn activate_pending(
         )
         .map_err(store_err)?
     {
-        Activation::FactorExists => Ok(None),
+        // (`Taken` is for keys; an app activation never answers it.)
+        Activation::FactorExists | Activation::Taken => Ok(None),
         Activation::Done { codes_set: true } => Ok(Some(shown)),
         Activation::Done { codes_set: false } => Ok(Some(Vec::new())),
     }
@@ -1820,7 +1876,7 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
             "{message} Too many failed attempts: locked for {}.",
             minutes(until - now)
         ),
-        CodeVerdict::Rejected { message, .. } => message,
+        CodeVerdict::Rejected { message, .. } | CodeVerdict::NotAGuess { message } => message,
         CodeVerdict::Totp | CodeVerdict::Recovery { .. } | CodeVerdict::KeyProof => String::new(),
     };
     CodeResult {

@@ -121,6 +121,12 @@ fn check_assertion(a: &KeyAssertion) -> Result<(), BusError> {
     check_blob("signature", &a.signature)
 }
 
+/// What a caller is told when a credential is already stored: never for whom.
+const TAKEN_ENROLL: &str =
+    "this security key cannot be enrolled: it is already enrolled (for this or another account)";
+const TAKEN_IMPORT: &str = "a credential in the import is already enrolled (for this or another \
+                            user), or a name is taken; nothing was imported";
+
 fn check_key_name(name: &str) -> Result<(), BusError> {
     if name.trim().is_empty()
         || name.chars().count() > MAX_KEY_NAME_LEN
@@ -619,9 +625,7 @@ impl Engine {
             .iter()
             .any(|k| k.credential_id == credential.credential_id)
         {
-            return Err(BusError::NotAllowed(
-                "this security key is already enrolled".into(),
-            ));
+            return Err(BusError::NotAllowed(TAKEN_ENROLL.into()));
         }
         drop(store);
         let now = self.clock.now();
@@ -734,6 +738,8 @@ impl Engine {
             .map_err(store_err)?;
         let codes_set = match activation {
             Activation::Done { codes_set } => codes_set,
+            // Same answer whether this account or another holds the credential.
+            Activation::Taken => return Err(BusError::NotAllowed(TAKEN_ENROLL.into())),
             Activation::FactorExists => {
                 let r = self.record(
                     &account,
@@ -1040,10 +1046,10 @@ impl Engine {
                     .join(", ")
             ),
         );
-        // Another user may hold the same credential: the store refuses it, and says so only
-        // in the daemon's log; say it here too. (An admin's import may add to existing factors,
-        // so `FactorExists` cannot come back; it is `Done` or an error.)
-        let _added: Activation = store
+        // Another user may hold the same credential: the store refuses it (`Taken`), and the
+        // answer does not say whose it is. (An admin's import may add to existing factors, so
+        // `FactorExists` cannot come back.)
+        let added = store
             .add_keys(
                 account.uid,
                 &account.name,
@@ -1052,14 +1058,10 @@ impl Engine {
                 Existing::Proven,
                 &r,
             )
-            .map_err(|e| {
-                crate::log::error(&format!("import for {}: {e}", account.name));
-                BusError::NotAllowed(
-                    "a credential in the import is already enrolled (for this or another user); \
-                     nothing was imported"
-                        .into(),
-                )
-            })?;
+            .map_err(store_err)?;
+        if added != (Activation::Done { codes_set: false }) {
+            return Err(BusError::NotAllowed(TAKEN_IMPORT.into()));
+        }
         self.announce(&r);
         let mut msg = format!("imported {} key(s) for {}", new.len(), account.name);
         if !other_rp.is_empty() {

@@ -676,3 +676,54 @@ fn an_app_confirmation_never_overwrites_an_app() {
         .recovery_codes_left;
     assert_eq!(before, after);
 }
+
+/// Only guesses count toward the lockout: Enter alone, an answer of no code's shape, a replay
+/// of a code that was valid (also when two logins race with it) and a stale key-proof token are
+/// refused without counting; wrong codes still lock.
+#[test]
+fn only_guesses_count_toward_the_lockout() {
+    let (e, clock) = engine("[login]\nattempts = 3\n[rate_limit]\nmax_failures = 2\n");
+    let s = enroll(&e, &clock, 1000);
+    let locked = |e: &Engine| {
+        e.status(&caller(1000), "", ("Enrollment", "Status"))
+            .expect("status")
+            .locked_until
+            > clock.now()
+    };
+    // Enter alone ends the login at once, many times over.
+    for _ in 0..5 {
+        let done = login(&e, "alice", &[""]);
+        assert_eq!(outcome(&done), Some(Outcome::Denied));
+        assert!(notices(&done).contains("No code was entered"));
+    }
+    // Not the shape of any code, and a stale proof token.
+    for _ in 0..3 {
+        let step = login(&e, "alice", &["hello", "12", "keyproof-0000"]);
+        assert_eq!(outcome(&step), Some(Outcome::Denied));
+    }
+    assert!(!locked(&e));
+    // The one valid code, used once, then replayed by many logins (and by proof paths).
+    clock.advance(30);
+    let c = code(&s, clock.now());
+    assert_eq!(outcome(&login(&e, "alice", &[&c])), Some(Outcome::Success));
+    for _ in 0..5 {
+        let step = login(&e, "alice", &[&c, &c, &c]);
+        assert_eq!(outcome(&step), Some(Outcome::Denied));
+        assert!(
+            notices(&step).contains("already used"),
+            "{}",
+            notices(&step)
+        );
+    }
+    let r = e.regenerate_recovery(&caller(1000), &c).expect("regen");
+    assert!(!r.accepted);
+    assert!(!locked(&e), "replays and non-guesses locked the user out");
+    let audit = format!(
+        "{:?}",
+        e.audit_log(&root(), "alice", 0, 1000).expect("audit")
+    );
+    assert!(audit.contains("replay"), "{audit}");
+    // Two wrong codes lock, as before.
+    let _ = login(&e, "alice", &["000000", "999999"]);
+    assert!(locked(&e));
+}

@@ -15,9 +15,48 @@ pub fn set_debug(on: bool) {
     DEBUG.store(on, Ordering::Relaxed);
 }
 
+/// `text` with every control character but the line feed (and every bidirectional-text
+/// control) shown as an escape, so that text the daemon did not write itself (a name from NSS,
+/// a path) cannot forge a log line or move the reader's cursor.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if unsafe_char(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A field value in an audit line: as is when it is a plain word, else quoted with every
+/// control, quote and space escaped (a value cannot pose as another `key=value`).
+fn field(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@' | '/' | '+')
+        });
+    if plain {
+        v.to_string()
+    } else {
+        format!("{v:?}")
+    }
+}
+
 fn emit(priority: u8, level: &str, msg: &str) {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let mut err = std::io::stderr().lock();
+    let msg = escape_controls(msg);
     for line in msg.lines() {
         let _ = if journal {
             writeln!(err, "<{priority}>{line}")
@@ -85,7 +124,10 @@ fn to_syslog(line: &str) -> bool {
 pub fn audit(r: &AuditRecord) {
     let mut line = format!(
         "audit: event={} user={} uid={} result={}",
-        r.event, r.user, r.uid, r.result
+        field(&r.event),
+        field(&r.user),
+        r.uid,
+        field(&r.result)
     );
     for (k, v) in [
         ("service", &r.service),
@@ -93,7 +135,7 @@ pub fn audit(r: &AuditRecord) {
         ("actor", &r.actor),
     ] {
         if !v.is_empty() {
-            line.push_str(&format!(" {k}={v}"));
+            line.push_str(&format!(" {k}={}", field(v)));
         }
     }
     if !r.detail.is_empty() {
@@ -101,5 +143,34 @@ pub fn audit(r: &AuditRecord) {
     }
     if !to_syslog(&line) {
         emit(5, "notice", &line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_cannot_forge_other_fields_or_lines() {
+        assert_eq!(field("sshd"), "sshd");
+        assert_eq!(field("192.0.2.1"), "192.0.2.1");
+        assert_eq!(field(""), "\"\"");
+        let forged = field("x user=root result=success");
+        assert!(forged.starts_with('"') && forged.ends_with('"'), "{forged}");
+        let f = field("a\nb\r\u{1b}]0;t\u{7}");
+        assert!(!f.chars().any(char::is_control), "{f}");
+        assert!(f.contains("\\n") && f.contains("\\u{1b}"), "{f}");
+    }
+
+    #[test]
+    fn log_lines_show_controls_as_escapes() {
+        let e = escape_controls("user \u{1b}[2Jroot\r ok\u{202e}txt\nnext");
+        assert!(!e.chars().any(|c| c.is_control() && c != '\n'), "{e}");
+        assert!(e.contains("\\u{1b}") && e.contains("\\u{202e}"), "{e}");
+        assert_eq!(e.lines().count(), 2);
+        assert!(matches!(
+            escape_controls("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

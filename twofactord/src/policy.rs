@@ -482,19 +482,47 @@ impl Ctx<'_> {
         key: &str,
         default: Duration,
     ) -> Result<Duration, PolicyError> {
-        match v {
-            None => Ok(default),
-            Some(s) => humantime::parse_duration(s.get_ref()).map_err(|e| {
-                self.err_at(
-                    s.span(),
-                    format!(
-                        "{key} = {:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\"",
-                        s.get_ref()
-                    ),
-                )
-            }),
+        let Some(s) = v else {
+            return Ok(default);
+        };
+        let d = humantime::parse_duration(s.get_ref()).map_err(|e| {
+            self.err_at(
+                s.span(),
+                format!(
+                    "{key} = {:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\"",
+                    s.get_ref()
+                ),
+            )
+        })?;
+        // Every duration has a ceiling, so that no arithmetic on times can overflow (a huge
+        // lockout once wrapped around to "locked for 0 minutes").
+        let max = max_duration(key);
+        if d > max {
+            return Err(self.err_at(
+                s.span(),
+                format!(
+                    "{key} = {:?} is too long: at most \"{}d\"",
+                    s.get_ref(),
+                    max.as_secs() / 86_400
+                ),
+            ));
         }
+        Ok(d)
     }
+}
+
+/// The longest value a duration key accepts: lockouts a month, grace periods a year, anything
+/// else ten years.
+pub fn max_duration(key: &str) -> Duration {
+    const DAY: u64 = 86_400;
+    let days = if key.starts_with("rate_limit.") {
+        30
+    } else if key.ends_with("grace_period") {
+        366
+    } else {
+        3653
+    };
+    Duration::from_secs(days * DAY)
 }
 
 /// A policy file must be a regular file that only root (or the daemon's own user) can write.
@@ -1171,6 +1199,19 @@ mode = "optional"
 
         let e = parse("[rate_limit]\nlockout = \"1h\"\nmax_lockout = \"5m\"\n").unwrap_err();
         assert!(e.message.contains("max_lockout"));
+
+        // Durations that would overflow time arithmetic (this one once meant "no lockout").
+        let e = parse(
+            "[rate_limit]\nlockout = \"16000000000000w\"\nmax_lockout = \"16000000000000w\"\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("too long"), "{e}");
+        assert_eq!(e.line, Some(2));
+        let e = parse("grace_period = \"400d\"\n").unwrap_err();
+        assert!(e.message.contains("too long: at most \"366d\""), "{e}");
+        let e = parse("[services.sudo]\nremember = \"99999999999d\"\n").unwrap_err();
+        assert!(e.message.contains("too long"), "{e}");
+        assert!(parse("[rate_limit]\nlockout = \"30d\"\nmax_lockout = \"30d\"\n").is_ok());
     }
 
     #[test]

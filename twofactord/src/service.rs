@@ -90,6 +90,48 @@ fn log_denied<T>(method: &str, caller: &Caller, r: Result<T, BusError>) -> Resul
     r
 }
 
+/// Whether `c` may appear in a string received over the bus: no control character (C0, DEL,
+/// C1) and no bidirectional-text control, which could forge or hide text where the string is
+/// later shown (the audit log, an admin's terminal, syslog).
+fn allowed_char(c: char) -> bool {
+    !(c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// Refuses any string argument holding a character [`allowed_char`] refuses. The value itself
+/// is never echoed (it may be a code).
+fn plain_text(args: &[(&str, &str)]) -> Result<(), BusError> {
+    for (name, value) in args {
+        if !value.chars().all(allowed_char) {
+            return Err(BusError::InvalidArgument(format!(
+                "{name} contains control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn plain_map(name: &str, map: &HashMap<String, String>) -> Result<(), BusError> {
+    for (k, v) in map {
+        plain_text(&[(name, k), (name, v)])?;
+    }
+    Ok(())
+}
+
+fn plain_list(name: &str, list: &[String]) -> Result<(), BusError> {
+    for v in list {
+        plain_text(&[(name, v)])?;
+    }
+    Ok(())
+}
+
+fn plain_imports(keys: &[KeyImport]) -> Result<(), BusError> {
+    for k in keys {
+        plain_text(&[("key name", &k.name), ("rp id", &k.rp_id)])?;
+    }
+    Ok(())
+}
+
 /// `org.twofactor.TwoFactor1.Login`.
 pub struct LoginIface(pub Shared);
 /// `org.twofactor.TwoFactor1.Enrollment`.
@@ -107,6 +149,8 @@ impl LoginIface {
         context: HashMap<String, String>,
     ) -> Result<(String, WireStep), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
+        plain_map("context", &context)?;
         let r = self.0.engine.begin_login(&caller, &user, &context);
         log_denied("BeginLogin", &caller, r).map(|(h, s)| (h, s.into()))
     }
@@ -119,6 +163,7 @@ impl LoginIface {
         answer: String,
     ) -> Result<WireStep, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("handle", &handle), ("answer", &answer)])?;
         self.0
             .engine
             .continue_login(&caller, &handle, &answer)
@@ -131,6 +176,7 @@ impl LoginIface {
         handle: String,
     ) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("handle", &handle)])?;
         self.0.engine.cancel_login(&caller, &handle)
     }
 
@@ -142,6 +188,7 @@ impl LoginIface {
         assertion: KeyAssertion,
     ) -> Result<WireStep, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("handle", &handle)])?;
         self.0
             .engine
             .assert_login(&caller, &handle, &assertion)
@@ -156,6 +203,7 @@ impl LoginIface {
         reason: String,
     ) -> Result<WireStep, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("handle", &handle), ("reason", &reason)])?;
         self.0
             .engine
             .skip_key(&caller, &handle, &reason)
@@ -175,6 +223,7 @@ impl EnrollmentIface {
         user: String,
     ) -> Result<UserStatus, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
         let r = self
             .0
             .engine
@@ -190,6 +239,8 @@ impl EnrollmentIface {
         context: HashMap<String, String>,
     ) -> Result<UserStatus, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
+        plain_map("context", &context)?;
         let r = self.0.engine.explain(&caller, &user, &context);
         log_denied("Explain", &caller, r)
     }
@@ -201,6 +252,7 @@ impl EnrollmentIface {
         code: String,
     ) -> Result<TotpEnrollment, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("code", &code)])?;
         self.0.engine.begin_totp(&caller, &code)
     }
 
@@ -212,6 +264,7 @@ impl EnrollmentIface {
         code: String,
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("enrollment_id", &enrollment_id), ("code", &code)])?;
         self.0.engine.confirm_totp(&caller, &enrollment_id, &code)
     }
 
@@ -222,6 +275,7 @@ impl EnrollmentIface {
         code: String,
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("code", &code)])?;
         self.0.engine.regenerate_recovery(&caller, &code)
     }
 
@@ -232,6 +286,7 @@ impl EnrollmentIface {
         code: String,
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("code", &code)])?;
         self.0.engine.disable(&caller, &code)
     }
 
@@ -253,6 +308,7 @@ impl EnrollmentIface {
         code: String,
     ) -> Result<KeyEnrollment, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("name", &name), ("code", &code)])?;
         let r = self.0.engine.begin_key(&caller, &name, &code);
         log_denied("BeginKey", &caller, r)
     }
@@ -265,6 +321,7 @@ impl EnrollmentIface {
         authenticator_data: Vec<u8>,
     ) -> Result<KeyRequest, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("enrollment_id", &enrollment_id)])?;
         self.0
             .engine
             .register_key(&caller, &enrollment_id, &authenticator_data)
@@ -278,6 +335,7 @@ impl EnrollmentIface {
         assertion: KeyAssertion,
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("enrollment_id", &enrollment_id)])?;
         self.0
             .engine
             .confirm_key(&caller, &enrollment_id, &assertion)
@@ -300,6 +358,7 @@ impl EnrollmentIface {
         assertion: KeyAssertion,
     ) -> Result<String, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("proof_id", &proof_id)])?;
         self.0.engine.prove_with_key(&caller, &proof_id, &assertion)
     }
 
@@ -311,6 +370,7 @@ impl EnrollmentIface {
         code: String,
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("name", &name), ("code", &code)])?;
         self.0.engine.remove_key(&caller, &name, &code)
     }
 }
@@ -324,30 +384,35 @@ impl AdminIface {
         user: String,
     ) -> Result<UserStatus, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
         let r = self.0.engine.status(&caller, &user, ("Admin", "Show"));
         log_denied("Show", &caller, r)
     }
 
     async fn require(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
         let r = self.0.engine.set_required(&caller, &user, true);
         log_denied("Require", &caller, r)
     }
 
     async fn release(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
         let r = self.0.engine.set_required(&caller, &user, false);
         log_denied("Release", &caller, r)
     }
 
     async fn reset(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
         let r = self.0.engine.reset(&caller, &user);
         log_denied("Reset", &caller, r)
     }
 
     async fn unlock(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
         let r = self.0.engine.unlock(&caller, &user);
         log_denied("Unlock", &caller, r)
     }
@@ -359,6 +424,7 @@ impl AdminIface {
         user: String,
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
         let r = self.0.engine.issue_codes(&caller, &user);
         log_denied("IssueCodes", &caller, r)
     }
@@ -370,6 +436,7 @@ impl AdminIface {
         extend_seconds: i64,
     ) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
         let r = self.0.engine.grace(&caller, &user, extend_seconds);
         log_denied("Grace", &caller, r)
     }
@@ -387,6 +454,12 @@ impl AdminIface {
         recovery_codes: Vec<String>,
     ) -> Result<String, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[
+            ("user", &user),
+            ("secret_base32", &secret_base32),
+            ("algorithm", &algorithm),
+        ])?;
+        plain_list("recovery_codes", &recovery_codes)?;
         let r = self.0.engine.import_totp(
             &caller,
             &user,
@@ -407,6 +480,8 @@ impl AdminIface {
         keys: Vec<KeyImport>,
     ) -> Result<String, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
+        plain_imports(&keys)?;
         let r = self.0.engine.import_keys(&caller, &user, &keys);
         log_denied("ImportKeys", &caller, r)
     }
@@ -430,6 +505,7 @@ impl AdminIface {
         limit: u32,
     ) -> Result<Vec<AuditEntry>, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
+        plain_text(&[("user", &user)])?;
         let r = self.0.engine.audit_log(&caller, &user, since, limit);
         log_denied("Audit", &caller, r)
     }

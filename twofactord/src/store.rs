@@ -120,6 +120,9 @@ pub enum Activation {
     },
     /// Refused: the account has a factor that [`Existing`] does not allow (nothing changed).
     FactorExists,
+    /// Refused: a key's name is taken for this user, or its credential is already stored for
+    /// any user (nothing changed).
+    Taken,
 }
 
 /// A security key (FIDO2 credential) of a user.
@@ -261,8 +264,8 @@ pub trait Store: Send {
     /// The user's security keys, oldest first.
     fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>>;
     /// Adds keys (and recovery codes as `codes` says) and appends `audit`, all or nothing,
-    /// after checking `existing` in the same transaction. Fails if a name is taken for this
-    /// user or a credential is already stored (for any user).
+    /// after checking `existing` in the same transaction. [`Activation::Taken`] if a name is
+    /// taken for this user or a credential is already stored (for any user).
     #[allow(clippy::too_many_arguments)]
     fn add_keys(
         &mut self,
@@ -750,7 +753,8 @@ impl Store for SqliteStore {
         let failures = failures.saturating_add(1);
         let outcome = if failures >= limit.max_failures {
             let level = level.saturating_add(1);
-            let until = now.saturating_add(limit.lockout_for(level).as_secs() as i64);
+            let secs = i64::try_from(limit.lockout_for(level).as_secs()).unwrap_or(i64::MAX);
+            let until = now.saturating_add(secs);
             tx.execute(
                 "UPDATE users SET failures = 0, lock_level = ?2, locked_until = ?3 WHERE uid = ?1",
                 params![uid, level, until],
@@ -910,10 +914,7 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )?;
             if taken > 0 {
-                return Err(StoreError(format!(
-                    "a key named {:?} or with the same credential is already enrolled",
-                    k.name
-                )));
+                return Ok(Activation::Taken);
             }
             tx.execute(
                 "INSERT INTO keys (uid, name, credential_id, public_key, rp_id, sign_count,
@@ -1125,7 +1126,7 @@ pub mod conformance {
         assert!(s.known_uids().unwrap().contains(&1000));
         // Same name, or the same credential for anybody: refused, nothing partial.
         let before = s.audit(None, 0, 100).unwrap().len();
-        assert!(
+        assert_eq!(
             s.add_keys(
                 1000,
                 "alice",
@@ -1134,7 +1135,8 @@ pub mod conformance {
                 Existing::Proven,
                 &rec()
             )
-            .is_err()
+            .unwrap(),
+            Activation::Taken
         );
         assert!(
             s.add_keys(
@@ -1145,7 +1147,8 @@ pub mod conformance {
                 Existing::Proven,
                 &rec()
             )
-            .is_err()
+            .unwrap()
+                == Activation::Taken
         );
         assert_eq!(s.keys(1000).unwrap().len(), 1);
         assert!(s.keys(1001).unwrap().is_empty());
