@@ -12,6 +12,8 @@ packages=(
   dbus dbus-daemon libpam-modules libpam-runtime
   # demo and tests: independent code generator, PAM drivers, callers with other uids
   oathtool faketime pamtester libpam-wrapper util-linux passwd systemd
+  # the enrollment QR code, scanned as a person would see it
+  zbar-tools
   # import tests: files written by the real google-authenticator tool
   libpam-google-authenticator
   # end-to-end test with a real OpenSSH server

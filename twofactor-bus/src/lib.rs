@@ -641,10 +641,34 @@ pub trait Admin {
     fn reload_policy(&self) -> Result<String, BusError>;
 }
 
-/// Draws `text` (an otpauth URI) as a QR code with Unicode half blocks, for a terminal: the CLI
-/// prints it, and the daemon sends it through the PAM conversation for enrollment at login.
-/// Light modules are drawn dark so the code reads on dark terminals too (with a quiet zone).
+/// Draws `text` (an otpauth URI) as a QR code with Unicode half blocks and forced colours
+/// (black modules on a white ground, each line reset at its end, as google-authenticator does),
+/// so that it scans on light and dark terminal themes alike. For a terminal that shows escape
+/// sequences as they come (the CLI, a console login); see [`qr_text_plain`] for the rest.
 pub fn qr_text(text: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let art = code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Dark)
+        .light_color(Dense1x2::Light)
+        .quiet_zone(true)
+        .build();
+    // Foreground black (30), background white (47): a half block is a black module.
+    Some(
+        art.lines()
+            .map(|l| format!("\u{1b}[30;47m{l}\u{1b}[0m"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// The same QR code without escape sequences, for channels that strip or mangle them (an SSH
+/// client shows the server's keyboard-interactive text with escapes made visible). Without
+/// colours the theme decides: light modules are drawn as blocks, so it reads on dark
+/// terminals (the common default of SSH clients); on a light theme it is inverted, so the
+/// secret and the URI are always shown beside it.
+pub fn qr_text_plain(text: &str) -> Option<String> {
     use qrcode::render::unicode::Dense1x2;
     let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
     Some(

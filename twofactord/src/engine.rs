@@ -808,7 +808,7 @@ impl Engine {
             ));
         }
         if onboarding.enroll_at_login {
-            let (pending_id, step) = self.start_login_enrollment(store, account, now)?;
+            let (pending_id, step) = self.start_login_enrollment(store, account, ctx, now)?;
             return Ok(Onboard::Converse(Stage::Enroll { pending_id }, step));
         }
         if !onboarding.grace_period.is_zero() {
@@ -918,6 +918,7 @@ impl Engine {
         &self,
         store: &mut dyn Store,
         account: &Account,
+        ctx: &LoginContext,
         now: i64,
     ) -> Result<(String, LoginStep), BusError> {
         let (pending, shown) = self.new_pending_totp(store, account, now, LOGIN_TTL_SECS, false)?;
@@ -926,7 +927,19 @@ impl Engine {
              an authenticator app, or enter the secret by hand.",
             account.name
         ));
-        if let Some(qr) = twofactor_bus::qr_text(&shown.uri) {
+        // A remote login's text goes through the SSH client, which shows escapes as text: no
+        // colours there. A local one (console, su) is drawn in forced colours.
+        let qr = if ctx.rhost.is_empty() {
+            twofactor_bus::qr_text(&shown.uri)
+        } else {
+            twofactor_bus::qr_text_plain(&shown.uri).map(|q| {
+                format!(
+                    "{q}\n(This QR code is drawn for a dark terminal. If it does not scan, type \
+                     the secret below into the app.)"
+                )
+            })
+        };
+        if let Some(qr) = qr {
             step = step.info(qr);
         }
         step = step.info(format!(
@@ -1001,8 +1014,12 @@ impl Engine {
                 _ => 0,
             };
             if self.policy().onboarding(&session.account).enroll_at_login {
-                let (pending_id, step) =
-                    self.start_login_enrollment(store.as_mut(), &session.account, now)?;
+                let (pending_id, step) = self.start_login_enrollment(
+                    store.as_mut(),
+                    &session.account,
+                    &session.ctx,
+                    now,
+                )?;
                 drop(store);
                 session.stage = Stage::Enroll { pending_id };
                 session.authenticated = true;
