@@ -346,6 +346,7 @@ impl Engine {
     /// After an event is stored: the log (syslog authpriv) and the notify command.
     fn announce(&self, record: &AuditRecord) {
         crate::log::audit(record);
+        self.audit_appended();
         if let Some(cmd) = &self.policy().notify {
             crate::notify::send(cmd, record);
         }
@@ -1905,6 +1906,9 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
 
 #[path = "engine_keys.rs"]
 mod keys;
+
+#[path = "engine_retention.rs"]
+pub mod retention;
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

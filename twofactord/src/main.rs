@@ -118,6 +118,7 @@ fn main() -> ExitCode {
                         }
                         Ok(sig) => {
                             log::info(&format!("{sig}: exiting"));
+                            twofactord::notify::log_unsent_at_exit();
                             std::process::exit(0);
                         }
                         Err(e) => {
@@ -129,6 +130,19 @@ fn main() -> ExitCode {
             });
         if let Err(e) = spawned {
             log::error(&format!("cannot start the signal thread: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+
+    // Audit retention: at start (in the background, so a large first prune never delays
+    // serving), then hourly and every so many new records.
+    {
+        let engine = Arc::clone(&engine);
+        let spawned = std::thread::Builder::new()
+            .name("audit-retention".into())
+            .spawn(move || engine.run_audit_retention());
+        if let Err(e) = spawned {
+            log::error(&format!("cannot start the audit retention: {e}"));
             return ExitCode::FAILURE;
         }
     }

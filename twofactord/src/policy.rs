@@ -90,6 +90,7 @@ struct RawPolicy {
     enroll_at_login: Option<bool>,
     notify_command: Option<Spanned<Vec<String>>>,
     notify_timeout: Option<Spanned<String>>,
+    notify_failure_interval: Option<Spanned<String>>,
     admin_groups: Option<Vec<Spanned<String>>>,
     login: Option<RawLogin>,
     totp: Option<RawTotp>,
@@ -102,6 +103,14 @@ struct RawPolicy {
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawServiceRule>,
     exemptions: Option<RawExemptions>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    retention: Option<Spanned<String>>,
+    max_records: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +263,36 @@ impl RateLimit {
     }
 }
 
+/// `[audit]`: the audit log's retention, enforced by the daemon (at start, hourly, and after
+/// every [`AuditRetention::check_every`] new records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditRetention {
+    /// Records older than this are deleted.
+    pub retention: Duration,
+    /// Past this many records, the oldest are deleted.
+    pub max_records: u64,
+}
+
+impl AuditRetention {
+    /// The defaults: 400 days (a year and a margin), a million records (a few hundred MB).
+    pub const DEFAULT: AuditRetention = AuditRetention {
+        retention: Duration::from_secs(400 * 86_400),
+        max_records: 1_000_000,
+    };
+    /// Shortest `audit.retention`.
+    pub const MIN_RETENTION: Duration = Duration::from_secs(86_400);
+    /// Longest `audit.retention` (100 years).
+    pub const MAX_RETENTION: Duration = Duration::from_secs(36_500 * 86_400);
+    /// `audit.max_records` bounds.
+    pub const RECORDS: std::ops::RangeInclusive<i64> = 100..=1_000_000_000;
+
+    /// New records between two checks: 1% of the cap (at most 10,000), so the log never
+    /// exceeds its cap by more than about 1%.
+    pub fn check_every(&self) -> u64 {
+        (self.max_records / 100).clamp(1, 10_000)
+    }
+}
+
 /// Where a rule came from, for "why" explanations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSource {
@@ -297,6 +336,8 @@ pub struct Policy {
     default_line: Option<usize>,
     /// `notify_command`, if set.
     pub notify: Option<crate::notify::NotifyCommand>,
+    /// `[audit]`: how long and how much of the audit log the daemon keeps.
+    pub audit: AuditRetention,
     /// Onboarding defaults (top-level `grace_period`, `enroll_at_login`).
     pub onboarding: Onboarding,
     /// Groups (by name) whose members may call admin methods.
@@ -583,6 +624,7 @@ impl Policy {
             default_line: None,
             onboarding: Onboarding::default(),
             notify: None,
+            audit: AuditRetention::DEFAULT,
             admin_groups: Vec::new(),
             attempts: 3,
             prompt: "Verification code: ".into(),
@@ -691,6 +733,19 @@ impl Policy {
         {
             return Err(ctx.err_at(t.span(), "notify_timeout must be between 1s and 5m"));
         }
+        let failure_interval = ctx.duration(
+            &raw.notify_failure_interval,
+            "notify_failure_interval",
+            crate::notify::DEFAULT_FAILURE_INTERVAL,
+        )?;
+        if let Some(t) = &raw.notify_failure_interval
+            && !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&failure_interval)
+        {
+            return Err(ctx.err_at(
+                t.span(),
+                "notify_failure_interval must be between 1s and 1h",
+            ));
+        }
         if let Some(cmd) = &raw.notify_command {
             let Some((program, args)) = cmd.get_ref().split_first() else {
                 return Err(ctx.err_at(cmd.span(), "notify_command is empty"));
@@ -705,7 +760,34 @@ impl Policy {
                 program: program.into(),
                 args: args.to_vec(),
                 timeout: notify_timeout,
+                failure_interval,
             });
+        }
+        if let Some(a) = &raw.audit {
+            let retention = ctx.duration(
+                &a.retention,
+                "audit.retention",
+                AuditRetention::DEFAULT.retention,
+            )?;
+            if let Some(r) = &a.retention
+                && !(AuditRetention::MIN_RETENTION..=AuditRetention::MAX_RETENTION)
+                    .contains(&retention)
+            {
+                return Err(ctx.err_at(
+                    r.span(),
+                    "audit.retention must be between 1d and 36500d (100 years)",
+                ));
+            }
+            let max_records = ctx.int_in(
+                &a.max_records,
+                "audit.max_records",
+                AuditRetention::RECORDS,
+                AuditRetention::DEFAULT.max_records as i64,
+            )?;
+            policy.audit = AuditRetention {
+                retention,
+                max_records: max_records as u64,
+            };
         }
         if let Some(login) = &raw.login {
             policy.attempts = ctx.int_in(&login.attempts, "login.attempts", 1..=10, 3)? as u32;
@@ -1481,6 +1563,44 @@ grace_period = "0s"
         assert!(parse("notify_command = []\n").is_err());
         assert!(parse("notify_command = \"/bin/true\"\n").is_err());
         assert!(parse("notify_timeout = \"1h\"\n").is_err());
+        assert_eq!(n.failure_interval.as_secs(), 60);
+        let p = parse("notify_command = [\"/bin/true\"]\nnotify_failure_interval = \"5s\"\n")
+            .expect("valid");
+        assert_eq!(p.notify.expect("set").failure_interval.as_secs(), 5);
+        for bad in ["0s", "2h", "soon"] {
+            let e = parse(&format!("notify_failure_interval = \"{bad}\"\n")).unwrap_err();
+            assert!(e.message.contains("notify_failure_interval"), "{e}");
+        }
+    }
+
+    #[test]
+    fn audit_retention_has_sane_defaults_and_bounds() {
+        let p = parse("").expect("valid");
+        assert_eq!(p.audit, AuditRetention::DEFAULT);
+        assert_eq!(p.audit.retention.as_secs(), 400 * 86_400);
+        assert_eq!(p.audit.max_records, 1_000_000);
+        assert_eq!(p.audit.check_every(), 10_000);
+        let p = parse("[audit]\nretention = \"30d\"\nmax_records = 5000\n").expect("valid");
+        assert_eq!(p.audit.retention.as_secs(), 30 * 86_400);
+        assert_eq!(p.audit.max_records, 5000);
+        assert_eq!(p.audit.check_every(), 50);
+        // One key alone keeps the other's default.
+        let p = parse("[audit]\nmax_records = 100\n").expect("valid");
+        assert_eq!(p.audit.retention, AuditRetention::DEFAULT.retention);
+        assert_eq!(p.audit.check_every(), 1);
+        for (bad, what) in [
+            ("retention = \"1h\"", "audit.retention"),
+            ("retention = \"200y\"", "audit.retention"),
+            ("retention = \"forever\"", "not a duration"),
+            ("max_records = 10", "out of range"),
+            ("max_records = -1", "out of range"),
+            ("max_records = \"many\"", "invalid type"),
+            ("keep = 3", "unknown field"),
+        ] {
+            let e = parse(&format!("[audit]\n{bad}\n")).unwrap_err();
+            assert!(e.message.contains(what), "{bad}: {e}");
+            assert_eq!(e.line, Some(2), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -293,6 +293,10 @@ pub trait Store: Send {
     fn unlock(&mut self, uid: u32) -> StoreResult<()>;
     /// Appends to the audit log.
     fn append_audit(&mut self, record: &AuditRecord) -> StoreResult<()>;
+    /// Retention: deletes at most `batch` audit records, first those older than `before`, then
+    /// the oldest beyond the newest `keep_max`; returns how many it deleted (fewer than `batch`:
+    /// nothing more to delete). Bounded so the caller can release the store between batches.
+    fn prune_audit(&mut self, before: i64, keep_max: u64, batch: u32) -> StoreResult<u64>;
     /// Reads the audit log, oldest first, at most `limit` newest records.
     fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
     /// Every uid with any state.
@@ -837,6 +841,30 @@ impl Store for SqliteStore {
         Ok(insert_audit(&self.conn, r)?)
     }
 
+    fn prune_audit(&mut self, before: i64, keep_max: u64, batch: u32) -> StoreResult<u64> {
+        let tx = self.conn.transaction()?;
+        // Both by the indexes: `audit_time` for the age, the rowid for the count.
+        let old = tx.execute(
+            "DELETE FROM audit WHERE id IN (
+                 SELECT id FROM audit WHERE time < ?1 ORDER BY time LIMIT ?2)",
+            params![before, batch],
+        )?;
+        let left = i64::from(batch).saturating_sub(old as i64);
+        let excess = if left > 0 {
+            tx.execute(
+                "DELETE FROM audit WHERE id IN (
+                     SELECT id FROM audit
+                     WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)
+                     ORDER BY id LIMIT ?2)",
+                params![i64::try_from(keep_max).unwrap_or(i64::MAX), left],
+            )?
+        } else {
+            0
+        };
+        tx.commit()?;
+        Ok(old as u64 + excess as u64)
+    }
+
     fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT time, uid, user, event, result, service, rhost, actor, detail FROM (
@@ -1038,6 +1066,7 @@ pub mod conformance {
         failures_lock_and_escalate(&mut make());
         admin_flags_reset_and_unlock(&mut make());
         audit_filters_and_orders(&mut make());
+        audit_is_pruned_by_age_and_by_count(&mut make());
         users_are_isolated(&mut make());
         grace_starts_once(&mut make());
         keys_lifecycle(&mut make());
@@ -1421,6 +1450,49 @@ pub mod conformance {
         assert_eq!(alice.iter().map(|r| r.time).collect::<Vec<_>>(), [30, 40]);
         let newest = s.audit(None, 0, 2).unwrap();
         assert_eq!(newest.iter().map(|r| r.time).collect::<Vec<_>>(), [30, 40]);
+    }
+
+    fn audit_is_pruned_by_age_and_by_count(s: &mut impl Store) {
+        let times = |s: &dyn Store| -> Vec<i64> {
+            s.audit(None, 0, 1000)
+                .unwrap()
+                .iter()
+                .map(|r| r.time)
+                .collect()
+        };
+        // Nothing to prune in an empty log.
+        assert_eq!(s.prune_audit(100, 10, 50).unwrap(), 0);
+        for t in 1..=30 {
+            s.append_audit(&AuditRecord {
+                time: t,
+                uid: 1000 + (t as u32 % 2),
+                event: "login".into(),
+                result: "failure".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        // By age: records before time 6 go; in batches of at most `batch`.
+        assert_eq!(s.prune_audit(6, 1000, 3).unwrap(), 3);
+        assert_eq!(times(s).first(), Some(&4));
+        assert_eq!(s.prune_audit(6, 1000, 3).unwrap(), 2);
+        assert_eq!(s.prune_audit(6, 1000, 3).unwrap(), 0);
+        assert_eq!(times(s), (6..=30).collect::<Vec<_>>());
+        // By count: only the newest `keep_max` stay, whoever they belong to.
+        assert_eq!(s.prune_audit(0, 10, 1000).unwrap(), 15);
+        assert_eq!(times(s), (21..=30).collect::<Vec<_>>());
+        assert_eq!(s.prune_audit(0, 10, 1000).unwrap(), 0);
+        // Both at once, age first, within one batch.
+        assert_eq!(s.prune_audit(23, 5, 4).unwrap(), 4);
+        assert_eq!(times(s), (25..=30).collect::<Vec<_>>());
+        assert_eq!(s.prune_audit(23, 5, 4).unwrap(), 1);
+        assert_eq!(times(s), (26..=30).collect::<Vec<_>>());
+        // New records still append after a prune; a cap of 0 empties the log.
+        s.append_audit(&rec()).unwrap();
+        assert_eq!(s.audit(None, 0, 1000).unwrap().len(), 6);
+        assert_eq!(s.prune_audit(0, u64::MAX, 1000).unwrap(), 0);
+        assert_eq!(s.prune_audit(0, 0, 1000).unwrap(), 6);
+        assert!(s.audit(None, 0, 1000).unwrap().is_empty());
     }
 
     fn users_are_isolated(s: &mut impl Store) {
