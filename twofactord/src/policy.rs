@@ -552,11 +552,13 @@ impl Ctx<'_> {
     }
 }
 
-/// The longest value a duration key accepts: lockouts a month, grace periods a year, anything
-/// else ten years.
+/// The longest value a duration key accepts: lockouts a month, grace periods a year, the audit
+/// log's retention a century, anything else ten years.
 pub fn max_duration(key: &str) -> Duration {
     const DAY: u64 = 86_400;
-    let days = if key.starts_with("rate_limit.") {
+    let days = if key == "audit.retention" {
+        36_500
+    } else if key.starts_with("rate_limit.") {
         30
     } else if key.ends_with("grace_period") {
         366
