@@ -58,13 +58,8 @@ pub struct LoginContext {
     pub tty: String,
 }
 
-/// How long a login may wait for its answer.
-const LOGIN_TTL_SECS: i64 = 300;
 /// How long a TOTP enrollment waits for its first code.
 const ENROLL_TTL_SECS: i64 = 600;
-/// Open logins per sender and in all.
-const MAX_SESSIONS_PER_SENDER: usize = 32;
-const MAX_SESSIONS: usize = 8192;
 /// Longest answer accepted at the prompt.
 const MAX_ANSWER_LEN: usize = 64;
 /// Longest context value.
@@ -72,10 +67,15 @@ const MAX_CONTEXT_LEN: usize = 1024;
 
 struct LoginSession {
     sender: String,
+    /// The caller's uid (non-root callers share a part of the table).
+    caller_uid: u32,
     account: Account,
     ctx: LoginContext,
     attempts_left: u32,
+    /// When the current stage stops waiting for its answer.
     expires: i64,
+    /// When the login ends, whatever its stage.
+    deadline: i64,
     stage: Stage,
     /// A factor (a starter code) was already verified in this login.
     authenticated: bool,
@@ -136,6 +136,8 @@ pub struct Engine {
     remembered: Mutex<HashMap<(u32, String, String), i64>>,
     /// Security-key enrollments, proofs and tokens in progress.
     key_challenges: Mutex<keys::KeyChallenges>,
+    /// When each cap last refused each user, for the audit log's rate limit.
+    cap_audits: Mutex<limits::CapAudits>,
 }
 
 fn store_err(e: StoreError) -> BusError {
@@ -215,6 +217,7 @@ impl Engine {
             sessions: Mutex::new(HashMap::new()),
             remembered: Mutex::new(HashMap::new()),
             key_challenges: Mutex::new(keys::KeyChallenges::default()),
+            cap_audits: Mutex::new(limits::CapAudits::default()),
         }
     }
 
@@ -668,6 +671,11 @@ impl Engine {
             return Ok((String::new(), LoginStep::done(Outcome::Denied)));
         };
         self.authorize("Login", "BeginLogin", caller, Some(&account))?;
+        // A caller over a cap is refused before anything is done for it (such as replacing the
+        // user's pending enrollment at login); checked again when the login is stored.
+        if let Some(cap) = self.session_cap(caller, account.uid)? {
+            return Err(self.over_cap(cap, &account, caller, Some(&ctx)));
+        }
 
         let mut store = self.store()?;
         let login = Context {
@@ -763,26 +771,33 @@ impl Engine {
         let handle = random_handle()?;
         let mut sessions = self.sessions()?;
         sessions.retain(|_, s| s.expires > now);
-        let mine = sessions
-            .values()
-            .filter(|s| s.sender == caller.sender)
-            .count();
-        if mine >= MAX_SESSIONS_PER_SENDER || sessions.len() >= MAX_SESSIONS {
-            return Err(BusError::NotAllowed("too many logins in progress".into()));
+        if let Some(cap) = limits::session_cap(&sessions, caller, account.uid) {
+            drop(sessions);
+            return Err(self.over_cap(cap, &account, caller, Some(&ctx)));
         }
-        sessions.insert(
-            handle.clone(),
-            LoginSession {
-                sender: caller.sender.clone(),
-                account,
-                ctx,
-                attempts_left: policy.attempts,
-                expires: now + LOGIN_TTL_SECS,
-                stage,
-                authenticated: false,
-            },
-        );
+        let mut session = LoginSession {
+            sender: caller.sender.clone(),
+            caller_uid: caller.uid,
+            account,
+            ctx,
+            attempts_left: policy.attempts,
+            expires: now,
+            deadline: now.saturating_add(limits::LOGIN_MAX_SECS),
+            stage: Stage::Code,
+            authenticated: false,
+        };
+        session.enter(stage, now);
+        sessions.insert(handle.clone(), session);
         Ok((handle, step))
+    }
+
+    /// Which cap, if any, keeps `caller` from opening a login of `target` now (expired logins
+    /// are dropped first).
+    fn session_cap(&self, caller: &Caller, target: u32) -> Result<Option<limits::Cap>, BusError> {
+        let now = self.clock.now();
+        let mut sessions = self.sessions()?;
+        sessions.retain(|_, s| s.expires > now);
+        Ok(limits::session_cap(&sessions, caller, target))
     }
 
     /// A required user who has not enrolled: starter codes an admin issued, enrollment at
@@ -922,7 +937,8 @@ impl Engine {
         ctx: &LoginContext,
         now: i64,
     ) -> Result<(String, LoginStep), BusError> {
-        let (pending, shown) = self.new_pending_totp(store, account, now, LOGIN_TTL_SECS, false)?;
+        let (pending, shown) =
+            self.new_pending_totp(store, account, now, limits::ENROLL_AT_LOGIN_TTL_SECS, false)?;
         let mut step = LoginStep::prompt("Code from your authenticator app: ", false).info(format!(
             "Two-factor authentication is required for {}. Set it up now: scan this QR code with \
              an authenticator app, or enter the secret by hand.",
@@ -951,6 +967,7 @@ impl Engine {
     }
 
     /// Takes the caller's live login session out of the table (to be put back if it goes on).
+    /// An answer came: the stage's wait starts again (up to the login's deadline).
     fn take_session(
         &self,
         caller: &Caller,
@@ -959,7 +976,10 @@ impl Engine {
     ) -> Result<LoginSession, BusError> {
         let mut sessions = self.sessions()?;
         match sessions.remove(handle) {
-            Some(s) if s.sender == caller.sender && s.expires > now => Ok(s),
+            Some(mut s) if s.sender == caller.sender && s.expires > now => {
+                s.touch(now);
+                Ok(s)
+            }
             Some(s) if s.sender != caller.sender => {
                 // Not yours: put it back untouched.
                 sessions.insert(handle.to_string(), s);
@@ -1022,7 +1042,7 @@ impl Engine {
                     now,
                 )?;
                 drop(store);
-                session.stage = Stage::Enroll { pending_id };
+                session.enter(Stage::Enroll { pending_id }, now);
                 session.authenticated = true;
                 session.attempts_left = self.policy().attempts;
                 self.sessions()?.insert(handle.to_string(), session);
@@ -1174,7 +1194,7 @@ impl Engine {
             } else {
                 (Stage::Code, LoginStep::prompt(policy.prompt.clone(), false))
             };
-            session.stage = stage;
+            session.enter(stage, now);
             session.attempts_left = policy.attempts;
             self.sessions()?.insert(handle.to_string(), session);
             return Ok(step.error(
@@ -1192,7 +1212,7 @@ impl Engine {
         );
         self.audit(store.as_mut(), r);
         if shown.is_empty() {
-            session.stage = Stage::Acknowledge(Outcome::Success);
+            session.enter(Stage::Acknowledge(Outcome::Success), now);
             self.sessions()?.insert(handle.to_string(), session);
             return Ok(LoginStep::prompt("Press Enter to continue: ", true)
                 .info("Your authenticator app is enrolled.")
@@ -1209,7 +1229,7 @@ impl Engine {
             codes.push_str("\n    ");
             codes.push_str(c);
         }
-        session.stage = Stage::Acknowledge(Outcome::Success);
+        session.enter(Stage::Acknowledge(Outcome::Success), now);
         self.sessions()?.insert(handle.to_string(), session);
         Ok(LoginStep::prompt(
             "Press Enter once you have stored the recovery codes: ",
@@ -1266,11 +1286,12 @@ impl Engine {
         }
     }
 
-    /// Drops every login of a bus name that left the bus.
+    /// Drops every login, key enrollment and key proof of a bus name that left the bus.
     pub fn sender_gone(&self, sender: &str) {
         if let Ok(mut s) = self.sessions() {
             s.retain(|_, v| v.sender != sender);
         }
+        self.key_challenges_gone(sender);
     }
 
     /// `Enrollment.Status` and `Admin.Show`.
@@ -1909,6 +1930,8 @@ mod keys;
 
 #[path = "engine_retention.rs"]
 pub mod retention;
+#[path = "engine_limits.rs"]
+mod limits;
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

@@ -18,6 +18,8 @@ use crate::fido2::{self, Fido2Error, Requirements, StoredCredential};
 use crate::policy::UserVerification;
 use crate::store::{Activation, Codes, Existing, KeyFactor};
 
+use super::limits::{Cap, MAX_PENDING, MAX_PROOFS_PER_UID, MAX_TOKENS_PER_UID};
+
 /// How long an enrollment waits for its two touches.
 const KEY_ENROLL_TTL_SECS: i64 = 300;
 /// How long a proof challenge waits for its touch.
@@ -26,8 +28,6 @@ const PROOF_TTL_SECS: i64 = 120;
 const TOKEN_TTL_SECS: i64 = 60;
 /// Longest key name.
 const MAX_KEY_NAME_LEN: usize = 64;
-/// Open key enrollments and proofs in all.
-const MAX_PENDING: usize = 1024;
 /// Tokens start with this, so a token is never mistaken for a code.
 pub(super) const TOKEN_PREFIX: &str = "keyproof-";
 /// Largest authenticatorData or signature accepted from the bus.
@@ -57,12 +57,16 @@ pub(super) struct PendingProof {
     expires: i64,
 }
 
-/// Key state that lives only in memory: challenges are single-use and short-lived.
+/// Key state that lives only in memory: challenges are single-use and short-lived, capped per
+/// user and in all (see `limits`), and dropped when their bus connection leaves.
 #[derive(Default)]
 pub(super) struct KeyChallenges {
+    /// At most one per user.
     enrollments: HashMap<String, PendingKey>,
+    /// At most `MAX_PROOFS_PER_UID` per user.
     proofs: HashMap<String, PendingProof>,
-    /// token -> (uid, expires)
+    /// token -> (uid, expires); at most `MAX_TOKENS_PER_UID` per user. Not bound to a
+    /// connection: a token is made by one program and spent by another.
     tokens: HashMap<String, (u32, i64)>,
 }
 
@@ -71,6 +75,44 @@ impl KeyChallenges {
         self.enrollments.retain(|_, p| p.expires > now);
         self.proofs.retain(|_, p| p.expires > now);
         self.tokens.retain(|_, (_, exp)| *exp > now);
+    }
+
+    /// Which cap, if any, keeps `uid` from starting a proof.
+    fn proof_cap(&self, uid: u32) -> Option<Cap> {
+        if self.proofs.values().filter(|p| p.uid == uid).count() >= MAX_PROOFS_PER_UID {
+            Some(Cap::ProofsPerUser)
+        } else if self.enrollments.len() + self.proofs.len() >= MAX_PENDING {
+            Some(Cap::Pending)
+        } else {
+            None
+        }
+    }
+
+    /// Keeps a new token of `uid`: the user's oldest unused token makes room past the per-user
+    /// cap. `false`: the table is full of other users' tokens.
+    pub(super) fn add_token(&mut self, token: String, uid: u32, expires: i64) -> bool {
+        let mut mine: Vec<(i64, String)> = self
+            .tokens
+            .iter()
+            .filter(|(_, (owner, _))| *owner == uid)
+            .map(|(t, (_, exp))| (*exp, t.clone()))
+            .collect();
+        if mine.len() >= MAX_TOKENS_PER_UID {
+            mine.sort();
+            for (_, t) in mine.iter().take(mine.len() + 1 - MAX_TOKENS_PER_UID) {
+                self.tokens.remove(t);
+            }
+        } else if self.tokens.len() >= MAX_PENDING {
+            return false;
+        }
+        self.tokens.insert(token, (uid, expires));
+        true
+    }
+
+    /// Drops the enrollments and proofs of a connection that left the bus.
+    fn sender_gone(&mut self, sender: &str) {
+        self.enrollments.retain(|_, p| p.sender != sender);
+        self.proofs.retain(|_, p| p.sender != sender);
     }
 }
 
@@ -200,10 +242,17 @@ fn refusal_text(e: &Fido2Error) -> &'static str {
 }
 
 impl Engine {
-    fn challenges(&self) -> Result<MutexGuard<'_, KeyChallenges>, BusError> {
+    pub(super) fn challenges(&self) -> Result<MutexGuard<'_, KeyChallenges>, BusError> {
         self.key_challenges
             .lock()
             .map_err(|_| BusError::StateUnavailable("key lock poisoned".into()))
+    }
+
+    /// Drops the key enrollments and proofs of a bus name that left the bus.
+    pub(super) fn key_challenges_gone(&self, sender: &str) {
+        if let Ok(mut ch) = self.challenges() {
+            ch.sender_gone(sender);
+        }
     }
 
     /// Whether the user counts as enrolled, and whether they have TOTP and keys.
@@ -312,7 +361,7 @@ impl Engine {
                 if session.attempts_left == 0 {
                     return Ok(LoginStep::done(Outcome::Denied).error(message));
                 }
-                session.stage = Stage::Code;
+                session.enter(Stage::Code, now);
                 self.sessions()?.insert(handle.to_string(), session);
                 Ok(self.code_step_after_key(factors.totp, Some(&message)))
             }
@@ -456,7 +505,7 @@ impl Engine {
             "login of {}: key step skipped ({reason})",
             session.account.name
         ));
-        session.stage = Stage::Code;
+        session.enter(Stage::Code, now);
         self.sessions()?.insert(handle.to_string(), session);
         Ok(self.code_step_after_key(totp, why))
     }
@@ -524,13 +573,12 @@ impl Engine {
         {
             let mut ch = self.challenges()?;
             ch.prune(now);
-            if ch.enrollments.len() + ch.proofs.len() >= MAX_PENDING {
-                return Err(BusError::NotAllowed(
-                    "too many enrollments in progress".into(),
-                ));
-            }
-            // One enrollment per user at a time.
+            // One enrollment per user at a time: a new one replaces the user's last.
             ch.enrollments.retain(|_, p| p.uid != account.uid);
+            if ch.enrollments.len() + ch.proofs.len() >= MAX_PENDING {
+                drop(ch);
+                return Err(self.over_cap(Cap::Pending, &account, caller, None));
+            }
             ch.enrollments.insert(
                 id.clone(),
                 PendingKey {
@@ -798,8 +846,9 @@ impl Engine {
         {
             let mut ch = self.challenges()?;
             ch.prune(now);
-            if ch.enrollments.len() + ch.proofs.len() >= MAX_PENDING {
-                return Err(BusError::NotAllowed("too many proofs in progress".into()));
+            if let Some(cap) = ch.proof_cap(account.uid) {
+                drop(ch);
+                return Err(self.over_cap(cap, &account, caller, None));
             }
             ch.proofs.insert(
                 id.clone(),
@@ -879,10 +928,16 @@ impl Engine {
         match result {
             Ok(_) => {
                 let token = format!("{TOKEN_PREFIX}{}", random_handle()?);
-                self.challenges()?
-                    .tokens
-                    .insert(token.clone(), (account.uid, now + TOKEN_TTL_SECS));
-                Ok(token)
+                let kept = {
+                    let mut ch = self.challenges()?;
+                    ch.prune(now);
+                    ch.add_token(token.clone(), account.uid, now + TOKEN_TTL_SECS)
+                };
+                if kept {
+                    Ok(token)
+                } else {
+                    Err(self.over_cap(Cap::Tokens, &account, caller, None))
+                }
             }
             Err((message, _)) => Err(BusError::NotAllowed(message)),
         }
@@ -1086,5 +1141,34 @@ impl Factors {
     /// Whether the user counts as enrolled under `policy`.
     pub(super) fn enrolled(&self, policy: &Policy) -> bool {
         self.totp || (!self.keys.is_empty() && policy.fido2.keys_suffice)
+    }
+}
+
+#[cfg(test)]
+impl KeyChallenges {
+    /// A proof of `uid` on a connection of its own (tests fill the table with these).
+    pub(super) fn insert_test_proof(&mut self, id: &str, uid: u32, expires: i64) {
+        self.proofs.insert(
+            id.to_string(),
+            PendingProof {
+                uid,
+                sender: format!(":test.{id}"),
+                rp_id: String::new(),
+                client_data: Vec::new(),
+                expires,
+            },
+        );
+    }
+
+    pub(super) fn tokens_of(&self, uid: u32) -> usize {
+        self.tokens.values().filter(|(o, _)| *o == uid).count()
+    }
+
+    pub(super) fn has_token(&self, token: &str) -> bool {
+        self.tokens.contains_key(token)
+    }
+
+    pub(super) fn token_count(&self) -> usize {
+        self.tokens.len()
     }
 }

@@ -9,6 +9,9 @@ use super::*;
 use crate::identity::tests::FakeAccounts;
 use crate::store::SqliteStore;
 
+#[path = "engine_limits_tests.rs"]
+mod limits;
+
 #[derive(Clone)]
 struct FakeClock(Arc<AtomicI64>);
 

@@ -563,8 +563,8 @@ pub async fn serve(
     Ok((conn, shared))
 }
 
-/// Runs until the connection closes: drops the logins and cached identity of every caller that
-/// leaves the bus.
+/// Runs until the connection closes: drops the logins, key enrollments, key proofs and cached
+/// identity of every caller that leaves the bus (what it held no longer counts toward its caps).
 pub async fn watch_departures(shared: &Shared) -> Result<(), String> {
     let mut changes = shared
         .callers
