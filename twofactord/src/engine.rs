@@ -1928,10 +1928,10 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
 #[path = "engine_keys.rs"]
 mod keys;
 
-#[path = "engine_retention.rs"]
-pub mod retention;
 #[path = "engine_limits.rs"]
 mod limits;
+#[path = "engine_retention.rs"]
+pub mod retention;
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

@@ -237,6 +237,14 @@ impl ModuleLine {
         self.base() == "pam_deny.so"
     }
 
+    /// Well-known modules whose success is limited to callers an attacker is not: they fail
+    /// for the logins the analysis is about. `pam_rootok` succeeds only when the caller is
+    /// root (stock Debian's `su` starts with `auth sufficient pam_rootok.so`): root can become
+    /// anyone anyway, so its success is no bypass of a second factor.
+    fn fails_for_others(&self) -> bool {
+        matches!(self.base(), "pam_rootok.so")
+    }
+
     fn place(&self) -> String {
         format!("{}:{}", self.file.display(), self.line)
     }
@@ -548,7 +556,7 @@ fn succeeds(items: &[Item], code: Ret, password_ok: bool) -> bool {
     let result = |m: &ModuleLine| {
         if m.is_twofactor() {
             code
-        } else if m.is_deny() || (m.is_password() && !password_ok) {
+        } else if m.is_deny() || m.fails_for_others() || (m.is_password() && !password_ok) {
             Ret::AuthErr
         } else {
             Ret::Success
@@ -809,11 +817,15 @@ pub fn analyse(service: &str, context: &Context) -> ServiceReport {
             "keep one: either the pam-auth-update profile (common-auth) or a line per service",
         ));
     }
+    // A user to whom 2FA does not apply (optional mode, nothing enrolled) gets PAM_IGNORE from
+    // the module: with nothing else in the stack to succeed, libpam refuses them. That locks
+    // out every such user (root included) the moment the stack is used: an error.
     if succeeds(&items, Ret::Success, true) && !succeeds(&items, Ret::Ignore, true) {
-        findings.push(Finding::warning(
+        findings.push(Finding::error(
             &check,
-            "users to whom 2FA does not apply (PAM_IGNORE) cannot log in: no other module \
-             makes the stack succeed",
+            "users to whom 2FA does not apply (PAM_IGNORE: optional mode and nothing enrolled, \
+             an exempt network or service) cannot log in: no other module makes the stack \
+             succeed, so every user who has not enrolled is locked out",
             "put the module after the password module; if something outside PAM checked the \
              first factor (sshd's AuthenticationMethods publickey,keyboard-interactive), follow \
              it with `auth required pam_permit.so`",
@@ -1060,7 +1072,7 @@ auth\toptional\t\t\tpam_cap.so
     #[test]
     fn lax_bracket_saved_by_pam_deny_is_a_warning() {
         // Failures are ignored by the line itself, but fall through to pam_deny: safe, fragile.
-        // Users without 2FA (PAM_IGNORE) are then refused too, which is reported.
+        // Users without 2FA (PAM_IGNORE) are then refused too, which is an error (a lockout).
         let f = Fixture::new(&[(
             "su",
             "auth requisite pam_unix.so\nauth [success=1 default=ignore] pam_twofactor.so\n\
@@ -1068,9 +1080,42 @@ auth\toptional\t\t\tpam_cap.so
         )]);
         let r = f.analyse("su");
         let t = text(&r);
-        assert_eq!(levels(&r), [Level::Warning, Level::Warning], "{t}");
+        assert_eq!(levels(&r), [Level::Warning, Level::Error], "{t}");
         assert!(t.contains("fragile"), "{t}");
         assert!(t.contains("cannot log in"), "{t}");
+    }
+
+    /// Stock Debian's su: `auth sufficient pam_rootok.so` first. Its success is for root
+    /// callers only (root can become anyone anyway), so it is no bypass: the recommended setup
+    /// is clean, and doctor can be used in monitoring.
+    #[test]
+    fn stock_debian_su_with_pam_rootok_is_ok() {
+        let f = Fixture::new(&[
+            ("common-auth", DEBIAN_COMMON_AUTH),
+            (
+                "su",
+                "auth       sufficient pam_rootok.so
+session       required   pam_env.so readenv=1
+                 @include common-auth
+auth required pam_twofactor.so
+",
+            ),
+        ]);
+        let r = f.analyse("su");
+        assert_eq!(levels(&r), [Level::Ok], "{}", text(&r));
+        // pam_rootok is no excuse for a real hole after it.
+        let f = Fixture::new(&[
+            ("common-auth", DEBIAN_COMMON_AUTH),
+            (
+                "su",
+                "auth sufficient pam_rootok.so
+@include common-auth
+                 auth sufficient pam_twofactor.so
+",
+            ),
+        ]);
+        let r = f.analyse("su");
+        assert!(levels(&r).contains(&Level::Error), "{}", text(&r));
     }
 
     #[test]
@@ -1222,10 +1267,12 @@ auth\toptional\t\t\tpam_cap.so
                 password: false
             })
         );
-        // Without pam_permit, users without 2FA are refused.
+        // Without pam_permit, users without 2FA are refused: the README recipe that locked out
+        // every unenrolled user, root included. An error.
         let f = Fixture::new(&[("sshd", "auth required pam_twofactor.so\n")]);
         let r = f.analyse("sshd");
-        assert_eq!(levels(&r), [Level::Warning], "{}", text(&r));
+        assert_eq!(levels(&r), [Level::Error], "{}", text(&r));
+        assert!(text(&r).contains("locked out"), "{}", text(&r));
     }
 
     #[test]

@@ -97,7 +97,8 @@ pub fn judge(cfg: &SshdConfig, stack: StackFacts) -> Vec<Finding> {
     };
     let kbd_on = cfg.yes(kbd_key);
     if !kbd_on {
-        findings.push(Finding::warning(
+        // The module is in sshd's stack, yet key logins skip it: an error, not a warning.
+        findings.push(Finding::error(
             CHECK,
             "KbdInteractiveAuthentication is no: sshd cannot show the code prompt; SSH logins \
              are not asked for a code (with a key they skip it, with a password they fail)",
@@ -345,7 +346,7 @@ mod tests {
         let f = judge(&config(""), WITH_PASSWORD);
         assert_eq!(
             levels(&f),
-            [Level::Warning, Level::Warning, Level::Warning],
+            [Level::Error, Level::Warning, Level::Warning],
             "{}",
             text(&f)
         );
