@@ -234,11 +234,16 @@ period=$(json_field period)
 [ -n "$secret" ] && [ -n "$enrollment" ] && [ -n "$period" ] || fail "unexpected output of enroll --begin: $out"
 ok "enroll totp --begin: enrollment $enrollment, a secret, period ${period}s"
 
-capture run_as "$USER_NAME" twofactorctl enroll totp --confirm "$enrollment" --code "$(oathtool --totp -b "$secret")"
-[ "$rc" -eq 0 ] || fail "enroll totp --confirm with oathtool's code (exit $rc): $out"
+# The code on standard input: a code is never a command-line argument (any user reads those).
+capture run_as "$USER_NAME" twofactorctl enroll totp --confirm "$enrollment" --code 000000
+{ [ "$rc" -eq 2 ] && grep -q -- "--code was removed" <<<"$out"; } \
+    || fail "enroll totp --confirm --code was not refused (exit $rc): $out"
+capture run_as "$USER_NAME" twofactorctl enroll totp --confirm "$enrollment" \
+    <<<"$(oathtool --totp -b "$secret")"
+[ "$rc" -eq 0 ] || fail "enroll totp --confirm with oathtool's code on stdin (exit $rc): $out"
 codes=$(grep -cE '^ +[[:alnum:]-]{8,}$' <<<"$out" || true)
 [ "$codes" -eq 10 ] || fail "enrollment did not show 10 recovery codes: $out"
-ok "enroll totp --confirm with oathtool's current code; 10 recovery codes shown"
+ok "enroll totp --confirm with oathtool's current code on stdin (--code refused); 10 recovery codes shown"
 
 # The installed CLI carries the USB HID path; with no key plugged in it says so cleanly.
 capture run_as "$USER_NAME" twofactorctl enroll key --name usb-key

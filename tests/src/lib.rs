@@ -535,7 +535,8 @@ impl Env {
         run_with_stdin(cmd, None)
     }
 
-    /// Enrolls `user` with TOTP as that user (begin, then confirm with an oathtool code).
+    /// Enrolls `user` with TOTP as that user (begin, then confirm with an oathtool code given
+    /// on standard input).
     pub fn enroll(&self, user: &str) -> Enrolled {
         let begin = self
             .ctl_as(user, &["--json", "enroll", "totp", "--begin"], None)
@@ -545,19 +546,12 @@ impl Env {
         let id = begin["enrollment_id"].as_str().expect("id").to_string();
         wait_for_fresh_step();
         let code = oathtool(&secret, 0);
+        // The code on standard input: never on a command line.
         let done = self
             .ctl_as(
                 user,
-                &[
-                    "--json",
-                    "enroll",
-                    "totp",
-                    "--confirm",
-                    &id,
-                    "--code",
-                    &code,
-                ],
-                None,
+                &["--json", "enroll", "totp", "--confirm", &id],
+                Some(&format!("{code}\n")),
             )
             .ok()
             .json();
@@ -696,9 +690,22 @@ account required {}
 
     /// Runs `softkey-ctl` (the CLI's key flows with the soft key) as `user`.
     pub fn softkey_ctl(&self, user: &str, key: &TestKey, args: &[&str]) -> serde_json::Value {
+        self.softkey_ctl_with_proof(user, key, args, None)
+    }
+
+    /// `softkey-ctl` with a proof (a code, a recovery code or a touch token) on its standard
+    /// input, as `twofactorctl enroll key` reads it.
+    pub fn softkey_ctl_with_proof(
+        &self,
+        user: &str,
+        key: &TestKey,
+        args: &[&str],
+        proof: Option<&str>,
+    ) -> serde_json::Value {
         let mut cmd = as_user(user, &bin("softkey-ctl"));
         cmd.arg(&self.address).arg(key.path()).args(args);
-        let out = run_with_stdin(cmd, None);
+        let input = proof.map(|p| format!("{p}\n"));
+        let out = run_with_stdin(cmd, input.as_deref());
         open_up(key.path());
         serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("softkey-ctl output ({e}): {out:?}"))

@@ -151,16 +151,8 @@ fn a_wrong_confirmation_code_leaves_the_factor_inactive() {
     let id = begin["enrollment_id"].as_str().unwrap();
     let r = env.ctl_as(
         BOB,
-        &[
-            "--json",
-            "enroll",
-            "totp",
-            "--confirm",
-            id,
-            "--code",
-            "000000",
-        ],
-        None,
+        &["--json", "enroll", "totp", "--confirm", id],
+        Some("000000\n"),
     );
     assert_eq!(r.code, 4, "{r:?}");
     assert_eq!(r.json()["accepted"], false);
@@ -172,15 +164,8 @@ fn a_wrong_confirmation_code_leaves_the_factor_inactive() {
     let secret = begin["secret"].as_str().unwrap();
     let r = env.ctl_as(
         ALICE,
-        &[
-            "enroll",
-            "totp",
-            "--confirm",
-            id,
-            "--code",
-            &oathtool(secret, 0),
-        ],
-        None,
+        &["enroll", "totp", "--confirm", id],
+        Some(&format!("{}\n", oathtool(secret, 0))),
     );
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("no such enrollment"), "{r:?}");
@@ -190,7 +175,7 @@ fn a_wrong_confirmation_code_leaves_the_factor_inactive() {
 fn disable_needs_a_code_and_is_refused_when_required() {
     let env = Env::new(&policy_with_admins());
     let e = env.enroll(ALICE);
-    let r = env.ctl_as(ALICE, &["disable", "--code", "000000"], None);
+    let r = env.ctl_as(ALICE, &["disable"], Some("000000\n"));
     assert_eq!(r.code, 4, "{r:?}");
     assert_eq!(
         env.ctl(&["--json", "admin", "show", ALICE]).ok().json()["enrolled"],
@@ -200,8 +185,8 @@ fn disable_needs_a_code_and_is_refused_when_required() {
     env.ctl(&["admin", "require", ALICE]).ok();
     let r = env.ctl_as(
         ALICE,
-        &["disable", "--code", &oathtool(&e.secret, 30)],
-        None,
+        &["disable"],
+        Some(&format!("{}\n", oathtool(&e.secret, 30))),
     );
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("cannot be disabled"), "{r:?}");
@@ -214,8 +199,8 @@ fn disable_needs_a_code_and_is_refused_when_required() {
     let r = env
         .ctl_as(
             ALICE,
-            &["--json", "disable", "--code", &oathtool(&e.secret, 30)],
-            None,
+            &["--json", "disable"],
+            Some(&format!("{}\n", oathtool(&e.secret, 30))),
         )
         .ok();
     assert_eq!(r.json()["accepted"], true);
@@ -254,8 +239,8 @@ fn regenerate_revokes_the_old_codes_and_reset_wipes_everything() {
     let r = env
         .ctl_as(
             ALICE,
-            &["--json", "recovery", "regenerate", "--code", &e.recovery[0]],
-            None,
+            &["--json", "recovery", "regenerate"],
+            Some(&format!("{}\n", e.recovery[0])),
         )
         .ok()
         .json();

@@ -73,16 +73,8 @@ fn a_key_only_account_gains_no_app_without_a_proof() {
     let done = env
         .ctl_as(
             ALICE,
-            &[
-                "--json",
-                "enroll",
-                "totp",
-                "--confirm",
-                &id,
-                "--code",
-                &oathtool(&secret, 0),
-            ],
-            None,
+            &["--json", "enroll", "totp", "--confirm", &id],
+            Some(&format!("{}\n", oathtool(&secret, 0))),
         )
         .ok()
         .json();

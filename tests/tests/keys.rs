@@ -66,7 +66,7 @@ fn enroll_a_key_then_log_in_locally_with_a_touch() {
             .contains("needs a current code"),
         "{refused}"
     );
-    let v = env.softkey_ctl(ALICE, &green, &["enroll", "green", "--code", &codes[0]]);
+    let v = env.softkey_ctl_with_proof(ALICE, &green, &["enroll", "green"], Some(&codes[0]));
     assert_eq!(v["accepted"], true, "{v}");
     let r = env.key_login(&green, ALICE, None, &[]);
     assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
@@ -246,7 +246,7 @@ fn remote_logins_skip_the_key_and_no_key_falls_back_to_the_code_prompt() {
     let env = Env::new(OPTIONAL);
     let e = env.enroll(ALICE);
     let key = env.soft_key("k", false);
-    let v = env.softkey_ctl(ALICE, &key, &["enroll", "k", "--code", &e.recovery[0]]);
+    let v = env.softkey_ctl_with_proof(ALICE, &key, &["enroll", "k"], Some(&e.recovery[0]));
     assert_eq!(v["accepted"], true, "{v}");
     // Remote: straight to the code prompt, no cue, the key is never asked. (The enrollment
     // spent this step's code: the next step's is within the window.)
@@ -307,18 +307,22 @@ fn removing_a_key_needs_a_fresh_proof_by_code_or_by_touch() {
     let second = env.soft_key("b", false);
     let token = env.softkey_ctl(ALICE, &key, &["prove"]);
     let token = token["token"].as_str().expect("token").to_string();
-    let v = env.softkey_ctl(ALICE, &second, &["enroll", "b", "--code", &token]);
+    let v = env.softkey_ctl_with_proof(ALICE, &second, &["enroll", "b"], Some(&token));
     assert_eq!(
         v["accepted"], true,
         "a touch of an enrolled key proves: {v}"
     );
     // A token works once.
-    let again = env.softkey_ctl(ALICE, &second, &["enroll", "c", "--code", &token]);
+    let again = env.softkey_ctl_with_proof(ALICE, &second, &["enroll", "c"], Some(&token));
     assert!(again["error"].is_string(), "{again}");
 
-    let wrong = env.ctl_as(ALICE, &["remove", "key", "a", "--code", "000000"], None);
+    let wrong = env.ctl_as(ALICE, &["remove", "key", "a"], Some("000000\n"));
     assert_eq!(wrong.code, 4, "{wrong:?}");
-    let ok = env.ctl_as(ALICE, &["remove", "key", "a", "--code", &codes[0]], None);
+    let ok = env.ctl_as(
+        ALICE,
+        &["remove", "key", "a"],
+        Some(&format!("{}\n", codes[0])),
+    );
     assert_eq!(ok.code, 0, "{ok:?}");
     let s = env.ctl_as(ALICE, &["--json", "status"], None).ok().json();
     let names: Vec<_> = s["factors"]
@@ -333,7 +337,11 @@ fn removing_a_key_needs_a_fresh_proof_by_code_or_by_touch() {
     assert_ne!(r.rc, rc::SUCCESS, "{r:?}");
     assert!(audit(&env, ALICE).contains("factor-removed"));
     // Another user cannot remove alice's key, nor use her session's token.
-    let b = env.ctl_as(BOB, &["remove", "key", "b", "--code", &codes[1]], None);
+    let b = env.ctl_as(
+        BOB,
+        &["remove", "key", "b"],
+        Some(&format!("{}\n", codes[1])),
+    );
     assert_ne!(b.code, 0, "{b:?}");
 }
 
@@ -346,7 +354,11 @@ fn with_only_a_key_remote_logins_ask_for_a_recovery_code() {
     assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
     assert!(r.said("recovery codes"), "{r:?}");
     // The only factor of a required user cannot be removed.
-    let v = env.ctl_as(ALICE, &["remove", "key", "k", "--code", &codes[1]], None);
+    let v = env.ctl_as(
+        ALICE,
+        &["remove", "key", "k"],
+        Some(&format!("{}\n", codes[1])),
+    );
     assert_ne!(v.code, 0, "{v:?}");
 }
 

@@ -88,16 +88,8 @@ fn a_code_one_step_behind_is_accepted() {
     let r = env
         .ctl_as(
             ALICE,
-            &[
-                "--json",
-                "enroll",
-                "totp",
-                "--confirm",
-                &id,
-                "--code",
-                &behind,
-            ],
-            None,
+            &["--json", "enroll", "totp", "--confirm", &id],
+            Some(&format!("{behind}\n")),
         )
         .ok()
         .json();

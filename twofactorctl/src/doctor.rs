@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::Failure;
+use crate::out::outln;
 
 /// Where doctor looks (defaults: the installed locations).
 #[derive(clap::Args, Debug, Clone)]
@@ -160,9 +161,10 @@ fn report(findings: &[Finding], json: bool) -> Result<(), Failure> {
         return crate::print_json(&findings);
     }
     for f in findings {
-        println!("{}", f.line());
+        // Messages quote files and other programs' output: escaped.
+        outln!("{}", crate::out::display_safe_lines(&f.line()));
     }
-    println!("{}", summary(findings));
+    outln!("{}", summary(findings));
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use twofactor_key::hid::HidAuthenticator;
 use twofactor_key::{Authenticator, KeyError};
 use zeroize::Zeroizing;
 
+use crate::out::{display_safe, errln};
 use crate::{Failure, read_line, report_code_result};
 
 impl From<FlowError> for Failure {
@@ -49,20 +50,16 @@ fn pin_source() -> impl FnMut(&str) -> Option<Zeroizing<String>> {
 }
 
 fn cue(text: &str) {
-    eprintln!("{text}");
+    errln!("{}", display_safe(text));
 }
 
-/// A fresh proof for an account that has factors: `--code`, or a prompt where Enter alone
-/// means "touch one of my keys".
+/// A fresh proof for an account that has factors, asked for on the terminal (or read from
+/// standard input): a code, or Enter alone to touch one of my keys.
 async fn proof(
     enrollment: &EnrollmentProxy<'_>,
     authenticator: &dyn Authenticator,
-    code: Option<String>,
     has_keys: bool,
 ) -> Result<Zeroizing<String>, Failure> {
-    if let Some(c) = code {
-        return Ok(Zeroizing::new(c));
-    }
     let typed = if has_keys {
         read_line(
             "Current code or recovery code (or press Enter to touch an enrolled key): ",
@@ -89,17 +86,16 @@ pub async fn proof_for_totp(
     if !status.factors.iter().any(|f| f.kind == "key") {
         return Ok(Zeroizing::new(String::new()));
     }
-    eprintln!("This account has a security key: prove it before adding an authenticator app.");
+    errln!("This account has a security key: prove it before adding an authenticator app.");
     let authenticator = HidAuthenticator::new();
     let present = authenticator.present();
-    proof(enrollment, &authenticator, None, present).await
+    proof(enrollment, &authenticator, present).await
 }
 
-/// `twofactorctl enroll key --name NAME [--code CODE]`.
+/// `twofactorctl enroll key --name NAME`.
 pub async fn enroll(
     enrollment: &EnrollmentProxy<'_>,
     name: &str,
-    code: Option<String>,
     json: bool,
 ) -> Result<(), Failure> {
     let authenticator = HidAuthenticator::new();
@@ -111,7 +107,7 @@ pub async fn enroll(
     let proof = if status.factors.is_empty() {
         Zeroizing::new(String::new())
     } else {
-        proof(enrollment, &authenticator, code, has_keys).await?
+        proof(enrollment, &authenticator, has_keys).await?
     };
     let mut pin = pin_source();
     let mut show = cue;
@@ -127,17 +123,16 @@ pub async fn enroll(
     report_code_result(&result, json)
 }
 
-/// `twofactorctl remove key NAME [--code CODE]`.
+/// `twofactorctl remove key NAME`.
 pub async fn remove(
     enrollment: &EnrollmentProxy<'_>,
     name: &str,
-    code: Option<String>,
     json: bool,
 ) -> Result<(), Failure> {
     let authenticator = HidAuthenticator::new();
     let status = enrollment.status("").await?;
     let has_keys = status.factors.iter().any(|f| f.kind == "key") && authenticator.present();
-    let proof = proof(enrollment, &authenticator, code, has_keys).await?;
+    let proof = proof(enrollment, &authenticator, has_keys).await?;
     let result = enrollment.remove_key(name, &proof).await?;
     report_code_result(&result, json)
 }

@@ -6,6 +6,7 @@ mod doctor;
 mod import;
 mod import_u2f;
 mod keys;
+mod out;
 mod safe_open;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -17,9 +18,16 @@ use serde::Serialize;
 use twofactor_bus::{AdminProxy, BusError, CodeResult, EnrollmentProxy, UserStatus};
 use zeroize::Zeroizing;
 
+use out::{display_safe as safe, display_safe_lines as safe_lines, err, errln, outln};
+
+/// Where codes come from, for the help texts.
+const CODES_FROM_INPUT: &str = "Codes are never taken from the command line (every user can \
+read it): they are asked for on the terminal, not echoed, or read as one line from standard \
+input when it is not a terminal (echo \"$code\" | twofactorctl disable).";
+
 /// Two-factor authentication for Unix logins: enrollment and administration.
 #[derive(Parser, Debug)]
-#[command(version, about, propagate_version = true)]
+#[command(version, about, propagate_version = true, after_help = CODES_FROM_INPUT)]
 struct Cli {
     /// D-Bus address of the bus twofactord is on (default: $DBUS_SYSTEM_BUS_ADDRESS, then the
     /// system bus).
@@ -59,12 +67,10 @@ enum Command {
         #[command(subcommand)]
         factor: RemoveFactor,
     },
-    /// Remove all your factors (needs a current code; refused when 2FA is required for you).
-    Disable {
-        /// A current code or a recovery code (asked for when missing).
-        #[arg(long)]
-        code: Option<String>,
-    },
+    /// Remove all your factors (needs a current code or a recovery code, asked for; refused
+    /// when 2FA is required for you).
+    #[command(after_help = CODES_FROM_INPUT)]
+    Disable,
     /// Administration (root or a member of the policy's admin_groups).
     Admin {
         #[command(subcommand)]
@@ -86,52 +92,47 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum EnrollFactor {
     /// An authenticator app (TOTP): shows a QR code, then asks for the current code.
+    #[command(after_help = CODES_FROM_INPUT)]
     Totp {
-        /// The current code, for scripts (with --confirm, or after --begin).
-        #[arg(long)]
-        code: Option<String>,
         /// Only start: print the secret and the enrollment id, then exit.
-        #[arg(long, conflicts_with_all = ["confirm", "code"])]
+        #[arg(long, conflicts_with = "confirm")]
         begin: bool,
-        /// Finish the enrollment started with --begin.
-        #[arg(long, value_name = "ENROLLMENT_ID", requires = "code")]
+        /// Finish the enrollment started with --begin: the app's current code is asked for
+        /// (or read from standard input).
+        #[arg(long, value_name = "ENROLLMENT_ID")]
         confirm: Option<String>,
         /// Do not draw the QR code.
         #[arg(long)]
         no_qr: bool,
     },
-    /// A FIDO2 security key (USB): touch it twice; its PIN is asked when needed.
+    /// A FIDO2 security key (USB): touch it twice; its PIN is asked when needed. If you
+    /// already have a factor, a current code or a recovery code is asked for first (Enter
+    /// alone: touch an enrolled key).
+    #[command(after_help = CODES_FROM_INPUT)]
     Key {
         /// A name for the key, e.g. "yubikey-blue" (unique among your keys).
         #[arg(long)]
         name: String,
-        /// If you already have a factor: a current code or recovery code (asked for when
-        /// missing; Enter alone: touch an enrolled key).
-        #[arg(long)]
-        code: Option<String>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum RemoveFactor {
-    /// A security key, by the name it was enrolled with (see `status`).
+    /// A security key, by the name it was enrolled with (see `status`). A current code or a
+    /// recovery code is asked for (Enter alone: touch an enrolled key).
+    #[command(after_help = CODES_FROM_INPUT)]
     Key {
         /// The key's name.
         name: String,
-        /// A current code or recovery code (asked for when missing; Enter alone: touch a key).
-        #[arg(long)]
-        code: Option<String>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum RecoveryAction {
-    /// Replace your recovery codes with a new set (needs a current code).
-    Regenerate {
-        /// A current code or a recovery code (asked for when missing).
-        #[arg(long)]
-        code: Option<String>,
-    },
+    /// Replace your recovery codes with a new set (needs a current code or a recovery code,
+    /// asked for).
+    #[command(after_help = CODES_FROM_INPUT)]
+    Regenerate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,32 +313,40 @@ fn time(t: i64) -> String {
 
 fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure(format!("json: {e}"), 1))?;
-    println!("{text}");
+    outln!("{}", out::json_safe(&text));
     Ok(())
 }
 
 fn audit_line(e: &twofactor_bus::AuditEntry) -> String {
-    let mut line = format!("{} {} {} {}", time(e.time), e.user, e.event, e.result);
+    // Every field is the daemon's copy of what a caller sent: escaped, so that no entry can
+    // draw another line or move the cursor.
+    let mut line = format!(
+        "{} {} {} {}",
+        time(e.time),
+        safe(&e.user),
+        safe(&e.event),
+        safe(&e.result)
+    );
     for (k, v) in [
         ("service", &e.service),
         ("rhost", &e.rhost),
         ("by", &e.actor),
     ] {
         if !v.is_empty() {
-            line.push_str(&format!(" {k}={v}"));
+            line.push_str(&format!(" {k}={}", safe(v)));
         }
     }
     if !e.detail.is_empty() {
-        line.push_str(&format!(" ({})", e.detail));
+        line.push_str(&format!(" ({})", safe(&e.detail)));
     }
     line
 }
 
 fn print_status(s: &UserStatus) {
-    println!("User:            {} (uid {})", s.user, s.uid);
-    println!("Mode:            {}", s.mode);
-    println!("Rule:            {}", s.rule);
-    println!(
+    outln!("User:            {} (uid {})", safe(&s.user), s.uid);
+    outln!("Mode:            {}", safe(&s.mode));
+    outln!("Rule:            {}", safe(&s.rule));
+    outln!(
         "Asked at login:  {}",
         match (s.enforced, s.enrolled, s.mode.as_str()) {
             (true, true, _) => "yes",
@@ -347,28 +356,28 @@ fn print_status(s: &UserStatus) {
         }
     );
     if s.admin_required {
-        println!("Admin require:   yes");
+        outln!("Admin require:   yes");
     }
     if s.factors.is_empty() {
-        println!("Factors:         none");
+        outln!("Factors:         none");
     }
     for f in &s.factors {
-        println!(
+        outln!(
             "Factor:          {} {} (added {}, last used {})",
-            f.kind,
-            f.name,
+            safe(&f.kind),
+            safe(&f.name),
             time(f.created),
             time(f.last_used)
         );
     }
-    println!("Recovery codes:  {} left", s.recovery_codes_left);
+    outln!("Recovery codes:  {} left", s.recovery_codes_left);
     if s.grace_until > 0 {
-        println!("Grace period:    until {}", time(s.grace_until));
+        outln!("Grace period:    until {}", time(s.grace_until));
     }
     if s.locked_until > 0 {
-        println!("Locked until:    {}", time(s.locked_until));
+        outln!("Locked until:    {}", time(s.locked_until));
     } else if s.failures > 0 {
-        println!("Failed attempts: {}", s.failures);
+        outln!("Failed attempts: {}", s.failures);
     }
 }
 
@@ -379,7 +388,7 @@ fn read_line(prompt: &str, secret: bool) -> Result<Zeroizing<String>, Failure> {
             .map(Zeroizing::new)
             .map_err(|e| Failure(format!("cannot read the code: {e}"), 1));
     }
-    eprint!("{prompt}");
+    err!("{prompt}");
     let _ = std::io::stderr().flush();
     let mut line = Zeroizing::new(String::new());
     stdin
@@ -392,24 +401,23 @@ fn read_line(prompt: &str, secret: bool) -> Result<Zeroizing<String>, Failure> {
     Ok(Zeroizing::new(line.trim().to_string()))
 }
 
-fn code_or_prompt(code: Option<String>) -> Result<Zeroizing<String>, Failure> {
-    match code {
-        Some(c) => Ok(Zeroizing::new(c)),
-        None => read_line("Current code (or a recovery code): ", true),
-    }
+/// A current code or a recovery code: asked for on the terminal (not echoed), or one line of
+/// standard input.
+fn current_code() -> Result<Zeroizing<String>, Failure> {
+    read_line("Current code (or a recovery code): ", true)
 }
 
 fn report_code_result(r: &CodeResult, json: bool) -> Result<(), Failure> {
     if json {
         print_json(r)?;
     } else {
-        println!("{}", r.message);
+        outln!("{}", safe_lines(&r.message));
         if !r.recovery_codes.is_empty() {
-            println!();
-            println!("Recovery codes: each works once, in place of a code from your app.");
-            println!("Store them somewhere safe now; they are not shown again.");
+            outln!();
+            outln!("Recovery codes: each works once, in place of a code from your app.");
+            outln!("Store them somewhere safe now; they are not shown again.");
             for c in &r.recovery_codes {
-                println!("    {c}");
+                outln!("    {}", safe(c));
             }
         }
     }
@@ -423,13 +431,12 @@ fn report_code_result(r: &CodeResult, json: bool) -> Result<(), Failure> {
 }
 
 /// Writes the completion script for `shell` to stdout (generated into memory first, so a
-/// closed stdout is an error, not a panic).
+/// closed stdout ends the program quietly, not with a panic).
 fn print_completions(shell: clap_complete::Shell) -> Result<(), Failure> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "twofactorctl", &mut script);
-    std::io::stdout()
-        .write_all(&script)
-        .map_err(|e| Failure(format!("cannot write the completion script: {e}"), 1))
+    out::stdout_bytes(&script);
+    Ok(())
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -483,9 +490,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 print_status(&s);
                 if !events.is_empty() {
-                    println!("Recent events:");
+                    outln!("Recent events:");
                     for e in &events {
-                        println!("  {}", audit_line(e));
+                        outln!("  {}", audit_line(e));
                     }
                 }
             }
@@ -493,20 +500,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Enroll {
             factor:
                 EnrollFactor::Totp {
-                    code,
                     begin,
                     confirm,
                     no_qr,
                 },
         } => {
             if let Some(id) = confirm {
-                let code = code.unwrap_or_default();
+                let code = read_line("Type the code your app shows now: ", true)?;
+                if code.is_empty() {
+                    return Err(Failure("no code given".into(), 1));
+                }
                 let r = enrollment.confirm_totp(&id, &code).await?;
                 return report_code_result(&r, json);
             }
             let proof = keys::proof_for_totp(&enrollment).await?;
             let e = enrollment.begin_totp(&proof).await?;
-            if json && (begin || code.is_none()) {
+            if json {
                 #[derive(Serialize)]
                 struct Begin<'a> {
                     enrollment_id: &'a str,
@@ -531,50 +540,49 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             } else if !json {
                 if !no_qr && let Some(q) = twofactor_bus::qr_text(&e.uri) {
-                    println!("Scan this with your authenticator app:\n{q}");
+                    outln!("Scan this with your authenticator app:\n{q}");
                 }
-                println!("Or enter this secret by hand: {}", e.secret_base32);
-                println!(
+                outln!("Or enter this secret by hand: {}", safe(&e.secret_base32));
+                outln!(
                     "({}, {} digits, every {} seconds)",
-                    e.algorithm, e.digits, e.period
+                    safe(&e.algorithm),
+                    e.digits,
+                    e.period
                 );
-                println!("URI: {}", e.uri);
+                outln!("URI: {}", safe(&e.uri));
                 if begin {
-                    println!(
-                        "Finish with: twofactorctl enroll totp --confirm {} --code CODE",
-                        e.enrollment_id
+                    outln!(
+                        "Finish with: twofactorctl enroll totp --confirm {} (it asks for the code)",
+                        safe(&e.enrollment_id)
                     );
                     return Ok(());
                 }
             }
             let _ = std::io::stdout().flush();
             loop {
-                let code = match &code {
-                    Some(c) => Zeroizing::new(c.clone()),
-                    None => read_line("Type the code your app shows now: ", false)?,
-                };
+                let code = read_line("Type the code your app shows now: ", false)?;
                 let r = enrollment.confirm_totp(&e.enrollment_id, &code).await?;
                 if r.accepted || code.is_empty() || json || !std::io::stdin().is_terminal() {
                     return report_code_result(&r, json);
                 }
-                eprintln!("{}", r.message);
+                errln!("{}", safe_lines(&r.message));
             }
         }
         Command::Recovery {
-            action: RecoveryAction::Regenerate { code },
+            action: RecoveryAction::Regenerate,
         } => {
-            let code = code_or_prompt(code)?;
+            let code = current_code()?;
             let r = enrollment.regenerate_recovery_codes(&code).await?;
             report_code_result(&r, json)?;
         }
         Command::Enroll {
-            factor: EnrollFactor::Key { name, code },
-        } => keys::enroll(&enrollment, &name, code, json).await?,
+            factor: EnrollFactor::Key { name },
+        } => keys::enroll(&enrollment, &name, json).await?,
         Command::Remove {
-            factor: RemoveFactor::Key { name, code },
-        } => keys::remove(&enrollment, &name, code, json).await?,
-        Command::Disable { code } => {
-            let code = code_or_prompt(code)?;
+            factor: RemoveFactor::Key { name },
+        } => keys::remove(&enrollment, &name, json).await?,
+        Command::Disable => {
+            let code = current_code()?;
             let r = enrollment.disable(&code).await?;
             report_code_result(&r, json)?;
         }
@@ -593,21 +601,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             AdminAction::Require { user } => {
                 admin.require(&user).await?;
-                println!("2FA is now required for {user}.");
+                outln!("2FA is now required for {}.", safe(&user));
             }
             AdminAction::Release { user } => {
                 admin.release(&user).await?;
-                println!(
-                    "The per-user requirement for {user} is removed; the policy file decides."
+                outln!(
+                    "The per-user requirement for {} is removed; the policy file decides.",
+                    safe(&user)
                 );
             }
             AdminAction::Reset { user } => {
                 admin.reset(&user).await?;
-                println!("All factors and recovery codes of {user} were removed.");
+                outln!(
+                    "All factors and recovery codes of {} were removed.",
+                    safe(&user)
+                );
             }
             AdminAction::Unlock { user } => {
                 admin.unlock(&user).await?;
-                println!("{user} is unlocked.");
+                outln!("{} is unlocked.", safe(&user));
             }
             AdminAction::IssueCodes { user } => {
                 let r = admin.issue_codes(&user).await?;
@@ -620,7 +632,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let account = nix::unistd::User::from_name(&user)
                     .ok()
                     .flatten()
-                    .ok_or_else(|| Failure(format!("no such user: {user}"), 1))?;
+                    .ok_or_else(|| Failure(format!("no such user: {}", safe(&user)), 1))?;
                 let path = file.unwrap_or_else(|| account.dir.join(".google_authenticator"));
                 let owner = safe_open::ExpectedOwner::RootOr {
                     uid: account.uid.as_raw(),
@@ -630,7 +642,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .map_err(|e| Failure(format!("{e}; nothing was imported"), 1))?
                     .text;
                 let ga = import::parse_google_authenticator(&text).map_err(|e| {
-                    Failure(format!("{}: {e}; nothing was imported", path.display()), 1)
+                    Failure(
+                        format!("{}: {e}; nothing was imported", out::path(&path)),
+                        1,
+                    )
                 })?;
                 let codes: Vec<&str> = ga.scratch_codes.iter().map(|c| c.as_str()).collect();
                 let message = admin
@@ -645,12 +660,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         "message": message,
                     }))?;
                 } else {
-                    println!("Imported {}: {message}", path.display());
+                    outln!("Imported {}: {}", out::path(&path), safe_lines(&message));
                     for m in &ga.mapped {
-                        println!("  mapped:  {m}");
+                        outln!("  mapped:  {}", safe(m));
                     }
                     for d in &ga.dropped {
-                        println!("  dropped: {d}");
+                        outln!("  dropped: {}", safe(d));
                     }
                 }
             }
@@ -667,13 +682,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 admin.grace(&user, secs).await?;
                 let s = admin.show(&user).await?;
                 if s.grace_until > 0 {
-                    println!(
-                        "The grace period of {user} now ends {}.",
+                    outln!(
+                        "The grace period of {} now ends {}.",
+                        safe(&user),
                         time(s.grace_until)
                     );
                 } else {
-                    println!(
-                        "The grace period of {user} starts at their next login that requires 2FA."
+                    outln!(
+                        "The grace period of {} starts at their next login that requires 2FA.",
+                        safe(&user)
                     );
                 }
             }
@@ -691,13 +708,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 if json {
                     print_json(&users)?;
                 } else {
-                    println!("USER                    UID MODE      ENROLLED RECOVERY LOCKED");
+                    outln!("USER                    UID MODE      ENROLLED RECOVERY LOCKED");
                     for u in users {
-                        println!(
+                        outln!(
                             "{:<20} {:>6} {:<9} {:<8} {:>8} {}",
-                            u.user,
+                            safe(&u.user),
                             u.uid,
-                            u.mode,
+                            safe(&u.mode),
                             if u.enrolled { "yes" } else { "no" },
                             u.recovery_codes_left,
                             if u.locked_until > 0 {
@@ -721,13 +738,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     print_json(&entries)?;
                 } else {
                     for e in entries {
-                        println!("{}", audit_line(&e));
+                        outln!("{}", audit_line(&e));
                     }
                 }
             }
             AdminAction::Reload => {
                 let msg = admin.reload_policy().await?;
-                println!("{msg}");
+                outln!("{}", safe_lines(&msg));
             }
         },
         // Answered above, before connecting.
@@ -777,7 +794,7 @@ fn read_authfile(
         Failure(
             format!(
                 "{}: is owned by uid {}, which has no account; nothing was imported",
-                path.display(),
+                out::path(path),
                 file.owner_uid
             ),
             1,
@@ -841,8 +858,8 @@ async fn import_pam_u2f(
         Some(name) => import_u2f::FileOwner::User(name),
     };
     let located = |e: &import::ImportError| match e.line {
-        Some(l) => format!("{}:{l}: {}", path.display(), e.message),
-        None => format!("{}: {}", path.display(), e.message),
+        Some(l) => format!("{}:{l}: {}", out::path(path), safe(&e.message)),
+        None => format!("{}: {}", out::path(path), safe(&e.message)),
     };
     let users = import_u2f::parse_authfile(&text, file_owner)
         .and_then(|users| import_u2f::select_users(users, args.user.as_deref()))
@@ -851,10 +868,10 @@ async fn import_pam_u2f(
                 return Failure(format!("{}; nothing was imported", located(one)), 1);
             }
             for e in errors.iter().take(MAX_LISTED_ERRORS) {
-                eprintln!("twofactorctl: {}", located(e));
+                errln!("twofactorctl: {}", located(e));
             }
             if errors.len() > MAX_LISTED_ERRORS {
-                eprintln!(
+                errln!(
                     "twofactorctl: ... and {} more",
                     errors.len() - MAX_LISTED_ERRORS
                 );
@@ -862,7 +879,7 @@ async fn import_pam_u2f(
             Failure(
                 format!(
                     "{}: {} problems; nothing was imported",
-                    path.display(),
+                    out::path(path),
                     errors.len()
                 ),
                 1,
@@ -901,7 +918,7 @@ async fn import_pam_u2f(
             message: String::new(),
             error: None,
         };
-        let from = format!("{} line {}", path.display(), u.line);
+        let from = format!("{} line {}", out::path(path), u.line);
         match outcome {
             Ok(message) => {
                 row.imported = message.is_some();
@@ -914,18 +931,18 @@ async fn import_pam_u2f(
                     } else {
                         "Would import"
                     };
-                    println!("{verb} {n} {keys} for {} ({from}):", u.name);
+                    outln!("{verb} {n} {keys} for {} ({from}):", safe(&u.name));
                     for k in &row.keys {
-                        println!(
+                        outln!(
                             "  {}: {}, {}, rp {}{}",
-                            k.name,
+                            safe(&k.name),
                             k.algorithm,
                             if k.user_verification {
                                 "touch and PIN or built-in verification"
                             } else {
                                 "touch"
                             },
-                            k.rp_id,
+                            safe(&k.rp_id),
                             if k.old_format {
                                 " (old U2F format: registered for the appid)"
                             } else {
@@ -933,7 +950,7 @@ async fn import_pam_u2f(
                             }
                         );
                         if !k.presence {
-                            println!(
+                            outln!(
                                 "    note: pam_u2f did not ask for a touch (no +presence); \
                                  twofactor always does"
                             );
@@ -941,7 +958,7 @@ async fn import_pam_u2f(
                     }
                     // The daemon's own word (it may add warnings, e.g. about the rp id).
                     for line in row.message.lines() {
-                        println!("  {line}");
+                        outln!("  {}", safe(line));
                     }
                 }
             }
@@ -954,9 +971,10 @@ async fn import_pam_u2f(
                     break;
                 }
                 if !json {
-                    eprintln!(
+                    errln!(
                         "twofactorctl: {} ({from}): not imported: {}",
-                        u.name, failure.0
+                        safe(&u.name),
+                        safe_lines(&failure.0)
                     );
                 }
                 row.error = Some(failure.0.clone());
@@ -1005,7 +1023,7 @@ async fn import_pam_u2f(
     }
     if admin.is_none() && !json {
         let keys: usize = rows.iter().map(|r| r.keys.len()).sum();
-        println!(
+        outln!(
             "Dry run: {} users and {keys} keys checked; nothing was imported.",
             rows.len()
         );
@@ -1034,15 +1052,86 @@ fn parse_since(s: &str) -> Result<i64, Failure> {
     ))
 }
 
+/// Whether the arguments use the removed `--code` (before a `--`, which ends the options).
+/// Checked before parsing, to say why rather than clap's "unexpected argument".
+fn uses_removed_code_flag(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--code" || a.as_encoded_bytes().starts_with(b"--code="))
+}
+
 fn main() -> ExitCode {
+    if uses_removed_code_flag(std::env::args_os().skip(1)) {
+        errln!(
+            "twofactorctl: --code was removed: a code on the command line can be read by every \
+             user of this machine. Type it when asked, or give it as one line on standard \
+             input (echo \"$code\" | twofactorctl ...)."
+        );
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     match zbus::block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg, code)) => {
             if !msg.is_empty() {
-                eprintln!("twofactorctl: {msg}");
+                errln!("twofactorctl: {}", safe_lines(&msg));
             }
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<std::ffi::OsString> {
+        list.iter().map(std::ffi::OsString::from).collect()
+    }
+
+    #[test]
+    fn the_removed_code_flag_is_recognised_in_every_form() {
+        for list in [
+            &["disable", "--code", "123456"][..],
+            &["disable", "--code=123456"],
+            &["--code", "1", "recovery", "regenerate"],
+            &["enroll", "totp", "--confirm", "ID", "--code"],
+        ] {
+            assert!(uses_removed_code_flag(args(list)), "{list:?}");
+        }
+        for list in [
+            &["disable"][..],
+            &["enroll", "key", "--name=--code"],
+            &["remove", "key", "--", "--code"],
+            &["admin", "audit", "--user", "--codes"],
+        ] {
+            assert!(!uses_removed_code_flag(args(list)), "{list:?}");
+        }
+    }
+
+    #[test]
+    fn no_command_takes_a_code_argument() {
+        for list in [
+            &["twofactorctl", "disable", "123456"][..],
+            &["twofactorctl", "recovery", "regenerate", "123456"],
+            &[
+                "twofactorctl",
+                "enroll",
+                "totp",
+                "--confirm",
+                "ID",
+                "123456",
+            ],
+            &["twofactorctl", "enroll", "key", "--name", "k", "123456"],
+            &["twofactorctl", "remove", "key", "k", "123456"],
+        ] {
+            let e = Cli::try_parse_from(list).map(|_| ()).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{list:?}"
+            );
+        }
+        Cli::command().debug_assert();
     }
 }

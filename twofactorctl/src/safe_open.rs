@@ -130,7 +130,7 @@ impl fmt::Display for Reason {
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.reason)
+        write!(f, "{}: {}", crate::out::path(&self.path), self.reason)
     }
 }
 

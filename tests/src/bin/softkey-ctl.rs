@@ -2,8 +2,10 @@
 //! enroll key` runs) with the software authenticator instead of the USB key, run as the user
 //! whose key it is. Prints the result as JSON.
 //!
-//! usage: softkey-ctl ADDRESS KEYFILE enroll NAME [--code CODE] [--pin PIN]
+//! usage: softkey-ctl ADDRESS KEYFILE enroll NAME [--pin PIN]   (a proof: one line of stdin)
 //!        softkey-ctl ADDRESS KEYFILE prove [--pin PIN]
+//!
+//! As with twofactorctl, a code or proof token never goes on the command line.
 
 use std::path::PathBuf;
 
@@ -20,23 +22,32 @@ fn fail(msg: &str) -> ! {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
-        eprintln!("usage: softkey-ctl ADDRESS KEYFILE enroll NAME [--code C] [--pin P] | prove");
+        eprintln!("usage: softkey-ctl ADDRESS KEYFILE enroll NAME [--pin P] | prove");
         std::process::exit(2);
     }
     let address = args.remove(0);
     let keyfile = PathBuf::from(args.remove(0));
     let command = args.remove(0);
     let mut name = None;
-    let mut code = String::new();
     let mut pin: Option<String> = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--code" => code = it.next().unwrap_or_default(),
+            "--code" => fail("--code was removed: give the proof on standard input"),
             "--pin" => pin = it.next(),
             _ => name = Some(a),
         }
     }
+    // The proof for an account that has factors (empty when there is none).
+    let mut code = Zeroizing::new(String::new());
+    if command == "enroll" {
+        use std::io::BufRead;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut code)
+            .unwrap_or_else(|e| fail(&format!("standard input: {e}")));
+    }
+    let code = Zeroizing::new(code.trim().to_string());
     let key = SoftKey::open(&keyfile).unwrap_or_else(|e| fail(&format!("soft key: {e}")));
     let mut pin_source = |_: &str| pin.clone().map(Zeroizing::new);
     let mut cue = |_: &str| {};
