@@ -26,9 +26,9 @@ mod hooks {
         fn sm_authenticate(
             pamh: &mut PamHandle,
             args: Vec<&CStr>,
-            _flags: PamFlag,
+            flags: PamFlag,
         ) -> PamResultCode {
-            twofactor_pam::authenticate(pamh, &args, &HidAuthenticator::new())
+            twofactor_pam::authenticate(pamh, &args, flags, &HidAuthenticator::new())
         }
 
         fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {

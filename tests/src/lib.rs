@@ -292,19 +292,35 @@ pub struct Env {
     pub daemon_log: PathBuf,
 }
 
-/// The bus configuration (`tests/private-bus.conf.in`, shared with the demo).
-fn bus_config(socket: &Path) -> String {
+/// The bus configuration (`tests/private-bus.conf.in`, shared with the demo), with `extra`
+/// rules after the shipped policy.
+fn bus_config(socket: &Path, extra: &str) -> String {
     let shipped = repo().join("packaging/dbus/org.twofactor.TwoFactor1.conf");
     assert!(shipped.exists(), "{} is missing", shipped.display());
     include_str!("../private-bus.conf.in")
         .replace("@SOCKET@", &socket.display().to_string())
         .replace("@SHIPPED@", &shipped.display().to_string())
-        .replace("@EXTRA@", "")
+        .replace("@EXTRA@", extra)
+}
+
+/// Extra bus rules that let `user` own the daemon's name, as the shipped policy lets only root
+/// and the daemon's user (for [`Env::with_bus_rules`]: an impostor, or the real daemon run as
+/// an ordinary user).
+pub fn may_own_the_name(user: &str) -> String {
+    format!(
+        "<policy user=\"{user}\"><allow own=\"{}\"/></policy>",
+        twofactor_bus::BUS_NAME
+    )
 }
 
 impl Env {
     /// A world with `policy` as the policy file, the daemon running.
     pub fn new(policy: &str) -> Env {
+        Env::with_bus_rules(policy, "")
+    }
+
+    /// As [`Env::new`], with `extra` rules in the bus configuration (see [`may_own_the_name`]).
+    pub fn with_bus_rules(policy: &str, extra: &str) -> Env {
         ensure_test_accounts();
         let dir = tempfile::Builder::new()
             .prefix("twofactor-test-")
@@ -314,7 +330,7 @@ impl Env {
         set_mode(dir.path(), 0o755);
         let socket = dir.path().join("bus");
         let conf = dir.path().join("bus.conf");
-        std::fs::write(&conf, bus_config(&socket)).expect("bus config");
+        std::fs::write(&conf, bus_config(&socket, extra)).expect("bus config");
         let mut bus = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", conf.display()))
             .args(["--nofork", "--nopidfile", "--print-address"])
@@ -399,13 +415,40 @@ impl Env {
     }
 
     fn start_daemon_at(&mut self, offset: Option<&str>) {
+        self.start_daemon_as_at("root", offset);
+    }
+
+    /// Starts the daemon as `user` (its state directory is made theirs), and waits until it
+    /// owns its name (the bus must let `user` own it: [`may_own_the_name`]).
+    pub fn start_daemon_as(&mut self, user: &str) {
+        if user != "root" {
+            std::fs::create_dir_all(&self.state).expect("state dir");
+            let uid = uid_of(user);
+            // What a daemon of another uid left there (the database) becomes theirs too.
+            let entries = std::fs::read_dir(&self.state).expect("state dir");
+            for path in entries.map(|e| e.expect("entry").path()) {
+                std::os::unix::fs::chown(&path, Some(uid), Some(uid)).expect("chown state");
+            }
+            std::os::unix::fs::chown(&self.state, Some(uid), Some(uid)).expect("chown state");
+            set_mode(&self.state, 0o700);
+        }
+        self.start_daemon_as_at(user, None);
+    }
+
+    /// The running daemon's pid.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    fn start_daemon_as_at(&mut self, user: &str, offset: Option<&str>) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.daemon_log)
             .expect("log");
-        let mut cmd = Command::new(bin("twofactord"));
+        // setpriv execs the daemon in place: the child's pid is the daemon's.
+        let mut cmd = as_user(user, &bin("twofactord"));
         if let Some(o) = offset {
             // libfaketime preloaded into the daemon itself (the `faketime` wrapper would fork,
             // and the pid we stop would not be the daemon's).
@@ -481,7 +524,8 @@ impl Env {
         std::fs::read_to_string(&self.daemon_log).unwrap_or_default()
     }
 
-    fn name_owned(&self) -> bool {
+    /// Whether some connection owns the daemon's bus name.
+    pub fn name_owned(&self) -> bool {
         let out = Command::new("busctl")
             .arg(format!("--address={}", self.address))
             .args([
@@ -597,8 +641,52 @@ impl Env {
         tty: Option<&str>,
         answers: &[&str],
     ) -> PamResult {
+        self.login_with(
+            &LoginOptions {
+                caller,
+                rhost,
+                tty,
+                ..LoginOptions::default()
+            },
+            service,
+            user,
+            answers,
+        )
+    }
+
+    /// A PAM authentication with every option of `pamdrive`.
+    pub fn login_with(
+        &self,
+        opts: &LoginOptions<'_>,
+        service: &str,
+        user: &str,
+        answers: &[&str],
+    ) -> PamResult {
+        let LoginOptions {
+            caller,
+            rhost,
+            tty,
+            silent,
+            new_session,
+        } = *opts;
         let mut cmd = as_user(caller, &bin("pamdrive"));
+        if new_session {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid(2) is async-signal-safe, and the forked child (not yet a process
+            // group leader) calls nothing else before exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                })
+            };
+        }
         cmd.arg(&self.pamd).arg(service).arg(user);
+        if silent {
+            cmd.arg("--silent");
+        }
         if let Some(r) = rhost {
             cmd.args(["--rhost", r]);
         }
@@ -612,6 +700,33 @@ impl Env {
         assert_eq!(out.stderr, "", "the module wrote to stderr");
         serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("pamdrive output ({e}): {out:?}"))
+    }
+}
+
+/// Options of one PAM authentication ([`Env::login_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginOptions<'a> {
+    /// Who runs the PAM stack (`root`, or a test user: authorization).
+    pub caller: &'a str,
+    /// PAM_RHOST.
+    pub rhost: Option<&'a str>,
+    /// PAM_TTY.
+    pub tty: Option<&'a str>,
+    /// pam_authenticate(PAM_SILENT).
+    pub silent: bool,
+    /// Run in a new session (setsid): another session leader than the test's.
+    pub new_session: bool,
+}
+
+impl Default for LoginOptions<'_> {
+    fn default() -> Self {
+        LoginOptions {
+            caller: "root",
+            rhost: None,
+            tty: None,
+            silent: false,
+            new_session: false,
+        }
     }
 }
 

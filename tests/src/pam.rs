@@ -46,6 +46,8 @@ const PAM_RHOST: c_int = 4;
 const PAM_TTY: c_int = 3;
 const PAM_CONV_ERR: c_int = 19;
 const PAM_SUCCESS: c_int = 0;
+/// pam_authenticate flag: the application wants no informational or error messages.
+pub const PAM_SILENT: c_int = 0x8000;
 
 /// The scripted user: answers in order; everything shown is recorded.
 pub struct Script {
@@ -150,6 +152,19 @@ pub fn authenticate(
     tty: Option<&str>,
     script: &mut Script,
 ) -> Result<(i32, String, usize), String> {
+    authenticate_with_flags(confdir, service, user, rhost, tty, 0, script)
+}
+
+/// [`authenticate`] with `flags` for pam_authenticate (e.g. [`PAM_SILENT`]).
+pub fn authenticate_with_flags(
+    confdir: &Path,
+    service: &str,
+    user: &str,
+    rhost: Option<&str>,
+    tty: Option<&str>,
+    flags: c_int,
+    script: &mut Script,
+) -> Result<(i32, String, usize), String> {
     use std::os::unix::ffi::OsStrExt;
     let confdir = CString::new(confdir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
     let service = CString::new(service).map_err(|e| e.to_string())?;
@@ -177,7 +192,7 @@ pub fn authenticate(
             unsafe { pam_set_item(pamh, item, c.as_ptr() as *const c_void) };
         }
     }
-    let rc = unsafe { pam_authenticate(pamh, 0) };
+    let rc = unsafe { pam_authenticate(pamh, flags) };
     let during = threads();
     let name = unsafe { CStr::from_ptr(pam_strerror(pamh, rc)) }
         .to_string_lossy()

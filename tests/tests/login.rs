@@ -438,3 +438,135 @@ fn grace_period_runs_out_on_the_daemon_clock_faketime() {
     let r = env.login("tf", ALICE, &[""]);
     assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
 }
+
+/// A real pseudo-terminal: its controlling side (kept open for the test) and the device name
+/// of its terminal side (`/dev/pts/N`).
+fn open_pty() -> (std::os::fd::OwnedFd, String) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: posix_openpt takes flags only and returns a new descriptor or -1.
+    let fd = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a descriptor we just opened and own nowhere else.
+    let master = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: `fd` is an open pty master; `name` is a writable buffer of the length given.
+    let ok = unsafe {
+        libc::grantpt(fd) == 0
+            && libc::unlockpt(fd) == 0
+            && libc::ptsname_r(fd, name.as_mut_ptr(), name.len()) == 0
+    };
+    assert!(ok, "pty setup: {}", std::io::Error::last_os_error());
+    // SAFETY: ptsname_r wrote a NUL-terminated string into `name`.
+    let tty = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    (master, tty)
+}
+
+#[test]
+fn remember_is_bound_to_the_session_that_earned_it() {
+    let env = Env::new(
+        "default_mode = \"optional\"\n[login]\nattempts = 1\n[services.tf]\nremember = \"5m\"\n",
+    );
+    let e = env.enroll(ALICE);
+    let (_pty, tty) = open_pty();
+    let here = LoginOptions {
+        tty: Some(&tty),
+        ..LoginOptions::default()
+    };
+    let r = env.login_with(&here, "tf", ALICE, &[&oathtool(&e.secret, 30)]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    let r = env.login_with(&here, "tf", ALICE, &[]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 0), "remembered: {r:?}");
+    // Another session on the same terminal device (another session leader) is asked; the
+    // user gives no answer here (pamdrive refuses the prompt), so nothing is counted.
+    let elsewhere = LoginOptions {
+        new_session: true,
+        ..here
+    };
+    let r = env.login_with(&elsewhere, "tf", ALICE, &[]);
+    assert_eq!((r.rc, r.prompts()), (rc::CONV_ERR, 1), "new session: {r:?}");
+    // The session that earned it still has it.
+    let r = env.login_with(&here, "tf", ALICE, &[]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 0), "{r:?}");
+    // The terminal handed over again, as login programs do for a new session (chown/chmod of
+    // the device): asked, even by the same session leader.
+    std::fs::set_permissions(&tty, std::os::unix::fs::PermissionsExt::from_mode(0o620))
+        .expect("chmod pty");
+    let r = env.login_with(&here, "tf", ALICE, &[]);
+    assert_eq!(
+        (r.rc, r.prompts()),
+        (rc::CONV_ERR, 1),
+        "tty handed over: {r:?}"
+    );
+}
+
+#[test]
+fn remember_is_never_honoured_for_an_unprivileged_caller() {
+    let env = Env::new(
+        "default_mode = \"optional\"\n[login]\nattempts = 1\n[services.tf]\nremember = \"5m\"\n",
+    );
+    let e = env.enroll(ALICE);
+    let (_pty, tty) = open_pty();
+    // alice's own PAM stack (a screen locker runs as the user) could send any session
+    // identity: its success is not remembered, for it or for root in the same session.
+    let own = LoginOptions {
+        caller: ALICE,
+        tty: Some(&tty),
+        ..LoginOptions::default()
+    };
+    let r = env.login_with(&own, "tf", ALICE, &[&e.recovery[0]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    let r = env.login_with(&own, "tf", ALICE, &[]);
+    assert_eq!((r.rc, r.prompts()), (rc::CONV_ERR, 1), "{r:?}");
+    let root = LoginOptions {
+        caller: "root",
+        ..own
+    };
+    let r = env.login_with(&root, "tf", ALICE, &[]);
+    assert_eq!((r.rc, r.prompts()), (rc::CONV_ERR, 1), "{r:?}");
+    // Nor does a root success let alice's own stack through.
+    let r = env.login_with(&root, "tf", ALICE, &[&e.recovery[1]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    let r = env.login_with(&root, "tf", ALICE, &[]);
+    assert_eq!(
+        (r.rc, r.prompts()),
+        (rc::SUCCESS, 0),
+        "remembered for root: {r:?}"
+    );
+    let r = env.login_with(&own, "tf", ALICE, &[]);
+    assert_eq!((r.rc, r.prompts()), (rc::CONV_ERR, 1), "{r:?}");
+}
+
+#[test]
+fn pam_silent_shows_no_messages_but_still_prompts() {
+    let mut env = Env::new(OPTIONAL);
+    let e = env.enroll(ALICE);
+    let silent = LoginOptions {
+        silent: true,
+        ..LoginOptions::default()
+    };
+    // A wrong code, then a recovery code: without PAM_SILENT the user reads why the first was
+    // refused and how many recovery codes are left.
+    let loud = env.login("tf", ALICE, &["000000", &e.recovery[0]]);
+    assert_eq!(loud.rc, rc::SUCCESS, "{loud:?}");
+    let styles =
+        |r: &PamResult| -> Vec<String> { r.transcript.iter().map(|s| s.style.clone()).collect() };
+    assert_eq!(
+        styles(&loud),
+        ["prompt", "error", "prompt", "info"],
+        "{loud:?}"
+    );
+    // With it: the same two prompts and nothing else, and the same outcome.
+    let quiet = env.login_with(&silent, "tf", ALICE, &["000000", &e.recovery[1]]);
+    assert_eq!(quiet.rc, rc::SUCCESS, "{quiet:?}");
+    assert_eq!(styles(&quiet), ["prompt", "prompt"], "{quiet:?}");
+    // The module's own message (the daemon is unreachable) is silenced too.
+    env.stop_daemon();
+    let loud = env.login("tf", ALICE, &[]);
+    assert_eq!(loud.rc, rc::AUTHINFO_UNAVAIL, "{loud:?}");
+    assert!(loud.said("unavailable"), "{loud:?}");
+    let quiet = env.login_with(&silent, "tf", ALICE, &[]);
+    assert_eq!(quiet.rc, rc::AUTHINFO_UNAVAIL, "{quiet:?}");
+    assert!(quiet.transcript.is_empty(), "{quiet:?}");
+}

@@ -21,6 +21,9 @@ pub const LOGIN_INTERFACE: &str = "org.twofactor.TwoFactor1.Login";
 pub const ENROLLMENT_INTERFACE: &str = "org.twofactor.TwoFactor1.Enrollment";
 /// Interface for administrators.
 pub const ADMIN_INTERFACE: &str = "org.twofactor.TwoFactor1.Admin";
+/// The account `twofactord` runs as (packaging/sysusers.d). The PAM module talks to the owner of
+/// [`BUS_NAME`] only if it runs as this user or as root.
+pub const DAEMON_USER: &str = "_twofactord";
 /// Prefix of every D-Bus error name the daemon returns.
 pub const ERROR_PREFIX: &str = "org.twofactor.TwoFactor1.Error";
 
@@ -90,6 +93,10 @@ pub mod context {
     pub const TTY: &str = "tty";
     /// PAM_RUSER.
     pub const RUSER: &str = "ruser";
+    /// An opaque identity of the login session the PAM module runs in (terminal device and its
+    /// change time, session leader and its start time, audit session): a remembered login
+    /// (`remember`) is honoured only for the same identity, and only from a root caller.
+    pub const SESSION: &str = "session";
 }
 
 /// Most credential ids one key request may name.
@@ -534,7 +541,8 @@ pub struct AuditEntry {
     default_path = "/org/twofactor/TwoFactor1"
 )]
 pub trait Login {
-    /// Starts a login for `user` (empty: the caller) with a context (`service`, `rhost`, `tty`).
+    /// Starts a login for `user` (empty: the caller) with a context (`service`, `rhost`, `tty`,
+    /// `ruser`, `session`).
     fn begin_login(
         &self,
         user: &str,

@@ -51,3 +51,21 @@ impl Conversation for PamConversation<'_> {
             .map_err(|_| ConversationError)
     }
 }
+
+/// The application asked for silence (`PAM_SILENT`): informational and error messages are not
+/// shown; prompts still are (a prompt is a question, and the login needs its answer).
+pub struct Silent<'a>(pub &'a mut dyn Conversation);
+
+impl Conversation for Silent<'_> {
+    fn prompt(&mut self, text: &str, echo: bool) -> Result<Zeroizing<String>, ConversationError> {
+        self.0.prompt(text, echo)
+    }
+
+    fn info(&mut self, _text: &str) -> Result<(), ConversationError> {
+        Ok(())
+    }
+
+    fn error(&mut self, _text: &str) -> Result<(), ConversationError> {
+        Ok(())
+    }
+}

@@ -3,16 +3,17 @@
 
 use std::ffi::{CStr, CString};
 
-use pam::constants::PamResultCode;
+use pam::constants::{PAM_SILENT, PamFlag, PamResultCode};
 use pam::conv::Conv;
 use pam::items::{RHost, Service, Tty};
 use pam::module::PamHandle;
 use twofactor_key::Authenticator;
 
 use crate::args::ModuleArgs;
-use crate::conversation::{Conversation, PamConversation};
+use crate::conversation::{Conversation, PamConversation, Silent};
 use crate::login;
 use crate::outcome::{Verdict, pam_code};
+use crate::session;
 
 /// Writes one line to syslog (authpriv). No `openlog`: the host program's ident stays.
 fn syslog(error: bool, service: &str, msg: &str) {
@@ -32,6 +33,7 @@ fn item_string(c: Option<&CStr>) -> String {
 fn authenticate_inner(
     pamh: &mut PamHandle,
     args: &[&CStr],
+    flags: PamFlag,
     authenticator: &dyn Authenticator,
 ) -> PamResultCode {
     let service = pamh
@@ -71,11 +73,26 @@ fn authenticate_inner(
             return pam_code(Verdict::ConversationFailed, args.failmode).to_pam();
         }
     };
-    let mut conversation = PamConversation(conv);
+    let mut pam_conversation = PamConversation(conv);
+    // PAM_SILENT: the application wants no messages, only the prompts.
+    let mut silent;
+    let conversation: &mut dyn Conversation = if flags & PAM_SILENT != 0 {
+        silent = Silent(&mut pam_conversation);
+        &mut silent
+    } else {
+        &mut pam_conversation
+    };
+    // Only a local login on a terminal can be remembered: only then is the session identified.
+    let session = if rhost.is_empty() && !tty.is_empty() {
+        session::identity(&tty)
+    } else {
+        String::new()
+    };
     let context = [
         ("service", service.as_str()),
         ("rhost", rhost.as_str()),
         ("tty", tty.as_str()),
+        ("session", session.as_str()),
     ];
     let log = |error: bool, msg: &str| {
         if error || args.debug {
@@ -85,7 +102,7 @@ fn authenticate_inner(
     let verdict = login::authenticate(
         &args.bus,
         args.timeout,
-        &mut conversation,
+        conversation,
         authenticator,
         &user,
         &context,
@@ -117,16 +134,18 @@ fn authenticate_inner(
     code.to_pam()
 }
 
-/// `pam_sm_authenticate`: runs the login with `authenticator` for security-key steps.
+/// `pam_sm_authenticate`: runs the login with `authenticator` for security-key steps. `flags`
+/// are the application's: with `PAM_SILENT`, no informational or error message is shown.
 ///
 /// pam-bindings also catches panics (as PAM_ABORT); this keeps the answer "unavailable".
 pub fn authenticate(
     pamh: &mut PamHandle,
     args: &[&CStr],
+    flags: PamFlag,
     authenticator: &dyn Authenticator,
 ) -> PamResultCode {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        authenticate_inner(pamh, args, authenticator)
+        authenticate_inner(pamh, args, flags, authenticator)
     }))
     .unwrap_or(PamResultCode::PAM_AUTHINFO_UNAVAIL)
 }

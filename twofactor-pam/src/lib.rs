@@ -6,6 +6,10 @@
 //! Module arguments: `bus=ADDRESS` (default: the system bus socket), `timeout=SECONDS`
 //! (default 10), `failmode=closed|open` (default closed), `debug`.
 //!
+//! Before any answer is sent, the owner of the daemon's bus name must be root or the daemon's
+//! own user, and every call goes to that one connection. With `PAM_SILENT` no informational or
+//! error message is shown (prompts are).
+//!
 //! All unsafe code (the `extern "C"` entry points and syslog) lives in [`ffi`].
 #![deny(unsafe_code)]
 
@@ -15,6 +19,7 @@ mod ffi;
 pub mod keystep;
 pub mod login;
 pub mod outcome;
+pub mod session;
 
 pub use args::{FailMode, ModuleArgs};
 pub use ffi::authenticate;

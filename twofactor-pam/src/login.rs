@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use twofactor_bus::{
-    BusError, KeyAssertion, LoginProxy, LoginStep, StepKind, WireStep, skip_reason,
+    BUS_NAME, BusError, DAEMON_USER, KeyAssertion, LoginProxy, LoginStep, StepKind, WireStep,
+    skip_reason,
 };
 use twofactor_key::Authenticator;
 
@@ -249,8 +250,48 @@ impl Daemon for BusDaemon<'_> {
     }
 }
 
-/// Connects to the bus at `address`, runs the login, and closes the connection before
-/// returning, all on the calling thread.
+/// May a connection of `uid` answer for the daemon? Root, or the daemon's own account
+/// (`daemon_uid`, `None` when that account does not exist).
+pub fn owner_trusted(uid: u32, daemon_uid: Option<u32>) -> bool {
+    uid == 0 || Some(uid) == daemon_uid
+}
+
+/// The uid of [`DAEMON_USER`] through NSS; `None` if it does not exist or cannot be looked up
+/// (then only root is trusted).
+fn daemon_uid() -> Option<u32> {
+    nix::unistd::User::from_name(DAEMON_USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+}
+
+/// The unique name of the connection that owns the daemon's name, if its owner is trusted:
+/// every call of the login goes to that connection, so a change of owner during the login
+/// cannot redirect the answers. No owner is "unreachable"; an owner of any other uid (the bus
+/// policy let someone else take the name) is a denial: nothing is sent to it.
+async fn trusted_owner(conn: &zbus::Connection) -> Result<zbus::names::OwnedUniqueName, LinkError> {
+    let fdo = |e: zbus::fdo::Error| link_err(BusError::ZBus(zbus::Error::from(e)));
+    let dbus = zbus::fdo::DBusProxy::new(conn)
+        .await
+        .map_err(|e| link_err(BusError::ZBus(e)))?;
+    let name = zbus::names::WellKnownName::from_static_str(BUS_NAME)
+        .map_err(|e| LinkError::Refused(format!("bad bus name: {e}")))?;
+    let owner = dbus.get_name_owner(name.into()).await.map_err(fdo)?;
+    let uid = dbus
+        .get_connection_unix_user(owner.as_ref().into())
+        .await
+        .map_err(fdo)?;
+    if !owner_trusted(uid, daemon_uid()) {
+        return Err(LinkError::Refused(format!(
+            "{BUS_NAME} is owned by {owner}, a connection of uid {uid}, which is neither root \
+             nor {DAEMON_USER}: nothing is sent to it"
+        )));
+    }
+    Ok(owner)
+}
+
+/// Connects to the bus at `address`, checks who owns the daemon's name, runs the login with
+/// that owner, and closes the connection before returning, all on the calling thread.
 pub fn authenticate(
     address: &str,
     timeout: Duration,
@@ -275,7 +316,16 @@ pub fn authenticate(
                 return Verdict::Unreachable;
             }
         };
+        let owner = match trusted_owner(&conn).await {
+            Ok(o) => o,
+            Err(e) => {
+                log(true, &format!("login for {user} not started: {e}"));
+                let _ = conn.close().await;
+                return e.verdict();
+            }
+        };
         let proxy = match LoginProxy::builder(&conn)
+            .destination(owner)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await
@@ -284,6 +334,7 @@ pub fn authenticate(
             Err(e) => {
                 let e = link_err(BusError::ZBus(e));
                 log(true, &format!("cannot make the login proxy: {e}"));
+                let _ = conn.close().await;
                 return e.verdict();
             }
         };
@@ -836,5 +887,68 @@ mod tests {
         ));
         assert_eq!(v, Verdict::ConversationFailed);
         assert!(*d.cancelled.borrow());
+    }
+    #[test]
+    fn pam_silent_shows_no_message_but_still_prompts() {
+        use crate::conversation::Silent;
+        let d = daemon(
+            Ok(LoginStep::prompt("Code: ", false).info("Welcome.")),
+            vec![
+                Ok(LoginStep::prompt("Code: ", false).error("Wrong code.")),
+                Ok(LoginStep::done(Outcome::Success).info("Last login: never")),
+            ],
+        );
+        let mut u = user(vec!["1", "2"]);
+        let v = zbus::block_on(run(
+            &d,
+            &mut Silent(&mut u),
+            &NO_KEY,
+            "alice",
+            &[],
+            &|_, _| {},
+        ));
+        assert_eq!(v, Verdict::Daemon(Outcome::Success));
+        assert_eq!(u.shown, ["prompt:Code: ", "prompt:Code: "]);
+        assert_eq!(*d.answers.borrow(), ["1", "2"]);
+        // A denial with its reason: the verdict stands, the reason is not shown.
+        let d = daemon(
+            Ok(LoginStep::done(Outcome::Denied).error("Too many failed attempts.")),
+            vec![],
+        );
+        let mut u = user(vec![]);
+        let v = zbus::block_on(run(
+            &d,
+            &mut Silent(&mut u),
+            &NO_KEY,
+            "alice",
+            &[],
+            &|_, _| {},
+        ));
+        assert_eq!(v, Verdict::Daemon(Outcome::Denied));
+        assert!(u.shown.is_empty(), "{:?}", u.shown);
+        // The key cue is an informational message too; the PIN prompt is a prompt.
+        let d = daemon(
+            Ok(key_step(false)),
+            vec![Ok(LoginStep::done(Outcome::Success))],
+        );
+        let key = FakeKey {
+            present: true,
+            result: signed(),
+            wants_pin: true,
+        };
+        let mut u = user(vec!["1234"]);
+        let v = zbus::block_on(run(&d, &mut Silent(&mut u), &key, "alice", &[], &|_, _| {}));
+        assert_eq!(v, Verdict::Daemon(Outcome::Success));
+        assert_eq!(u.shown, ["prompt:PIN: "]);
+    }
+
+    #[test]
+    fn only_root_or_the_daemon_user_may_answer() {
+        assert!(owner_trusted(0, None));
+        assert!(owner_trusted(0, Some(998)));
+        assert!(owner_trusted(998, Some(998)));
+        assert!(!owner_trusted(998, None), "no daemon account: root only");
+        assert!(!owner_trusted(1000, Some(998)));
+        assert!(!owner_trusted(65534, None));
     }
 }

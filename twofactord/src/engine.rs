@@ -56,6 +56,9 @@ pub struct LoginContext {
     pub rhost: String,
     /// PAM_TTY.
     pub tty: String,
+    /// The module's identity of the login session (`context::SESSION`), kept only when the
+    /// caller is root: anyone else could forge it. Empty: a remembered login is not honoured.
+    pub session: String,
 }
 
 /// How long a TOTP enrollment waits for its first code.
@@ -132,8 +135,8 @@ pub struct Engine {
     accounts: Box<dyn Accounts>,
     clock: Box<dyn Clock>,
     sessions: Mutex<HashMap<String, LoginSession>>,
-    /// Local logins remembered after a success: (uid, tty, service) -> until.
-    remembered: Mutex<HashMap<(u32, String, String), i64>>,
+    /// Local logins remembered after a success: (uid, tty, service, session) -> until.
+    remembered: Mutex<HashMap<RememberKey, i64>>,
     /// Security-key enrollments, proofs and tokens in progress.
     key_challenges: Mutex<keys::KeyChallenges>,
     /// When each cap last refused each user, for the audit log's rate limit.
@@ -168,6 +171,9 @@ const NOT_YOURS: &str =
 /// What a user is told for a code whose time step was already used.
 const ALREADY_USED: &str = "That code was already used. Wait for the next code.";
 
+/// What a remembered login is bound to: (uid, tty, service, session identity).
+type RememberKey = (u32, String, String, String);
+
 /// Refuses unknown keys and oversized or NUL-bearing values in a login context from the bus.
 fn check_context(context: &HashMap<String, String>, allowed: &[&str]) -> Result<(), BusError> {
     for (k, v) in context {
@@ -188,6 +194,29 @@ fn check_context(context: &HashMap<String, String>, allowed: &[&str]) -> Result<
 /// A duration in whole seconds as a Unix-time offset, saturating (never wrapping negative).
 fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The session identity a login may be remembered under: only a root caller's (PAM stacks of
+/// sudo, login, su run as root; an unprivileged caller could send any identity it likes).
+fn remember_session(caller: &Caller, context: &HashMap<String, String>) -> String {
+    if caller.uid != 0 {
+        return String::new();
+    }
+    context.get("session").cloned().unwrap_or_default()
+}
+
+/// What a login is remembered under, or `None` when it may not be: remote, no terminal, or no
+/// session identity.
+fn remember_key(uid: u32, ctx: &LoginContext) -> Option<RememberKey> {
+    if !ctx.rhost.is_empty() || ctx.tty.is_empty() || ctx.session.is_empty() {
+        return None;
+    }
+    Some((
+        uid,
+        ctx.tty.clone(),
+        ctx.service.clone(),
+        ctx.session.clone(),
+    ))
 }
 
 fn minutes(secs: i64) -> String {
@@ -651,11 +680,12 @@ impl Engine {
         user: &str,
         context: &HashMap<String, String>,
     ) -> Result<(String, LoginStep), BusError> {
-        check_context(context, &["service", "rhost", "tty", "ruser"])?;
+        check_context(context, &["service", "rhost", "tty", "ruser", "session"])?;
         let ctx = LoginContext {
             service: context.get("service").cloned().unwrap_or_default(),
             rhost: context.get("rhost").cloned().unwrap_or_default(),
             tty: context.get("tty").cloned().unwrap_or_default(),
+            session: remember_session(caller, context),
         };
         if user.is_empty() {
             return Err(BusError::InvalidArgument(
@@ -1239,32 +1269,29 @@ impl Engine {
         .info(codes))
     }
 
-    /// Remembers a successful local login, if the service asks for it. Never for remote logins
-    /// (never keyed on an address) nor without a terminal.
+    /// Remembers a successful local login, if the service asks for it, for the session that
+    /// earned it (as sudo's tty tickets): never for remote logins (never keyed on an address),
+    /// nor without a terminal, nor without a session identity from a root caller.
     fn remember(&self, uid: u32, ctx: &LoginContext, now: i64) {
-        if !ctx.rhost.is_empty() || ctx.tty.is_empty() {
+        let Some(key) = remember_key(uid, ctx) else {
             return;
-        }
+        };
         let Some((window, _)) = self.policy().remember_window(&ctx.service) else {
             return;
         };
         if let Ok(mut r) = self.remembered.lock() {
             r.retain(|_, until| *until > now);
-            r.insert(
-                (uid, ctx.tty.clone(), ctx.service.clone()),
-                now.saturating_add(secs(window)),
-            );
+            r.insert(key, now.saturating_add(secs(window)));
         }
     }
 
     fn is_remembered(&self, uid: u32, ctx: &LoginContext, now: i64) -> bool {
-        if !ctx.rhost.is_empty() || ctx.tty.is_empty() {
+        let Some(key) = remember_key(uid, ctx) else {
             return false;
-        }
-        self.remembered.lock().is_ok_and(|r| {
-            r.get(&(uid, ctx.tty.clone(), ctx.service.clone()))
-                .is_some_and(|&until| until > now)
-        })
+        };
+        self.remembered
+            .lock()
+            .is_ok_and(|r| r.get(&key).is_some_and(|&until| until > now))
     }
 
     /// Forgets remembered logins of a user (their factors changed).

@@ -373,6 +373,10 @@ fn remember_is_local_per_tty_and_service_and_expires() {
             ("service".to_string(), service.to_string()),
             ("tty".to_string(), tty.to_string()),
             ("rhost".to_string(), rhost.to_string()),
+            (
+                "session".to_string(),
+                "leader=100:5;tty=34816:1".to_string(),
+            ),
         ])
     };
     let begin = |c: &HashMap<String, String>| e.begin_login(&root(), "alice", c).expect("begin");
@@ -403,6 +407,58 @@ fn remember_is_local_per_tty_and_service_and_expires() {
         .expect("continue");
     assert_eq!(outcome(&done), Some(Outcome::Success));
     assert!(outcome(&begin(&sudo1).1).is_none());
+}
+
+#[test]
+fn remember_is_bound_to_the_session_and_to_root_callers() {
+    let (e, clock) = engine("[login]\nattempts = 1\n[services.sudo]\nremember = \"5m\"\n");
+    let s = enroll(&e, &clock, 1000);
+    let ctx_of = |session: Option<&str>| {
+        let mut c = HashMap::from([
+            ("service".to_string(), "sudo".to_string()),
+            ("tty".to_string(), "/dev/pts/1".to_string()),
+        ]);
+        if let Some(id) = session {
+            c.insert("session".to_string(), id.to_string());
+        }
+        c
+    };
+    let earned = ctx_of(Some("leader=100:5"));
+    let login = |who: &Caller, c: &HashMap<String, String>| {
+        let (h, step) = e.begin_login(who, "alice", c).expect("begin");
+        assert!(matches!(step.kind, StepKind::Prompt { .. }), "{step:?}");
+        clock.advance(30);
+        let done = e
+            .continue_login(who, &h, &code(&s, clock.now()))
+            .expect("continue");
+        assert_eq!(outcome(&done), Some(Outcome::Success));
+    };
+    let asked = |who: &Caller, c: &HashMap<String, String>| {
+        outcome(&e.begin_login(who, "alice", c).expect("begin").1).is_none()
+    };
+    // Without a session identity, a success is not remembered.
+    login(&root(), &ctx_of(None));
+    assert!(asked(&root(), &ctx_of(None)));
+    // With one, only that session is let through: another session on the same terminal (a
+    // new leader, a re-created device) is asked, and so is a login without an identity.
+    login(&root(), &earned);
+    assert!(!asked(&root(), &earned));
+    assert!(asked(&root(), &ctx_of(Some("leader=101:9"))));
+    assert!(asked(&root(), &ctx_of(None)));
+    // An unprivileged caller (alice's own PAM stack) could forge the identity: never honoured,
+    // and its successes are never remembered for anyone.
+    assert!(asked(&caller(1000), &earned));
+    let other = ctx_of(Some("leader=200:7"));
+    login(&caller(1000), &other);
+    assert!(asked(&caller(1000), &other));
+    assert!(asked(&root(), &other));
+    // The identity is checked like every other context value.
+    let mut bad = earned.clone();
+    bad.insert("session".to_string(), "x\0y".to_string());
+    assert!(matches!(
+        e.begin_login(&root(), "alice", &bad),
+        Err(BusError::InvalidArgument(_))
+    ));
 }
 
 fn notices_text(step: &LoginStep) -> String {

@@ -70,6 +70,15 @@ fn main() -> ExitCode {
         };
     }
 
+    // The daemon's memory holds TOTP secrets: no core dumps, and no ptrace or /proc/PID/mem
+    // access by other processes of the daemon's own (unprivileged) user.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        log::error(&format!(
+            "refusing to start: cannot disable core dumps: {e}"
+        ));
+        return ExitCode::FAILURE;
+    }
+
     // Signals are taken by one thread with sigwait; block them before any thread starts.
     let mut signals = SigSet::empty();
     for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {

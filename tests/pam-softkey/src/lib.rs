@@ -65,7 +65,7 @@ mod hooks {
         fn sm_authenticate(
             pamh: &mut PamHandle,
             args: Vec<&CStr>,
-            _flags: PamFlag,
+            flags: PamFlag,
         ) -> PamResultCode {
             let mut path = None;
             let rest: Vec<&CStr> = args
@@ -80,7 +80,7 @@ mod hooks {
                     },
                 )
                 .collect();
-            twofactor_pam::authenticate(pamh, &rest, &Plugged(path))
+            twofactor_pam::authenticate(pamh, &rest, flags, &Plugged(path))
         }
 
         fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {

@@ -2,18 +2,20 @@
 //! from a script, and prints what happened as JSON: the return code, every message shown, and
 //! the thread count of this process before and after (the module must leave none behind).
 //!
-//! usage: pamdrive CONFDIR SERVICE USER [--rhost HOST] [--tty TTY] [--pause-ms MS] [ANSWER...]
+//! usage: pamdrive CONFDIR SERVICE USER [--rhost HOST] [--tty TTY] [--pause-ms MS] [--silent]
+//! [ANSWER...]
 //!
-//! `--pause-ms` waits that long before each answer (a user slow to type).
+//! `--pause-ms` waits that long before each answer (a user slow to type). `--silent` calls
+//! pam_authenticate with PAM_SILENT.
 
-use twofactor_tests::pam::{Script, authenticate, threads};
+use twofactor_tests::pam::{PAM_SILENT, Script, authenticate_with_flags, threads};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
         eprintln!(
             "usage: pamdrive CONFDIR SERVICE USER [--rhost HOST] [--tty TTY] [--pause-ms MS] \
-             [ANSWER...]"
+             [--silent] [ANSWER...]"
         );
         std::process::exit(2);
     }
@@ -23,12 +25,14 @@ fn main() {
     let mut rhost = None;
     let mut tty = None;
     let mut pause = std::time::Duration::ZERO;
+    let mut flags = 0;
     let mut answers = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--rhost" => rhost = it.next(),
             "--tty" => tty = it.next(),
+            "--silent" => flags |= PAM_SILENT,
             "--pause-ms" => {
                 let Some(ms) = it.next().and_then(|m| m.parse().ok()) else {
                     eprintln!("--pause-ms needs a number of milliseconds");
@@ -45,12 +49,13 @@ fn main() {
         pause,
     };
     let before = threads();
-    let (rc, name, during) = match authenticate(
+    let (rc, name, during) = match authenticate_with_flags(
         &confdir,
         &service,
         &user,
         rhost.as_deref(),
         tty.as_deref(),
+        flags,
         &mut script,
     ) {
         Ok(r) => r,
