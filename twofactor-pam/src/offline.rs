@@ -100,7 +100,8 @@ pub fn asks(snapshot: &Snapshot, user: &str, service: &str) -> Result<bool, Stri
         .filter_map(|g| nix::unistd::Group::from_gid(g).ok().flatten())
         .map(|g| g.name)
         .collect();
-    Ok(snapshot.asks(account.uid.as_raw(), user, &groups, service))
+    // Rules are matched by the name NSS reports, as the daemon matches them.
+    Ok(snapshot.asks(account.uid.as_raw(), &account.name, &groups, service))
 }
 
 #[cfg(test)]

@@ -159,6 +159,10 @@ impl Engine {
     /// that change who is asked call this before they reply, so the snapshot is current when
     /// the caller hears "done".
     pub fn flush_offline(&self) {
+        // Cheap when nothing changed (every login answer comes through here).
+        if !self.persisted.dirty.lock().is_ok_and(|d| *d) {
+            return;
+        }
         let Ok(_writing) = self.persisted.writing.lock() else {
             return;
         };
