@@ -241,10 +241,32 @@ async fn check_daemon(bus: Option<&str>) -> Finding {
             );
         }
     };
-    let status = match twofactor_bus::EnrollmentProxy::new(&conn).await {
-        Ok(proxy) => proxy.status("").await,
-        Err(e) => Err(twofactor_bus::BusError::ZBus(e)),
+    let proxy = match twofactor_bus::EnrollmentProxy::new(&conn).await {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            return Finding::error(
+                CHECK,
+                Failure::from(twofactor_bus::BusError::ZBus(e)).0,
+                "systemctl status twofactord; journalctl -u twofactord",
+            );
+        }
     };
+    let status = proxy.status("").await;
+    // The daemon serves its last good policy copy because the file was refused: logins work,
+    // but not by the policy the admin sees in the file.
+    if status.is_ok()
+        && let Ok((in_force, problem)) = proxy.policy_status().await
+        && !problem.is_empty()
+    {
+        return Finding::error(
+            CHECK,
+            format!("twofactord answers on {which} but does not use the policy file: {problem}"),
+            format!(
+                "fix the policy file (twofactord --check), then systemctl reload twofactord; \
+                 until then {in_force} is in force"
+            ),
+        );
+    }
     match status {
         Ok(s) => Finding::ok(
             CHECK,
