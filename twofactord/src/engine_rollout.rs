@@ -43,11 +43,8 @@ impl Engine {
         let mut notes = Vec::new();
         // Candidates: accounts a required rule may apply to (kept if it does).
         let mut candidates: BTreeSet<u32> = BTreeSet::new();
-        let mut names: BTreeSet<String> = policy
-            .required_user_rules()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let user_rules = policy.required_user_rules();
+        let mut names: BTreeSet<String> = user_rules.iter().map(|n| n.to_string()).collect();
         let groups = policy.required_group_rules();
         let everyone = policy.default_mode == Mode::Required;
         let mut primary: BTreeSet<u32> = BTreeSet::new();
@@ -81,12 +78,10 @@ impl Engine {
                     candidates.insert(a.uid);
                     accounts.insert(a.uid, a);
                 }
-                None if policy.required_user_rules().contains(&name.as_str()) => {
-                    notes.push(format!(
-                        "user {name} (a required rule) is unknown to the name service: not \
+                None if user_rules.contains(&name.as_str()) => notes.push(format!(
+                    "user {name} (a required rule) is unknown to the name service: not \
                          created yet, or its directory is unreachable"
-                    ))
-                }
+                )),
                 // A member name the group lists but NSS does not resolve: a stale entry.
                 None => {}
             }
