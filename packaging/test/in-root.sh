@@ -506,12 +506,15 @@ ok "ssh with the password alone works again: the PAM stacks are intact"
 ok "/etc/twofactor/policy.toml kept, with the admin's edit"
 [ -d /var/lib/twofactord ] && [ -f /var/lib/twofactord/state.sqlite3 ] || fail "dpkg -r removed /var/lib/twofactord"
 ok "/var/lib/twofactord kept: $(ls /var/lib/twofactord | tr '\n' ' ')"
+grep -q "DELETED by purge" "$LOG/dpkg-remove.log" || fail "prerm did not say that a purge deletes the state"
+ok "prerm said what a purge deletes and how to back it up"
 
 # ---------------------------------------------------------------------------
 section "dpkg --purge twofactor"
 dpkg --purge twofactor >"$LOG/dpkg-purge.log" 2>&1 || fail "dpkg --purge failed: $(cat "$LOG/dpkg-purge.log")"
 [ ! -e /etc/twofactor ] || fail "/etc/twofactor is still there after purge"
 [ ! -e /var/lib/twofactord ] || fail "/var/lib/twofactord is still there after purge"
+grep -q "purge: deleting /var/lib/twofactord" "$LOG/dpkg-purge.log" || fail "postrm purge did not say what it deletes"
 ok "purge deleted /etc/twofactor and /var/lib/twofactord"
 
 printf '\ninstall-test: %d passed, 0 failed\n' "$passed"

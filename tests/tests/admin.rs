@@ -564,7 +564,8 @@ fn rolling_out_required_with_starter_codes_grace_and_compliance_lists() {
             .ctl(&["--json", "admin", "list", "--state", state])
             .ok()
             .json();
-        v.as_array()
+        v["users"]
+            .as_array()
             .expect("list")
             .iter()
             .map(|u| u["user"].as_str().expect("user").to_string())

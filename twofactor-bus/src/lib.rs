@@ -645,12 +645,17 @@ pub trait Admin {
     /// Imports security-key credentials made elsewhere (a pam_u2f authfile) for a user, all or
     /// nothing.
     fn import_keys(&self, user: &str, keys: &[KeyImport]) -> Result<String, BusError>;
-    /// Every user the daemon has state for.
-    fn list_users(&self) -> Result<Vec<UserStatus>, BusError>;
+    /// Every user the daemon has state for, and every account it found that the policy
+    /// requires 2FA of: (users, partial, notes). `partial`: required users may be missing
+    /// (enumeration bounded or not offered by a directory service); `notes` say why.
+    fn list_users(&self) -> Result<(Vec<UserStatus>, bool, Vec<String>), BusError>;
     /// Audit entries for `user` (empty: all) since `since` (unix time), newest last.
     fn audit(&self, user: &str, since: i64, limit: u32) -> Result<Vec<AuditEntry>, BusError>;
     /// Re-reads the policy file; an invalid file is refused and the old policy stays.
     fn reload_policy(&self) -> Result<String, BusError>;
+    /// A consistent snapshot of the whole state (root only): an open, read-only descriptor of
+    /// an SQLite database, and its size in bytes.
+    fn backup(&self) -> Result<(zbus::OwnedFd, u64), BusError>;
 }
 
 /// Draws `text` (an otpauth URI) as a QR code with Unicode half blocks and forced colours

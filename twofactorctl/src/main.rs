@@ -2,6 +2,7 @@
 // Denied, not forbidden: doctor/clock_sys.rs holds the one FFI call (ntp_adjtime).
 #![deny(unsafe_code)]
 
+mod backup;
 mod doctor;
 mod import;
 mod import_u2f;
@@ -166,7 +167,8 @@ enum AdminAction {
     Reset { user: String },
     /// End a user's lockout.
     Unlock { user: String },
-    /// Every user the daemon has state for.
+    /// Users the daemon has state for, and every account it can find that the policy
+    /// requires 2FA of (enrolled or not). Says when required users may be missing.
     List {
         /// Only users in this state.
         #[arg(long, value_enum)]
@@ -187,6 +189,16 @@ enum AdminAction {
     },
     /// Re-read the policy file (an invalid file is refused; the old policy stays).
     Reload,
+    /// Write a consistent copy of the daemon's whole state (every secret) to FILE, mode 0600,
+    /// while the daemon runs (root only). Put it back with `twofactord restore`.
+    Backup {
+        /// The file to create (an existing file is refused unless --force; never a symlink).
+        file: std::path::PathBuf,
+        /// Replace FILE if it exists (atomically; a symlink or non-regular file is still
+        /// refused).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -720,14 +732,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs() as i64)
                     .unwrap_or(0);
-                let users: Vec<UserStatus> = admin
-                    .list_users()
-                    .await?
+                let (all, partial, notes) = admin.list_users().await?;
+                let users: Vec<UserStatus> = all
                     .into_iter()
                     .filter(|u| state.is_none_or(|st| st.matches(u, now)))
                     .collect();
                 if json {
-                    print_json(&users)?;
+                    print_json(&serde_json::json!({
+                        "users": users,
+                        "partial": partial,
+                        "notes": notes,
+                    }))?;
                 } else {
                     outln!("USER                    UID MODE      ENROLLED RECOVERY LOCKED");
                     for u in users {
@@ -744,6 +759,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                                 "-".into()
                             }
                         );
+                    }
+                    if partial {
+                        errln!(
+                            "note: users that 2FA is required of may be missing from this list:"
+                        );
+                        for n in &notes {
+                            errln!("  {}", safe(n));
+                        }
                     }
                 }
             }
@@ -766,6 +789,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             AdminAction::Reload => {
                 let msg = admin.reload_policy().await?;
                 outln!("{}", safe_lines(&msg));
+            }
+            AdminAction::Backup { file, force } => {
+                backup::refuse_existing(&file, force)?;
+                let (snapshot, size) = admin.backup().await?;
+                let written = backup::write(&file, snapshot.into(), size, force)?;
+                if json {
+                    print_json(&serde_json::json!({ "file": file, "bytes": written }))?;
+                } else {
+                    outln!(
+                        "Wrote the state ({written} bytes) to {} (mode 0600). It holds every \
+                         secret: keep it like /etc/shadow. Restore it with: twofactord restore \
+                         FILE (daemon stopped).",
+                        out::path(&file)
+                    );
+                }
             }
         },
         // Answered above, before connecting.

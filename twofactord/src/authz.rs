@@ -19,6 +19,8 @@ pub enum Access {
     /// only uid 0 when the target is root or an admin (an admin cannot take over root's or
     /// another admin's second factor, nor loosen their own).
     AdminOverUsers,
+    /// uid 0 only, whatever the policy's admin groups: a state backup holds every secret.
+    RootOnly,
 }
 
 /// (interface suffix, method, right). Every method of the interface XML has exactly one row.
@@ -55,6 +57,7 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("Admin", "ListUsers", Access::Admin),
     ("Admin", "Audit", Access::Admin),
     ("Admin", "ReloadPolicy", Access::Admin),
+    ("Admin", "Backup", Access::RootOnly),
 ];
 
 /// The right `interface`.`method` needs; `None` for a method missing from the table, which the
@@ -93,6 +96,7 @@ pub fn permits(
         Access::AdminOverUsers => {
             caller_uid == 0 || (caller_is_admin && target.is_some_and(|t| !t.privileged))
         }
+        Access::RootOnly => caller_uid == 0,
     }
 }
 
@@ -225,6 +229,10 @@ mod tests {
         assert!(!permits(Access::SelfOnly, 1000, false, None));
         assert!(!permits(Access::AdminOverUsers, 1000, true, None));
         assert!(permits(Access::Admin, 1000, true, None));
+        assert!(permits(Access::RootOnly, 0, true, None));
+        assert!(!permits(Access::RootOnly, 1000, true, None));
+        assert!(!permits(Access::RootOnly, 1000, false, None));
+        assert_eq!(access_for("Admin", "Backup"), Some(Access::RootOnly));
         assert_eq!(access_for("Admin", "Reset"), Some(Access::AdminOverUsers));
         assert_eq!(access_for("Admin", "Nope"), None);
     }
@@ -253,6 +261,9 @@ mod tests {
             (Access::AdminOverUsers, Root, [Y, Y, Y, Y]),
             (Access::AdminOverUsers, AdminMember, [N, Y, N, N]),
             (Access::AdminOverUsers, User, [N, N, N, N]),
+            (Access::RootOnly, Root, [Y, Y, Y, Y]),
+            (Access::RootOnly, AdminMember, [N, N, N, N]),
+            (Access::RootOnly, User, [N, N, N, N]),
         ];
         let mut cells = 0;
         for (_, method, access) in TABLE {

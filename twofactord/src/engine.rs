@@ -380,6 +380,7 @@ impl Engine {
             Ok(())
         } else {
             Err(BusError::AccessDenied(match access {
+                Access::RootOnly => "this needs root (uid 0), whatever admin_groups says".into(),
                 Access::AdminOverUsers if admin => {
                     "changing root's or an admin's second factor, requirement, grace, codes or \
                      lockout needs root (uid 0)"
@@ -1829,19 +1830,6 @@ impl Engine {
         Ok(())
     }
 
-    /// `Admin.ListUsers`.
-    pub fn list_users(&self, caller: &Caller) -> Result<Vec<UserStatus>, BusError> {
-        self.authorize("Admin", "ListUsers", caller, None)?;
-        let store = self.store()?;
-        let mut out = Vec::new();
-        for uid in store.known_uids().map_err(store_err)? {
-            if let Some(account) = self.accounts.user_by_uid(uid) {
-                out.push(self.status_of(store.as_ref(), &account, Context::default())?);
-            }
-        }
-        Ok(out)
-    }
-
     /// `Admin.Audit`.
     pub fn audit_log(
         &self,
@@ -1983,10 +1971,14 @@ mod keys;
 #[path = "engine_offline.rs"]
 mod offline;
 pub use offline::write_private;
+#[path = "engine_backup.rs"]
+pub mod backup;
 #[path = "engine_limits.rs"]
 mod limits;
 #[path = "engine_retention.rs"]
 pub mod retention;
+#[path = "engine_rollout.rs"]
+pub mod rollout;
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

@@ -30,6 +30,83 @@ pub trait Accounts: Send + Sync {
     fn user_by_uid(&self, uid: u32) -> Option<Account>;
     /// Looks up a group's gid (the policy asks, to warn about names NSS does not know).
     fn group_by_name(&self, name: &str) -> Option<u32>;
+    /// A group's gid and the members its entry names (getgrnam). Users whose *primary* group it
+    /// is are usually not among them: find those with [`Accounts::enumerate_users`]. For
+    /// listings only; no decision depends on it.
+    fn group_members(&self, name: &str) -> Option<(u32, Vec<String>)> {
+        self.group_by_name(name).map(|gid| (gid, Vec::new()))
+    }
+    /// Every account the name service lists (getpwent), at most `limit` of them. Directory
+    /// services often do not enumerate (SSSD's default `enumerate = false`), so the answer says
+    /// when it may be incomplete. For listings only; no decision depends on it.
+    fn enumerate_users(&self, limit: usize) -> Enumerated {
+        let _ = limit;
+        Enumerated {
+            users: Vec::new(),
+            gaps: vec!["this account source cannot list its accounts".into()],
+        }
+    }
+    /// The first uid of ordinary accounts (`UID_MIN` of /etc/login.defs, else 1000).
+    fn uid_min(&self) -> u32 {
+        DEFAULT_UID_MIN
+    }
+}
+
+/// `UID_MIN` when /etc/login.defs does not say.
+pub const DEFAULT_UID_MIN: u32 = 1000;
+
+/// The overflow uid (`nobody`): never a login account.
+pub const OVERFLOW_UID: u32 = 65_534;
+
+/// An account as enumeration lists it (no groups looked up yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Login name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+/// What an enumeration of accounts found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enumerated {
+    /// The accounts seen.
+    pub users: Vec<Listed>,
+    /// Why the list may be incomplete (empty: complete as far as the daemon can tell).
+    pub gaps: Vec<String>,
+}
+
+/// Sources of `passwd` in nsswitch.conf that list all their accounts.
+const ENUMERABLE_SOURCES: &[&str] = &["files", "compat", "systemd", "db", "altfiles"];
+
+/// The `passwd:` sources of an nsswitch.conf that may not list every account (`sss`, `ldap`,
+/// `winbind`, `nis`, ...).
+pub fn unenumerable_sources(nsswitch: &str) -> Vec<String> {
+    let Some(line) = nsswitch.lines().find_map(|l| {
+        let l = l.split('#').next().unwrap_or("").trim();
+        l.strip_prefix("passwd:")
+    }) else {
+        return Vec::new();
+    };
+    line.split_whitespace()
+        // `[NOTFOUND=return]` and the like are actions, not sources.
+        .filter(|w| !w.starts_with('['))
+        .filter(|w| !ENUMERABLE_SOURCES.contains(w))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `UID_MIN` from the text of a login.defs.
+pub fn parse_uid_min(login_defs: &str) -> Option<u32> {
+    login_defs.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("UID_MIN"), Some(v)) => v.parse().ok(),
+            _ => None,
+        }
+    })
 }
 
 /// Longest user name accepted from the bus.
@@ -100,6 +177,48 @@ impl Accounts for Nss {
             .flatten()
             .map(|g: Group| Gid::as_raw(g.gid))
     }
+
+    fn group_members(&self, name: &str) -> Option<(u32, Vec<String>)> {
+        Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g: Group| (g.gid.as_raw(), g.mem))
+    }
+
+    fn enumerate_users(&self, limit: usize) -> Enumerated {
+        let mut gaps = Vec::new();
+        let users = match crate::nss_enum::users(limit) {
+            Ok((users, truncated)) => {
+                if truncated {
+                    gaps.push(format!(
+                        "stopped after {limit} accounts: the name service lists more"
+                    ));
+                }
+                users
+            }
+            Err(e) => {
+                gaps.push(format!("the name service could not list its accounts: {e}"));
+                Vec::new()
+            }
+        };
+        let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+        let sources = unenumerable_sources(&nsswitch);
+        if !sources.is_empty() {
+            gaps.push(format!(
+                "accounts from {} (/etc/nsswitch.conf) are listed only if that service \
+                 enumerates them (SSSD: enumerate = true); the others are missing",
+                sources.join(", ")
+            ));
+        }
+        Enumerated { users, gaps }
+    }
+
+    fn uid_min(&self) -> u32 {
+        std::fs::read_to_string("/etc/login.defs")
+            .ok()
+            .and_then(|t| parse_uid_min(&t))
+            .unwrap_or(DEFAULT_UID_MIN)
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +231,9 @@ pub(crate) mod tests {
     pub struct FakeAccounts {
         users: Vec<Account>,
         groups: Vec<(String, u32)>,
+        /// Users found by name and uid but not listed by enumeration (a directory without
+        /// enumeration).
+        hidden: Vec<String>,
     }
 
     impl FakeAccounts {
@@ -129,6 +251,11 @@ pub(crate) mod tests {
         }
         pub fn group(mut self, name: &str, gid: u32) -> Self {
             self.groups.push((name.into(), gid));
+            self
+        }
+        /// Makes `name` invisible to enumeration (as LDAP without enumeration).
+        pub fn unlisted(mut self, name: &str) -> Self {
+            self.hidden.push(name.into());
             self
         }
     }
@@ -160,6 +287,38 @@ pub(crate) mod tests {
         fn group_by_name(&self, name: &str) -> Option<u32> {
             self.groups.iter().find(|g| g.0 == name).map(|g| g.1)
         }
+        /// As getgrnam: the supplementary members only (not those whose primary group it is).
+        fn group_members(&self, name: &str) -> Option<(u32, Vec<String>)> {
+            let gid = self.group_by_name(name)?;
+            let members = self
+                .users
+                .iter()
+                .filter(|u| u.gids.iter().skip(1).any(|g| *g == gid))
+                .map(|u| u.name.clone())
+                .collect();
+            Some((gid, members))
+        }
+        fn enumerate_users(&self, limit: usize) -> Enumerated {
+            let users: Vec<Listed> = self
+                .users
+                .iter()
+                .filter(|u| !self.hidden.contains(&u.name))
+                .take(limit)
+                .map(|u| Listed {
+                    name: u.name.clone(),
+                    uid: u.uid,
+                    gid: u.gids.first().copied().unwrap_or(u.uid),
+                })
+                .collect();
+            let mut gaps = Vec::new();
+            if !self.hidden.is_empty() {
+                gaps.push("a directory that does not enumerate".into());
+            }
+            if users.len() == limit && self.users.len() > limit {
+                gaps.push(format!("stopped after {limit} accounts"));
+            }
+            Enumerated { users, gaps }
+        }
     }
 
     #[test]
@@ -177,6 +336,47 @@ pub(crate) mod tests {
             assert_eq!(Nss.user_by_name(bad), None);
         }
         assert!(validate_name("alice.smith-2@corp").is_ok());
+    }
+
+    #[test]
+    fn nsswitch_sources_that_may_not_enumerate() {
+        assert!(unenumerable_sources("passwd: files systemd\ngroup: files sss\n").is_empty());
+        assert_eq!(
+            unenumerable_sources("# c\npasswd:  files [NOTFOUND=return] sss # x\n"),
+            ["sss"]
+        );
+        assert_eq!(
+            unenumerable_sources("passwd: compat ldap winbind"),
+            ["ldap", "winbind"]
+        );
+        assert!(unenumerable_sources("").is_empty());
+    }
+
+    #[test]
+    fn uid_min_from_login_defs() {
+        assert_eq!(
+            parse_uid_min("# UID_MIN 5\nUID_MIN\t\t\t 1000\nUID_MAX 60000\n"),
+            Some(1000)
+        );
+        assert_eq!(parse_uid_min("UID_MIN 500"), Some(500));
+        assert_eq!(parse_uid_min("UID_MINX 5\nUID_MIN x\n"), None);
+    }
+
+    #[test]
+    fn enumeration_lists_root_and_is_bounded() {
+        let all = Nss.enumerate_users(100_000);
+        assert!(
+            all.users.iter().any(|u| u.uid == 0 && u.name == "root"),
+            "{all:?}"
+        );
+        let one = Nss.enumerate_users(1);
+        assert_eq!(one.users.len(), 1);
+        assert!(
+            one.gaps.iter().any(|g| g.contains("stopped after 1")),
+            "{one:?}"
+        );
+        // Twice in a row (the cursor is reset).
+        assert_eq!(Nss.enumerate_users(100_000).users, all.users);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Layers, from the bus inwards: [`service`] identifies the caller and forwards to the
 //! [`engine::Engine`], which applies [`authz`], [`policy`], the factors ([`totp`],
 //! [`recovery`]) and the [`store`].
-// All unsafe code is the one system call in `clock`; every other module forbids it.
+// All unsafe code is the one system call in `clock` and the account enumeration in `nss_enum`;
+// every other module forbids it.
 #![deny(unsafe_code)]
 
 pub mod authz;
@@ -13,8 +14,10 @@ pub mod fido2;
 pub mod identity;
 pub mod log;
 pub mod notify;
+pub mod nss_enum;
 pub mod policy;
 pub mod recovery;
+pub mod restore;
 pub mod service;
 pub mod store;
 pub mod totp;

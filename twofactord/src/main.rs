@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
-use twofactord::engine::{Engine, SystemClock};
+use twofactord::engine::{Clock, Engine, SystemClock};
 use twofactord::identity::Nss;
 use twofactord::policy::Policy;
 use twofactord::store::SqliteStore;
@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, value_name = "FILE", default_value = DEFAULT_POLICY)]
     policy: PathBuf,
     /// State directory (created with mode 0700).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR, global = true)]
     state_dir: PathBuf,
     /// Validate a policy file (default: --policy) and exit: 0 if valid.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
@@ -41,6 +41,49 @@ struct Args {
     /// Log debug lines.
     #[arg(long)]
     debug: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Put a backup made by `twofactorctl admin backup` back as the state, with the daemon
+    /// stopped. The current state is kept as state.sqlite3.before-restore.
+    Restore {
+        /// The backup file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// `twofactord restore`.
+fn restore(state_dir: &std::path::Path, file: &std::path::Path) -> ExitCode {
+    let uid = nix::unistd::getuid();
+    let actor = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {uid}"), |u| u.name);
+    match twofactord::restore::restore(state_dir, file, &actor, SystemClock.now()) {
+        Ok(done) => {
+            println!(
+                "Restored {} into {} (schema version {}, {} users).",
+                file.display(),
+                state_dir.join(twofactord::store::STATE_FILE).display(),
+                done.info.version,
+                done.info.users
+            );
+            match done.previous {
+                Some(p) => println!("The previous state is kept as {}.", p.display()),
+                None => println!("There was no previous state."),
+            }
+            println!("Start the daemon again: systemctl start twofactord");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("twofactord restore: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The policy and the text it came from (`None`: the built-in policy).
@@ -75,6 +118,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     log::set_debug(args.debug);
     let explicit_policy = args.policy.as_os_str() != DEFAULT_POLICY;
+
+    if let Some(Command::Restore { file }) = &args.command {
+        return restore(&args.state_dir, file);
+    }
 
     if let Some(check) = &args.check {
         let path = check.clone().unwrap_or_else(|| args.policy.clone());
@@ -113,6 +160,14 @@ fn main() -> ExitCode {
     }
 
     let loaded = load_policy(&args.policy, explicit_policy);
+    // Held for the daemon's life: no second daemon, and no restore, on this state directory.
+    let _state_lock = match twofactord::store::lock_state_dir(&args.state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error(&format!("refusing to start: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
     let store = match SqliteStore::open(&args.state_dir) {
         Ok(s) => s,
         Err(e) => {

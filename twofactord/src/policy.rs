@@ -1194,6 +1194,30 @@ impl Policy {
         }
     }
 
+    /// The names of the `[users.NAME]` rules that say `mode = "required"` (for listings).
+    pub fn required_user_rules(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .users
+            .iter()
+            .filter(|(_, r)| r.mode == Mode::Required)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The names of the `[groups.NAME]` rules that say `mode = "required"` (for listings).
+    pub fn required_group_rules(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .groups
+            .iter()
+            .filter(|(_, r)| r.mode == Mode::Required)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Whether `account` may call admin methods: root, or a member of an `admin_groups` group
     /// by the group names NSS reported when `account` was looked up.
     pub fn is_admin(&self, account: &Account) -> bool {

@@ -510,13 +510,17 @@ impl AdminIface {
         log_denied("ImportKeys", &caller, r)
     }
 
-    #[zbus(out_args("users"))]
+    #[zbus(out_args("users", "partial", "notes"))]
     async fn list_users(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<Vec<UserStatus>, BusError> {
+    ) -> Result<(Vec<UserStatus>, bool, Vec<String>), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
-        let r = self.0.engine.list_users(&caller);
+        let r = self
+            .0
+            .engine
+            .list_users(&caller)
+            .map(|l| (l.users, l.partial, l.notes));
         log_denied("ListUsers", &caller, r)
     }
 
@@ -540,6 +544,20 @@ impl AdminIface {
         let r = self.0.engine.reload_policy(&caller);
         self.0.engine.flush_offline();
         log_denied("ReloadPolicy", &caller, r)
+    }
+
+    #[zbus(out_args("snapshot", "size"))]
+    async fn backup(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(zbus::OwnedFd, u64), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        let r = self
+            .0
+            .engine
+            .backup(&caller)
+            .map(|(file, len)| (zbus::OwnedFd::from(std::os::fd::OwnedFd::from(file)), len));
+        log_denied("Backup", &caller, r)
     }
 }
 

@@ -304,6 +304,14 @@ pub trait Store: Send {
     /// Every uid with second-factor state: an admin's requirement, a TOTP factor, a key, or
     /// unused recovery codes (the offline snapshot asks them all).
     fn offline_uids(&self) -> StoreResult<Vec<u32>>;
+
+    /// A consistent copy of the whole state (a backup), taken while the daemon runs: a private
+    /// file, already unlinked, opened for reading from its start.
+    fn snapshot(&self) -> StoreResult<std::fs::File> {
+        Err(StoreError(
+            "this state backend makes no snapshots; use its own backup tools".into(),
+        ))
+    }
 }
 
 /// 3: `pending_totp.proven`.
@@ -380,6 +388,8 @@ CREATE TABLE IF NOT EXISTS keys (
 /// SQLite in WAL mode with durable commits, in a root-only directory.
 pub struct SqliteStore {
     conn: Connection,
+    /// The state directory (snapshots are made there); `None` in memory.
+    dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -418,7 +428,165 @@ pub fn prepare_state_dir(dir: &Path) -> StoreResult<PathBuf> {
             nix::unistd::geteuid()
         )));
     }
-    Ok(dir.join("state.sqlite3"))
+    Ok(dir.join(STATE_FILE))
+}
+
+/// The database file in the state directory.
+pub const STATE_FILE: &str = "state.sqlite3";
+
+/// The lock file in the state directory: held by a running daemon and by `twofactord restore`.
+pub const LOCK_FILE: &str = "twofactord.lock";
+
+/// Takes the state directory's lock (creating the directory like [`prepare_state_dir`]), for as
+/// long as the returned value lives: a second daemon on the same directory, or a restore while
+/// the daemon runs, is refused.
+pub fn lock_state_dir(dir: &Path) -> StoreResult<nix::fcntl::Flock<std::fs::File>> {
+    prepare_state_dir(dir)?;
+    lock_file_in(dir)
+}
+
+/// Opens (creating, mode 0600) and locks `dir`'s lock file without waiting.
+pub fn lock_file_in(dir: &Path) -> StoreResult<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            StoreError(format!(
+                "{} is in use: twofactord is running on it (or a restore is under way)",
+                dir.display()
+            ))
+        } else {
+            StoreError(format!("cannot lock {}: {e}", path.display()))
+        }
+    })
+}
+
+/// What [`check_restorable`] found in a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// Its schema version (`PRAGMA user_version`).
+    pub version: i64,
+    /// Users with state in it.
+    pub users: u64,
+}
+
+/// The tables and columns this daemon reads, and whether a backup must have them (older schema
+/// versions lack some; opening the store creates or migrates them).
+const EXPECTED_TABLES: &[(&str, &str, bool)] = &[
+    (
+        "users",
+        "uid, name, admin_required, failures, lock_level, locked_until, last_totp_step, \
+         required_since",
+        true,
+    ),
+    (
+        "totp",
+        "uid, secret, algorithm, digits, period, created, last_used",
+        true,
+    ),
+    ("recovery", "id, uid, salt, hash, used_at", true),
+    (
+        "audit",
+        "id, time, uid, user, event, result, service, rhost, actor, detail",
+        true,
+    ),
+    (
+        "keys",
+        "uid, name, credential_id, public_key, rp_id, sign_count, user_verification, source, \
+         created, last_used",
+        false,
+    ),
+];
+
+/// Checks that the file at `path` (a private copy, about to become the state) is a twofactord
+/// state database this daemon understands, then appends `record` to its audit log. Nothing in
+/// the file is trusted: no triggers or views are accepted, and its schema is not run.
+pub fn check_restorable(path: &Path, record: &AuditRecord) -> StoreResult<BackupInfo> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )?;
+    conn.pragma_update(None, "trusted_schema", false)?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    let not_ours = |why: &str| StoreError(format!("not a twofactord state database: {why}"));
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| not_ours(&e.to_string()))?;
+    if check != "ok" {
+        return Err(StoreError(format!("the database is damaged: {check}")));
+    }
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version <= 0 {
+        return Err(not_ours("it has no twofactord schema version"));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError(format!(
+            "the backup's schema version {version} is newer than this daemon's \
+             ({SCHEMA_VERSION}): restore it with the twofactord that made it"
+        )));
+    }
+    let code: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type IN ('trigger', 'view')",
+        [],
+        |r| r.get(0),
+    )?;
+    if code > 0 {
+        return Err(not_ours("it holds triggers or views"));
+    }
+    for (table, columns, required) in EXPECTED_TABLES {
+        let present: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            params![table],
+            |r| r.get(0),
+        )?;
+        if !present {
+            if *required {
+                return Err(not_ours(&format!("table {table} is missing")));
+            }
+            continue;
+        }
+        conn.prepare(&format!("SELECT {columns} FROM {table} LIMIT 0"))
+            .map_err(|e| not_ours(&format!("table {table}: {e}")))?;
+    }
+    let users: i64 = conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+    insert_audit(&conn, record)?;
+    // One self-contained file: no WAL next to it.
+    conn.pragma_update(None, "journal_mode", "DELETE")?;
+    conn.close().map_err(|(_, e)| StoreError::from(e))?;
+    Ok(BackupInfo {
+        version,
+        users: users.max(0) as u64,
+    })
+}
+
+/// Folds a stopped daemon's write-ahead log into the database at `path` (so the file alone
+/// holds the whole state); `Ok(false)` if there was nothing to open.
+pub fn checkpoint(path: &Path) -> StoreResult<bool> {
+    use rusqlite::OpenFlags;
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(false);
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )?;
+    conn.pragma_update(None, "journal_mode", "DELETE")?;
+    conn.close().map_err(|(_, e)| StoreError::from(e))?;
+    Ok(true)
 }
 
 fn params_from_row(alg: &str, digits: i64, period: i64) -> rusqlite::Result<TotpParams> {
@@ -450,7 +618,9 @@ impl SqliteStore {
         let conn = Connection::open(&path);
         nix::sys::stat::umask(old);
         let conn = conn?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        store.dir = Some(state_dir.to_path_buf());
+        Ok(store)
     }
 
     /// An in-memory database (tests).
@@ -477,7 +647,7 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore { conn, dir: None })
     }
 
     fn ensure_user(tx: &Connection, uid: u32, name: &str) -> rusqlite::Result<()> {
@@ -908,6 +1078,43 @@ impl Store for SqliteStore {
         )?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn snapshot(&self) -> StoreResult<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| StoreError(format!("no randomness: {e}")))?;
+        let name: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!(".snapshot-{name}.sqlite3"));
+        // Created empty and private first (VACUUM INTO accepts an empty file), so the copy of
+        // every secret is never readable by anyone else, whatever the umask.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+        let made = path
+            .to_str()
+            .ok_or_else(|| StoreError("state directory path is not UTF-8".into()))
+            .and_then(|p| {
+                // One read transaction: a consistent copy, compacted, with user_version.
+                self.conn
+                    .execute("VACUUM INTO ?1", params![p])
+                    .map_err(StoreError::from)
+            })
+            .and_then(|_| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&path)
+                    .map_err(|e| StoreError(format!("cannot open the snapshot: {e}")))
+            });
+        // Unlinked at once: the open descriptor is the only way to it.
+        let _ = std::fs::remove_file(&path);
+        made
     }
 
     fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>> {
