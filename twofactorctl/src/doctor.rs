@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::Failure;
+use crate::failure::{ErrorCode, Failure};
 use crate::out::outln;
 
 /// Where doctor looks (defaults: the installed locations).
@@ -150,7 +150,8 @@ pub async fn run(options: &Options, bus: Option<&str>, json: bool) -> Result<(),
     findings.extend(sshd::check(options.sshd_config.as_deref(), sshd_stack));
     report(&findings, json)?;
     if findings.iter().any(|f| f.level == Level::Error) {
-        return Err(Failure(String::new(), 1));
+        // The report said it all; exit status 1.
+        return Err(Failure::new(ErrorCode::Internal, String::new()));
     }
     Ok(())
 }
@@ -238,7 +239,7 @@ async fn check_daemon(bus: Option<&str>) -> Finding {
         ),
         Err(e) => Finding::error(
             CHECK,
-            Failure::from(e).0,
+            Failure::from(e).message,
             "systemctl status twofactord; journalctl -u twofactord",
         ),
     }
