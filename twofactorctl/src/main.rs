@@ -947,11 +947,8 @@ async fn import_pam_u2f(
                 );
             }
             // Under --json the list goes into the one error object.
-            let mut listed: Vec<String> = errors
-                .iter()
-                .take(MAX_LISTED_ERRORS)
-                .map(located)
-                .collect();
+            let mut listed: Vec<String> =
+                errors.iter().take(MAX_LISTED_ERRORS).map(located).collect();
             if errors.len() > MAX_LISTED_ERRORS {
                 listed.push(format!("... and {} more", errors.len() - MAX_LISTED_ERRORS));
             }
