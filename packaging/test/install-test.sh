@@ -32,7 +32,7 @@ SUITE=${TWOFACTOR_TEST_SUITE:-bookworm}
 CACHE_DIR=${TWOFACTOR_TEST_CACHE:-/var/cache/twofactor-install-test}
 # Besides minbase: what the package depends on (so that dpkg -i works without
 # network) and what the test drives. man-db shows the man pages as installed.
-PACKAGES=(adduser dbus libpam-runtime openssh-server openssh-client oathtool expect util-linux procps man-db)
+PACKAGES=(adduser dbus libpam-runtime openssh-server openssh-client oathtool expect util-linux procps man-db sudo)
 # Bump to rebuild every cached root (e.g. after changing how it is made).
 CACHE_FORMAT=1
 
@@ -205,6 +205,8 @@ t=$(now)
 "${decompress[@]}" "$tarball" | tar --numeric-owner -C "$root" -xf -
 install -m 0644 "$DEB" "$root/root/"
 install -m 0755 "$here/in-root.sh" "$root/root/in-root.sh"
+# The README: the test takes its sshd and PAM recipes from it, so the two cannot drift.
+install -m 0644 "$top/README.md" "$root/root/README.md"
 echo "install-test: unpacked into $root, $(elapsed "$t")"
 
 t=$(now)

@@ -290,6 +290,9 @@ pub struct Env {
     pub pamd: PathBuf,
     /// The daemon's stderr.
     pub daemon_log: PathBuf,
+    /// The daemon's offline snapshot (`--offline-snapshot`). The services Env writes do not
+    /// read it (`offline=none`); tests of the snapshot write services that do.
+    pub offline: PathBuf,
 }
 
 /// The bus configuration (`tests/private-bus.conf.in`, shared with the demo), with `extra`
@@ -354,6 +357,7 @@ impl Env {
         let pamd = dir.path().join("pam.d");
         std::fs::create_dir(&pamd).expect("pam.d");
         let daemon_log = dir.path().join("daemon.log");
+        let offline = dir.path().join("offline");
         let mut env = Env {
             dir,
             bus,
@@ -363,6 +367,7 @@ impl Env {
             state,
             pamd,
             daemon_log,
+            offline,
         };
         env.write_pam_services();
         env.start_daemon();
@@ -373,10 +378,13 @@ impl Env {
         let module = bin("libpam_twofactor.so");
         let permit = pam_module("pam_permit.so");
         let services = [
-            ("tf", "timeout=5".to_string()),
-            ("tf-open", "timeout=5 failmode=open".to_string()),
+            ("tf", "timeout=5 offline=none".to_string()),
+            (
+                "tf-open",
+                "timeout=5 failmode=open offline=none".to_string(),
+            ),
             ("tf-badarg", "timeout=5 failmode=sometimes".to_string()),
-            ("tf-t2", "timeout=2".to_string()),
+            ("tf-t2", "timeout=2 offline=none".to_string()),
         ];
         for (name, extra) in services {
             let text = format!(
@@ -390,7 +398,7 @@ impl Env {
         }
         // The module alone: its own return code is what pam_authenticate reports.
         let alone = format!(
-            "auth required {} bus={} timeout=5\n",
+            "auth required {} bus={} timeout=5 offline=none\n",
             module.display(),
             self.address
         );
@@ -460,6 +468,8 @@ impl Env {
             .arg(&self.policy)
             .arg("--state-dir")
             .arg(&self.state)
+            .arg("--offline-snapshot")
+            .arg(&self.offline)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -790,7 +800,7 @@ impl Env {
         let module = bin("libpam_twofactor_softkey.so");
         let permit = pam_module("pam_permit.so");
         let text = format!(
-            "auth required {} bus={} timeout=5 softkey={} {extra}
+            "auth required {} bus={} timeout=5 offline=none softkey={} {extra}
 auth required {}
 account required {}
 ",

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use zbus::{Type, proxy};
 
+pub mod offline;
+
 /// Well-known bus name owned by `twofactord` on the system bus.
 pub const BUS_NAME: &str = "org.twofactor.TwoFactor1";
 /// The one object that carries all three interfaces.
@@ -607,6 +609,8 @@ pub trait Enrollment {
     fn prove_with_key(&self, proof_id: &str, assertion: &KeyAssertion) -> Result<String, BusError>;
     /// Removes one of the caller's keys; needs a current code (or a key-proof token).
     fn remove_key(&self, name: &str, code: &str) -> Result<CodeResult, BusError>;
+    /// The policy in force (its file) and, when that is not the policy file, why not.
+    fn policy_status(&self) -> Result<(String, String), BusError>;
 }
 
 /// The Admin interface: uid 0 or members of the policy's admin groups.

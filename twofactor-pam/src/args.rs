@@ -1,5 +1,6 @@
 //! Module arguments from the PAM stack line.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The system bus, spelled out: the module never reads `DBUS_SYSTEM_BUS_ADDRESS`, because in
@@ -24,6 +25,9 @@ pub struct ModuleArgs {
     pub timeout: Duration,
     /// Unreachable daemon handling.
     pub failmode: FailMode,
+    /// The daemon's offline snapshot, read only when the daemon is unreachable
+    /// (`offline=PATH`; `offline=none`: none, every such login fails closed).
+    pub offline: Option<PathBuf>,
     /// Log each step (never answers).
     pub debug: bool,
 }
@@ -34,6 +38,7 @@ impl Default for ModuleArgs {
             bus: SYSTEM_BUS.to_string(),
             timeout: Duration::from_secs(10),
             failmode: FailMode::Closed,
+            offline: Some(PathBuf::from(twofactor_bus::offline::DEFAULT_PATH)),
             debug: false,
         }
     }
@@ -57,6 +62,8 @@ impl ModuleArgs {
                 }
                 Some(("failmode", "closed")) => out.failmode = FailMode::Closed,
                 Some(("failmode", "open")) => out.failmode = FailMode::Open,
+                Some(("offline", "none")) => out.offline = None,
+                Some(("offline", v)) if v.starts_with('/') => out.offline = Some(v.into()),
                 None if arg == "debug" => out.debug = true,
                 _ => return Err(format!("unknown or malformed argument {arg:?}")),
             }
@@ -75,6 +82,10 @@ mod tests {
         assert_eq!(a.bus, SYSTEM_BUS);
         assert_eq!(a.failmode, FailMode::Closed);
         assert_eq!(a.timeout, Duration::from_secs(10));
+        assert_eq!(
+            a.offline.as_deref(),
+            Some(std::path::Path::new("/run/twofactor/offline"))
+        );
         assert!(!a.debug);
     }
 
@@ -84,9 +95,16 @@ mod tests {
             "bus=unix:path=/tmp/x",
             "timeout=3",
             "failmode=open",
+            "offline=/tmp/snap",
             "debug",
         ])
         .expect("valid");
+        assert_eq!(
+            a.offline.as_deref(),
+            Some(std::path::Path::new("/tmp/snap"))
+        );
+        let none = ModuleArgs::parse(["offline=none"]).expect("valid");
+        assert_eq!(none.offline, None);
         assert_eq!(a.bus, "unix:path=/tmp/x");
         assert_eq!(a.timeout, Duration::from_secs(3));
         assert_eq!(a.failmode, FailMode::Open);
@@ -102,6 +120,8 @@ mod tests {
             "bus=",
             "nodebug",
             "fail_mode=open",
+            "offline=",
+            "offline=relative/path",
         ] {
             assert!(ModuleArgs::parse([bad]).is_err(), "{bad}");
         }

@@ -99,7 +99,7 @@ fn authenticate_inner(
             syslog(error, &service, msg);
         }
     };
-    let verdict = login::authenticate(
+    let mut verdict = login::authenticate(
         &args.bus,
         args.timeout,
         conversation,
@@ -108,6 +108,9 @@ fn authenticate_inner(
         &context,
         &log,
     );
+    if verdict == Verdict::Unreachable && args.failmode == crate::FailMode::Closed {
+        verdict = login::unreachable_verdict(args.offline.as_deref(), &user, &service, &log);
+    }
     let code = pam_code(verdict, args.failmode);
     if verdict == Verdict::Unreachable && args.failmode == crate::FailMode::Closed {
         let _ = conversation.error(

@@ -4,7 +4,8 @@
 //! shipped module, a software key in the test build). It decides nothing itself.
 //!
 //! Module arguments: `bus=ADDRESS` (default: the system bus socket), `timeout=SECONDS`
-//! (default 10), `failmode=closed|open` (default closed), `debug`.
+//! (default 10), `failmode=closed|open` (default closed), `offline=PATH|none` (default
+//! `/run/twofactor/offline`: see [`offline`]), `debug`.
 //!
 //! Before any answer is sent, the owner of the daemon's bus name must be root or the daemon's
 //! own user, and every call goes to that one connection. With `PAM_SILENT` no informational or
@@ -18,6 +19,7 @@ pub mod conversation;
 mod ffi;
 pub mod keystep;
 pub mod login;
+pub mod offline;
 pub mod outcome;
 pub mod session;
 

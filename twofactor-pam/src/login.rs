@@ -258,7 +258,7 @@ pub fn owner_trusted(uid: u32, daemon_uid: Option<u32>) -> bool {
 
 /// The uid of [`DAEMON_USER`] through NSS; `None` if it does not exist or cannot be looked up
 /// (then only root is trusted).
-fn daemon_uid() -> Option<u32> {
+pub(crate) fn daemon_uid() -> Option<u32> {
     nix::unistd::User::from_name(DAEMON_USER)
         .ok()
         .flatten()
@@ -350,6 +350,51 @@ pub fn authenticate(
         let _ = conn.close().await;
         verdict
     })
+}
+
+/// After the daemon could not be reached under `failmode=closed`: what its offline snapshot
+/// at `snapshot` says about `user` on `service` ([`crate::offline`]). `OfflineNotRequired` only
+/// when the snapshot is trusted and says the daemon would not ask; `Unreachable` otherwise.
+pub fn unreachable_verdict(
+    snapshot: Option<&std::path::Path>,
+    user: &str,
+    service: &str,
+    log: Log<'_>,
+) -> Verdict {
+    let Some(path) = snapshot else {
+        return Verdict::Unreachable;
+    };
+    let asks = crate::offline::read(path, daemon_uid())
+        .and_then(|s| crate::offline::asks(&s, user, service));
+    match asks {
+        Ok(false) => {
+            log(
+                true,
+                &format!(
+                    "twofactord unreachable; its offline snapshot says {user} is not asked for \
+                     a second factor on {service}: the rest of the stack decides"
+                ),
+            );
+            Verdict::OfflineNotRequired
+        }
+        Ok(true) => {
+            log(
+                true,
+                &format!(
+                    "twofactord unreachable; its offline snapshot says {user} needs a second \
+                     factor: refused"
+                ),
+            );
+            Verdict::Unreachable
+        }
+        Err(e) => {
+            log(
+                true,
+                &format!("twofactord unreachable; no usable offline snapshot: {e}"),
+            );
+            Verdict::Unreachable
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ pub enum Verdict {
     /// No answer came from the daemon: cannot connect to the bus, the name has no owner, no
     /// reply within `timeout=`, the connection dropped. Nothing else.
     Unreachable,
+    /// No answer came, and the daemon's offline snapshot says it would not ask this user
+    /// (2FA optional, nothing enrolled): what the daemon would have said, not a guess.
+    OfflineNotRequired,
     /// The daemon answered with an error (an unknown or expired login, a bad argument, not
     /// allowed…) or with nonsense. Any answer is final: a denial under both failmodes.
     Refused,
@@ -72,6 +75,8 @@ pub const TABLE: &[(Verdict, Option<FailMode>, PamCode)] = &[
     ),
     // failmode=open changes this row and no other.
     (Verdict::Unreachable, Some(FailMode::Open), PamCode::Ignore),
+    // Only reached under failmode=closed, from a trusted snapshot (crate::offline).
+    (Verdict::OfflineNotRequired, None, PamCode::Ignore),
     // An error reply is an answer: never "unreachable", so never ignored.
     (Verdict::Refused, None, PamCode::AuthErr),
     (Verdict::ConversationFailed, None, PamCode::ConvErr),
@@ -109,6 +114,8 @@ mod tests {
             (Verdict::Daemon(Outcome::Unavailable), Open, AuthinfoUnavail),
             (Verdict::Unreachable, Closed, AuthinfoUnavail),
             (Verdict::Unreachable, Open, Ignore),
+            (Verdict::OfflineNotRequired, Closed, Ignore),
+            (Verdict::OfflineNotRequired, Open, Ignore),
             (Verdict::Refused, Closed, AuthErr),
             (Verdict::Refused, Open, AuthErr),
             (Verdict::ConversationFailed, Closed, ConvErr),
@@ -135,9 +142,12 @@ mod tests {
             }
         }
         // Only an unreachable daemon under failmode=open is ever ignored without the daemon
-        // saying so.
+        // (live, or by its offline snapshot) saying so.
         for (v, f, code) in TABLE {
-            if *code == Ignore && *v != Verdict::Daemon(Outcome::NotRequired) {
+            if *code == Ignore
+                && *v != Verdict::Daemon(Outcome::NotRequired)
+                && *v != Verdict::OfflineNotRequired
+            {
                 assert_eq!((*v, *f), (Verdict::Unreachable, Some(Open)));
             }
         }

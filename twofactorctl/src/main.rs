@@ -352,10 +352,30 @@ fn audit_line(e: &twofactor_bus::AuditEntry) -> String {
     line
 }
 
-fn print_status(s: &UserStatus) {
+/// Why the daemon's policy in force is not the policy file (it serves its last good copy),
+/// if so; `None` also when the daemon cannot say (an older daemon).
+async fn policy_problem(enrollment: &EnrollmentProxy<'_>) -> Option<String> {
+    let (_, problem) = enrollment.policy_status().await.ok()?;
+    (!problem.is_empty()).then_some(problem)
+}
+
+/// `status` as JSON, with `policy_problem` when the daemon serves its last good policy.
+fn status_json(s: &UserStatus, problem: Option<&str>) -> Result<serde_json::Value, Failure> {
+    let mut v =
+        serde_json::to_value(s).map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))?;
+    if let Some(p) = problem {
+        v["policy_problem"] = serde_json::Value::String(p.to_string());
+    }
+    Ok(v)
+}
+
+fn print_status(s: &UserStatus, problem: Option<&str>) {
     outln!("User:            {} (uid {})", safe(&s.user), s.uid);
     outln!("Mode:            {}", safe(&s.mode));
     outln!("Rule:            {}", safe(&s.rule));
+    if let Some(p) = problem {
+        outln!("Policy:          WARNING: {}", safe(p));
+    }
     outln!(
         "Asked at login:  {}",
         match (s.enforced, s.enrolled, s.mode.as_str()) {
@@ -510,14 +530,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 enrollment.explain("", context.to_map()).await?
             };
             let events = enrollment.recent_events(5).await?;
+            let problem = policy_problem(&enrollment).await;
             if json {
-                let internal =
-                    |e: serde_json::Error| Failure::new(ErrorCode::Internal, e.to_string());
-                let mut v = serde_json::to_value(&s).map_err(internal)?;
-                v["recent_events"] = serde_json::to_value(&events).map_err(internal)?;
+                let mut v = status_json(&s, problem.as_deref())?;
+                v["recent_events"] = serde_json::to_value(&events)
+                    .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))?;
                 print_json(&v)?;
             } else {
-                print_status(&s);
+                print_status(&s, problem.as_deref());
                 if !events.is_empty() {
                     outln!("Recent events:");
                     for e in &events {
@@ -622,10 +642,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 } else {
                     enrollment.explain(&user, context.to_map()).await?
                 };
+                let problem = policy_problem(&enrollment).await;
                 if json {
-                    print_json(&s)?
+                    print_json(&status_json(&s, problem.as_deref())?)?
                 } else {
-                    print_status(&s)
+                    print_status(&s, problem.as_deref())
                 }
             }
             AdminAction::Require { user } => {

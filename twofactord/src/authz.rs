@@ -42,6 +42,7 @@ pub const TABLE: &[(&str, &str, Access)] = &[
     ("Enrollment", "BeginKeyProof", Access::SelfOnly),
     ("Enrollment", "ProveWithKey", Access::SelfOnly),
     ("Enrollment", "RemoveKey", Access::SelfOnly),
+    ("Enrollment", "PolicyStatus", Access::SelfOnly),
     ("Admin", "Show", Access::Admin),
     ("Admin", "Require", Access::AdminOverUsers),
     ("Admin", "Release", Access::AdminOverUsers),

@@ -141,6 +141,8 @@ pub struct Engine {
     key_challenges: Mutex<keys::KeyChallenges>,
     /// When each cap last refused each user, for the audit log's rate limit.
     cap_audits: Mutex<limits::CapAudits>,
+    /// The offline snapshot and the last good policy copy.
+    persisted: offline::Persisted,
 }
 
 fn store_err(e: StoreError) -> BusError {
@@ -242,6 +244,15 @@ fn remember_key(uid: u32, ctx: &LoginContext) -> Option<RememberKey> {
     ))
 }
 
+/// What status, doctor and the log say while the daemon serves its last good policy copy
+/// `running` because the policy file was refused with `error`.
+pub fn last_good_problem(running: &str, error: &dyn std::fmt::Display) -> String {
+    format!(
+        "serving the last good policy ({running}): the policy file was refused: {error}. Fix \
+         the file, check it with `twofactord --check`, then reload (systemctl reload twofactord)"
+    )
+}
+
 fn minutes(secs: i64) -> String {
     let m = secs.max(0).saturating_add(59) / 60;
     if m == 1 {
@@ -270,6 +281,7 @@ impl Engine {
             remembered: Mutex::new(HashMap::new()),
             key_challenges: Mutex::new(keys::KeyChallenges::default()),
             cap_audits: Mutex::new(limits::CapAudits::default()),
+            persisted: offline::Persisted::default(),
         }
     }
 
@@ -293,13 +305,14 @@ impl Engine {
         }
     }
 
-    /// Re-reads the policy file. An invalid file is refused and the old policy stays.
+    /// Re-reads the policy file. An invalid file is refused and the old policy stays; an
+    /// accepted one is kept as the last good copy.
     pub fn reload(&self) -> Result<String, BusError> {
         let Some(path) = &self.policy_path else {
             return Ok("no policy file configured; the built-in policy stays in force".into());
         };
-        match Policy::load(path) {
-            Ok(p) => {
+        match Policy::load_with_text(path) {
+            Ok((p, text)) => {
                 let warnings = p.warnings.clone();
                 for w in &warnings {
                     crate::log::warn(w);
@@ -308,6 +321,9 @@ impl Engine {
                     Ok(mut slot) => *slot = Arc::new(p),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(p),
                 }
+                self.save_last_good(&text);
+                self.set_policy_problem(None);
+                self.offline_changed();
                 crate::log::info(&format!("policy reloaded from {}", path.display()));
                 let mut msg = format!("policy reloaded from {}", path.display());
                 for w in warnings {
@@ -317,7 +333,13 @@ impl Engine {
                 Ok(msg)
             }
             Err(e) => {
-                crate::log::error(&format!("policy reload refused, old policy stays: {e}"));
+                let running = self.policy().path.display().to_string();
+                crate::log::error(&format!(
+                    "policy reload refused, the running policy ({running}) stays: {e}"
+                ));
+                if self.policy_problem().is_some() {
+                    self.set_policy_problem(Some(last_good_problem(&running, &e)));
+                }
                 Err(BusError::InvalidPolicy(format!(
                     "{e}\nthe running policy stays in force"
                 )))
@@ -401,6 +423,9 @@ impl Engine {
     /// After an event is stored: the log (syslog authpriv) and the notify command.
     fn announce(&self, record: &AuditRecord) {
         crate::log::audit(record);
+        if Self::changes_offline(&record.event) {
+            self.offline_changed();
+        }
         self.audit_appended();
         if let Some(cmd) = &self.policy().notify {
             crate::notify::send(cmd, record);
@@ -2008,6 +2033,9 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
 #[path = "engine_keys.rs"]
 mod keys;
 
+#[path = "engine_offline.rs"]
+mod offline;
+pub use offline::write_private;
 #[path = "engine_limits.rs"]
 mod limits;
 #[path = "engine_retention.rs"]

@@ -15,6 +15,8 @@ use twofactord::{log, service};
 
 const DEFAULT_POLICY: &str = "/etc/twofactor/policy.toml";
 const DEFAULT_STATE_DIR: &str = "/var/lib/twofactord";
+/// The copy of the last policy file the daemon accepted, in the state directory.
+const LAST_GOOD: &str = "policy.last-good.toml";
 
 /// The twofactor daemon: owns every secret and every decision, on the D-Bus system bus.
 #[derive(Parser, Debug)]
@@ -32,20 +34,41 @@ struct Args {
     /// Validate a policy file (default: --policy) and exit: 0 if valid.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     check: Option<Option<PathBuf>>,
+    /// Where to keep the offline snapshot the PAM module reads while the daemon is
+    /// unreachable ("none": keep none, and logins fail closed then).
+    #[arg(long, value_name = "FILE", default_value = twofactor_bus::offline::DEFAULT_PATH)]
+    offline_snapshot: PathBuf,
     /// Log debug lines.
     #[arg(long)]
     debug: bool,
 }
 
-fn load_policy(path: &std::path::Path, explicit: bool) -> Result<Policy, String> {
+/// The policy and the text it came from (`None`: the built-in policy).
+fn load_policy(path: &std::path::Path, explicit: bool) -> Result<(Policy, Option<String>), String> {
     if !path.exists() && !explicit {
         log::warn(&format!(
             "{} does not exist; using the built-in policy (default_mode = \"optional\")",
             path.display()
         ));
-        return Ok(Policy::builtin());
+        return Ok((Policy::builtin(), None));
     }
-    Policy::load(path).map_err(|e| e.to_string())
+    Policy::load_with_text(path)
+        .map(|(p, text)| (p, Some(text)))
+        .map_err(|e| e.to_string())
+}
+
+/// Creates the snapshot's directory (mode 0700) if it is missing; its parent must exist.
+fn prepare_snapshot_dir(path: &std::path::Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+        && let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(dir)
+    {
+        log::error(&format!(
+            "cannot create {}: {e}; no offline snapshot",
+            dir.display()
+        ));
+    }
 }
 
 fn main() -> ExitCode {
@@ -89,16 +112,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let policy = match load_policy(&args.policy, explicit_policy) {
-        Ok(p) => p,
-        Err(e) => {
-            log::error(&format!("refusing to start: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    for w in &policy.warnings {
-        log::warn(w);
-    }
+    let loaded = load_policy(&args.policy, explicit_policy);
     let store = match SqliteStore::open(&args.state_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -106,14 +120,63 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A policy file that is refused at start (a bad edit, a chmod that makes it writable by
+    // others) does not lock everybody out: the daemon serves the last policy it accepted, and
+    // says so loudly. Only a first start without one refuses.
+    let last_good = args.state_dir.join(LAST_GOOD);
+    let (policy, text, problem) = match loaded {
+        Ok((p, text)) => (p, text, None),
+        Err(e) => match Policy::load(&last_good) {
+            Ok(p) => {
+                let problem =
+                    twofactord::engine::last_good_problem(&p.path.display().to_string(), &e);
+                log::error(&problem);
+                (p, None, Some(problem))
+            }
+            Err(copy) => {
+                log::error(&format!(
+                    "refusing to start: {e} (and no last good policy to fall back to: {copy})"
+                ));
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    for w in &policy.warnings {
+        log::warn(w);
+    }
     let policy_path = (explicit_policy || args.policy.exists()).then(|| args.policy.clone());
-    let engine = Arc::new(Engine::new(
+    let mut engine = Engine::new(
         Box::new(store),
         policy,
         policy_path,
         Box::new(Nss),
         Box::new(SystemClock),
-    ));
+    )
+    .with_last_good_copy(last_good);
+    match (&text, &problem) {
+        (Some(text), _) => engine.save_last_good(text),
+        // The built-in policy (no file): nothing to fall back to later.
+        (None, None) => engine.forget_last_good(),
+        (None, Some(_)) => {}
+    }
+    engine.set_policy_problem(problem);
+    let snapshot = args.offline_snapshot.as_os_str() != "none";
+    if snapshot {
+        prepare_snapshot_dir(&args.offline_snapshot);
+        engine = engine.with_offline_snapshot(args.offline_snapshot.clone());
+        engine.flush_offline();
+    }
+    let engine = Arc::new(engine);
+    if snapshot {
+        let engine = Arc::clone(&engine);
+        let spawned = std::thread::Builder::new()
+            .name("offline-snapshot".into())
+            .spawn(move || engine.run_offline_writer());
+        if let Err(e) = spawned {
+            log::error(&format!("cannot start the offline snapshot writer: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
 
     {
         let engine = Arc::clone(&engine);
@@ -124,9 +187,12 @@ fn main() -> ExitCode {
                     match signals.wait() {
                         Ok(Signal::SIGHUP) => {
                             let _ = engine.reload();
+                            engine.flush_offline();
                         }
                         Ok(sig) => {
                             log::info(&format!("{sig}: exiting"));
+                            // What the module reads while the daemon is down.
+                            engine.flush_offline();
                             twofactord::notify::log_unsent_at_exit();
                             std::process::exit(0);
                         }

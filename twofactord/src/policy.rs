@@ -663,6 +663,11 @@ impl Policy {
 
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::load_with_text(path).map(|(p, _)| p)
+    }
+
+    /// Reads and validates a policy file; also returns the text that was validated.
+    pub fn load_with_text(path: &Path) -> Result<(Policy, String), PolicyError> {
         let fail = |message: String| PolicyError {
             path: path.to_path_buf(),
             line: None,
@@ -690,7 +695,8 @@ impl Policy {
                 message: "the file is not valid UTF-8".into(),
             }
         })?;
-        Policy::parse(path, &text, &identity::Nss)
+        let policy = Policy::parse(path, &text, &identity::Nss)?;
+        Ok((policy, text))
     }
 
     /// Parses and validates policy text. `accounts` is asked only whether the names in the
@@ -1153,6 +1159,38 @@ impl Policy {
         Onboarding {
             grace_period,
             enroll_at_login,
+        }
+    }
+
+    /// The rules the offline snapshot carries (see `twofactor_bus::offline`): the default,
+    /// the user and group rules, and the services whose rule requires 2FA. Exemptions are left
+    /// out: offline, nobody is exempt.
+    pub fn offline_rules(&self) -> twofactor_bus::offline::Snapshot {
+        use twofactor_bus::offline::RuleMode;
+        let mode = |m: Mode| match m {
+            Mode::Disabled => RuleMode::Disabled,
+            Mode::Optional => RuleMode::Optional,
+            Mode::Required => RuleMode::Required,
+        };
+        twofactor_bus::offline::Snapshot {
+            default_mode: mode(self.default_mode),
+            users: self
+                .users
+                .iter()
+                .map(|(n, r)| (n.clone(), mode(r.mode)))
+                .collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|(n, r)| (n.clone(), mode(r.mode)))
+                .collect(),
+            required_services: self
+                .services
+                .iter()
+                .filter(|(_, r)| r.mode == Mode::Required)
+                .map(|(n, _)| n.clone())
+                .collect(),
+            uids: Default::default(),
         }
     }
 

@@ -164,10 +164,10 @@ impl LoginIface {
     ) -> Result<WireStep, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("handle", &handle), ("answer", &answer)])?;
-        self.0
-            .engine
-            .continue_login(&caller, &handle, &answer)
-            .map(Into::into)
+        let r = self.0.engine.continue_login(&caller, &handle, &answer);
+        // Enrollment at login may have added a factor.
+        self.0.engine.flush_offline();
+        r.map(Into::into)
     }
 
     async fn cancel(
@@ -265,7 +265,9 @@ impl EnrollmentIface {
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("enrollment_id", &enrollment_id), ("code", &code)])?;
-        self.0.engine.confirm_totp(&caller, &enrollment_id, &code)
+        let r = self.0.engine.confirm_totp(&caller, &enrollment_id, &code);
+        self.0.engine.flush_offline();
+        r
     }
 
     #[zbus(out_args("result"))]
@@ -287,7 +289,9 @@ impl EnrollmentIface {
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("code", &code)])?;
-        self.0.engine.disable(&caller, &code)
+        let r = self.0.engine.disable(&caller, &code);
+        self.0.engine.flush_offline();
+        r
     }
 
     #[zbus(out_args("entries"))]
@@ -336,9 +340,12 @@ impl EnrollmentIface {
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("enrollment_id", &enrollment_id)])?;
-        self.0
+        let r = self
+            .0
             .engine
-            .confirm_key(&caller, &enrollment_id, &assertion)
+            .confirm_key(&caller, &enrollment_id, &assertion);
+        self.0.engine.flush_offline();
+        r
     }
 
     #[zbus(out_args("proof_id", "request"))]
@@ -371,7 +378,18 @@ impl EnrollmentIface {
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("name", &name), ("code", &code)])?;
-        self.0.engine.remove_key(&caller, &name, &code)
+        let r = self.0.engine.remove_key(&caller, &name, &code);
+        self.0.engine.flush_offline();
+        r
+    }
+
+    #[zbus(out_args("in_force", "problem"))]
+    async fn policy_status(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(String, String), BusError> {
+        let caller = self.0.callers.identify(&hdr).await?;
+        self.0.engine.policy_status(&caller)
     }
 }
 
@@ -393,6 +411,7 @@ impl AdminIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
         let r = self.0.engine.set_required(&caller, &user, true);
+        self.0.engine.flush_offline();
         log_denied("Require", &caller, r)
     }
 
@@ -400,6 +419,7 @@ impl AdminIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
         let r = self.0.engine.set_required(&caller, &user, false);
+        self.0.engine.flush_offline();
         log_denied("Release", &caller, r)
     }
 
@@ -407,6 +427,7 @@ impl AdminIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
         let r = self.0.engine.reset(&caller, &user);
+        self.0.engine.flush_offline();
         log_denied("Reset", &caller, r)
     }
 
@@ -426,6 +447,7 @@ impl AdminIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
         let r = self.0.engine.issue_codes(&caller, &user);
+        self.0.engine.flush_offline();
         log_denied("IssueCodes", &caller, r)
     }
 
@@ -469,6 +491,7 @@ impl AdminIface {
             period,
             &recovery_codes,
         );
+        self.0.engine.flush_offline();
         log_denied("ImportTotp", &caller, r)
     }
 
@@ -483,6 +506,7 @@ impl AdminIface {
         plain_text(&[("user", &user)])?;
         plain_imports(&keys)?;
         let r = self.0.engine.import_keys(&caller, &user, &keys);
+        self.0.engine.flush_offline();
         log_denied("ImportKeys", &caller, r)
     }
 
@@ -514,6 +538,7 @@ impl AdminIface {
     async fn reload_policy(&self, #[zbus(header)] hdr: Header<'_>) -> Result<String, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         let r = self.0.engine.reload_policy(&caller);
+        self.0.engine.flush_offline();
         log_denied("ReloadPolicy", &caller, r)
     }
 }

@@ -301,6 +301,9 @@ pub trait Store: Send {
     fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
     /// Every uid with any state.
     fn known_uids(&self) -> StoreResult<Vec<u32>>;
+    /// Every uid with second-factor state: an admin's requirement, a TOTP factor, a key, or
+    /// unused recovery codes (the offline snapshot asks them all).
+    fn offline_uids(&self) -> StoreResult<Vec<u32>>;
 }
 
 /// 3: `pending_totp.proven`.
@@ -897,6 +900,16 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    fn offline_uids(&self) -> StoreResult<Vec<u32>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT uid FROM users WHERE admin_required != 0 UNION SELECT uid FROM totp
+             UNION SELECT uid FROM keys UNION SELECT uid FROM recovery WHERE used_at IS NULL
+             ORDER BY uid",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT name, credential_id, public_key, rp_id, sign_count, user_verification,
@@ -1411,14 +1424,17 @@ pub mod conformance {
             )
             .unwrap();
         s.put_pending_totp(&pending(1000, "q")).unwrap();
+        assert_eq!(s.offline_uids().unwrap(), [1000]);
         s.reset(1000).unwrap();
         assert_eq!(s.totp(1000).unwrap(), None);
         assert!(s.unused_recovery(1000).unwrap().is_empty());
         assert_eq!(s.pending_totp("q").unwrap(), None);
         // The admin requirement survives a reset; release clears it.
         assert!(s.user_state(1000).unwrap().unwrap().admin_required);
+        assert_eq!(s.offline_uids().unwrap(), [1000]);
         s.set_admin_required(1000, "alice", false).unwrap();
         assert!(!s.user_state(1000).unwrap().unwrap().admin_required);
+        assert_eq!(s.offline_uids().unwrap(), Vec::<u32>::new());
         let l = limit();
         for t in 0..3 {
             let _ = s.record_failure(1000, "alice", t, &l, &rec()).unwrap();
