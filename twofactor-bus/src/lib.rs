@@ -459,6 +459,9 @@ pub struct UserStatus {
     pub failures: u32,
     /// For a required user who has not enrolled: the end of their grace period (0: none).
     pub grace_until: i64,
+    /// Warnings for the user or an admin, one sentence or two each: security keys are the
+    /// only factor and remote logins use up recovery codes, few recovery codes are left.
+    pub warnings: Vec<String>,
 }
 
 /// A TOTP enrollment that waits for its first code.

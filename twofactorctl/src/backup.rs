@@ -9,6 +9,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::failure::ErrorCode;
 use crate::{Failure, out};
 
 /// The first 16 bytes of every SQLite 3 database.
@@ -19,21 +20,24 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 pub fn refuse_existing(path: &Path, force: bool) -> Result<(), Failure> {
     let shown = out::path(path);
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(Failure(
+        Ok(m) if m.file_type().is_symlink() => Err(Failure::new(
+            ErrorCode::InvalidInput,
             format!("{shown} is a symbolic link: refusing to write a backup through it"),
-            1,
         )),
-        Ok(m) if !m.file_type().is_file() => Err(Failure(
+        Ok(m) if !m.file_type().is_file() => Err(Failure::new(
+            ErrorCode::InvalidInput,
             format!("{shown} exists and is not a regular file"),
-            1,
         )),
-        Ok(_) if !force => Err(Failure(
+        Ok(_) if !force => Err(Failure::new(
+            ErrorCode::InvalidInput,
             format!("{shown} exists: give --force to replace it"),
-            1,
         )),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Failure(format!("{shown}: {e}"), 1)),
+        Err(e) => Err(Failure::new(
+            ErrorCode::InvalidInput,
+            format!("{shown}: {e}"),
+        )),
     }
 }
 
@@ -60,9 +64,15 @@ pub fn write(
         .open(&target)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Failure(format!("{shown} exists: give --force to replace it"), 1)
+                Failure::new(
+                    ErrorCode::InvalidInput,
+                    format!("{shown} exists: give --force to replace it"),
+                )
             } else {
-                Failure(format!("cannot create {}: {e}", out::path(&target)), 1)
+                Failure::new(
+                    ErrorCode::InvalidInput,
+                    format!("cannot create {}: {e}", out::path(&target)),
+                )
             }
         })?;
     let copied = (|| {
@@ -74,19 +84,26 @@ pub fn write(
     })();
     let result = match copied {
         Ok(n) if n == size => Ok(n),
-        Ok(n) => Err(Failure(
+        Ok(n) => Err(Failure::new(
+            ErrorCode::InvalidInput,
             format!("the snapshot was cut short ({n} of {size} bytes); nothing was kept"),
-            1,
         )),
-        Err(e) => Err(Failure(format!("cannot write {shown}: {e}"), 1)),
+        Err(e) => Err(Failure::new(
+            ErrorCode::InvalidInput,
+            format!("cannot write {shown}: {e}"),
+        )),
     }
     .and_then(|n| {
         if force {
             // Checked again just before: rename replaces a symlink itself, never its target,
             // but a symlink there now is not what the admin asked to replace.
             refuse_existing(path, true)?;
-            std::fs::rename(&target, path)
-                .map_err(|e| Failure(format!("cannot replace {shown}: {e}"), 1))?;
+            std::fs::rename(&target, path).map_err(|e| {
+                Failure::new(
+                    ErrorCode::InvalidInput,
+                    format!("cannot replace {shown}: {e}"),
+                )
+            })?;
         }
         Ok(n)
     });
@@ -107,7 +124,12 @@ pub fn write(
 
 /// The daemon's descriptor must be a regular file holding an SQLite database.
 fn check_snapshot(source: &mut File) -> Result<(), Failure> {
-    let bad = |why: String| Failure(format!("the daemon's snapshot is unusable: {why}"), 1);
+    let bad = |why: String| {
+        Failure::new(
+            ErrorCode::InvalidInput,
+            format!("the daemon's snapshot is unusable: {why}"),
+        )
+    };
     let meta = source.metadata().map_err(|e| bad(e.to_string()))?;
     if !meta.file_type().is_file() {
         return Err(bad("not a regular file".into()));
@@ -127,9 +149,12 @@ fn check_snapshot(source: &mut File) -> Result<(), Failure> {
 
 /// A name for the new copy beside `path` (same directory, so the rename is atomic).
 fn temp_beside(path: &Path) -> Result<PathBuf, Failure> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Failure(format!("{} names no file", out::path(path)), 2))?;
+    let name = path.file_name().ok_or_else(|| {
+        Failure::new(
+            ErrorCode::Usage,
+            format!("{} names no file", out::path(path)),
+        )
+    })?;
     let mut tmp = std::ffi::OsString::from(".");
     tmp.push(name);
     tmp.push(format!(".tmp-{}", std::process::id()));
@@ -162,7 +187,7 @@ mod tests {
         let file = d.path().join("b.sqlite3");
         let body = db();
         let n = write(&file, snapshot(d.path(), &body), body.len() as u64, false)
-            .map_err(|f| f.0)
+            .map_err(|f| f.message)
             .unwrap();
         assert_eq!(n, body.len() as u64);
         assert_eq!(std::fs::read(&file).unwrap(), body);
@@ -174,7 +199,7 @@ mod tests {
         other.push(1);
         refuse_existing(&file, true).ok().unwrap();
         write(&file, snapshot(d.path(), &other), other.len() as u64, true)
-            .map_err(|f| f.0)
+            .map_err(|f| f.message)
             .unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), other);
         assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);

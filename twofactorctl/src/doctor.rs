@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::Failure;
+use crate::failure::{ErrorCode, Failure};
 use crate::out::outln;
 
 /// Where doctor looks (defaults: the installed locations).
@@ -155,7 +155,8 @@ pub async fn run(options: &Options, bus: Option<&str>, json: bool) -> Result<(),
     skip(&mut findings, &options.skip);
     report(&findings, json)?;
     if findings.iter().any(|f| f.level == Level::Error) {
-        return Err(Failure(String::new(), 1));
+        // The report said it all; exit status 1.
+        return Err(Failure::new(ErrorCode::Internal, String::new()));
     }
     Ok(())
 }
@@ -246,7 +247,7 @@ async fn check_daemon(bus: Option<&str>) -> Finding {
         Err(e) => {
             return Finding::error(
                 CHECK,
-                Failure::from(twofactor_bus::BusError::ZBus(e)).0,
+                Failure::from(twofactor_bus::BusError::ZBus(e)).message,
                 "systemctl status twofactord; journalctl -u twofactord",
             );
         }
@@ -277,7 +278,7 @@ async fn check_daemon(bus: Option<&str>) -> Finding {
         ),
         Err(e) => Finding::error(
             CHECK,
-            Failure::from(e).0,
+            Failure::from(e).message,
             "systemctl status twofactord; journalctl -u twofactord",
         ),
     }

@@ -12,20 +12,20 @@ use twofactor_key::hid::HidAuthenticator;
 use twofactor_key::{Authenticator, KeyError};
 use zeroize::Zeroizing;
 
-use crate::out::{display_safe, errln};
-use crate::{Failure, read_line, report_code_result};
+use crate::failure::{ErrorCode, Failure};
+use crate::out::note;
+use crate::{read_line, report_code_result};
 
 impl From<FlowError> for Failure {
     fn from(e: FlowError) -> Self {
         match e {
             FlowError::Bus(b) => Failure::from(b),
-            FlowError::Key(KeyError::NoDevice) => Failure(
+            FlowError::Key(KeyError::NoDevice) => Failure::new(
+                ErrorCode::KeyError,
                 "no security key found: plug one in (and check that you may use it: the \
-                 plugdev group or a uaccess udev rule)"
-                    .into(),
-                1,
+                 plugdev group or a uaccess udev rule)",
             ),
-            other => Failure(other.to_string(), 1),
+            other => Failure::new(ErrorCode::KeyError, other.to_string()),
         }
     }
 }
@@ -50,7 +50,7 @@ fn pin_source() -> impl FnMut(&str) -> Option<Zeroizing<String>> {
 }
 
 fn cue(text: &str) {
-    errln!("{}", display_safe(text));
+    note(text);
 }
 
 /// A fresh proof for an account that has factors, asked for on the terminal (or read from
@@ -86,7 +86,7 @@ pub async fn proof_for_totp(
     if !status.factors.iter().any(|f| f.kind == "key") {
         return Ok(Zeroizing::new(String::new()));
     }
-    errln!("This account has a security key: prove it before adding an authenticator app.");
+    note("This account has a security key: prove it before adding an authenticator app.");
     let authenticator = HidAuthenticator::new();
     let present = authenticator.present();
     proof(enrollment, &authenticator, present).await

@@ -4,6 +4,7 @@
 
 mod backup;
 mod doctor;
+mod failure;
 mod import;
 mod import_u2f;
 mod keys;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use twofactor_bus::{AdminProxy, BusError, CodeResult, EnrollmentProxy, UserStatus};
 use zeroize::Zeroizing;
 
+use failure::{ErrorCode, Failure};
 use out::{display_safe as safe, display_safe_lines as safe_lines, err, errln, outln};
 
 /// Where codes come from, for the help texts.
@@ -39,7 +41,8 @@ struct Cli {
         env = "DBUS_SYSTEM_BUS_ADDRESS"
     )]
     bus: Option<String>,
-    /// Machine-readable output.
+    /// Machine-readable output: JSON on standard output; a failure is one JSON object
+    /// {"error":{"code":...,"message":...}} on standard error (codes: see twofactorctl(1)).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -140,12 +143,16 @@ enum RecoveryAction {
 enum AdminAction {
     /// A user's effective policy, rule, factors and lockout.
     Show {
+        /// The user's login name.
         user: String,
         #[command(flatten)]
         context: LoginContextArgs,
     },
     /// Starter recovery codes for a user who has not enrolled yet, to hand over.
-    IssueCodes { user: String },
+    IssueCodes {
+        /// The user's login name.
+        user: String,
+    },
     /// Import a user's factor from another tool.
     Import {
         #[command(subcommand)]
@@ -153,6 +160,7 @@ enum AdminAction {
     },
     /// Restart a user's grace period now, or extend it.
     Grace {
+        /// The user's login name.
         user: String,
         /// Move the end of the grace period later by this long (e.g. 7d) instead of
         /// restarting it from now.
@@ -160,13 +168,25 @@ enum AdminAction {
         extend: Option<String>,
     },
     /// Require 2FA for a user, whatever the policy file says.
-    Require { user: String },
+    Require {
+        /// The user's login name.
+        user: String,
+    },
     /// Remove the per-user requirement.
-    Release { user: String },
+    Release {
+        /// The user's login name.
+        user: String,
+    },
     /// Wipe a user's factors and recovery codes.
-    Reset { user: String },
+    Reset {
+        /// The user's login name.
+        user: String,
+    },
     /// End a user's lockout.
-    Unlock { user: String },
+    Unlock {
+        /// The user's login name.
+        user: String,
+    },
     /// Users the daemon has state for, and every account it can find that the policy
     /// requires 2FA of (enrolled or not). Says when required users may be missing.
     List {
@@ -177,14 +197,14 @@ enum AdminAction {
     /// The audit log.
     Audit {
         /// Only this user.
-        #[arg(long)]
+        #[arg(long, value_name = "USER")]
         user: Option<String>,
         /// Only events since this time (RFC 3339, e.g. 2026-11-22T10:00:00Z) or this long ago
         /// (e.g. 2h).
-        #[arg(long)]
+        #[arg(long, value_name = "WHEN")]
         since: Option<String>,
         /// At most this many (newest) entries.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, value_name = "N", default_value_t = 100)]
         limit: u32,
     },
     /// Re-read the policy file (an invalid file is refused; the old policy stays).
@@ -291,31 +311,6 @@ impl ListState {
     }
 }
 
-/// A failure to report: message and exit status.
-struct Failure(String, u8);
-
-impl From<BusError> for Failure {
-    fn from(e: BusError) -> Self {
-        match e {
-            BusError::ZBus(zbus::Error::MethodError(name, msg, _))
-                if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
-                    || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner" =>
-            {
-                Failure(
-                    format!(
-                        "twofactord is not running ({})",
-                        msg.unwrap_or_else(|| name.to_string())
-                    ),
-                    1,
-                )
-            }
-            BusError::ZBus(e) => Failure(format!("cannot talk to twofactord: {e}"), 1),
-            BusError::AccessDenied(m) => Failure(format!("access denied: {m}"), 3),
-            other => Failure(other.message(), 1),
-        }
-    }
-}
-
 fn time(t: i64) -> String {
     if t <= 0 {
         return "never".into();
@@ -324,9 +319,15 @@ fn time(t: i64) -> String {
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure(format!("json: {e}"), 1))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("json: {e}")))?;
     outln!("{}", out::json_safe(&text));
     Ok(())
+}
+
+/// `{"ok":true,"action":...,"user":...}`: the JSON of an admin action that returns nothing.
+fn print_done(action: &str, user: &str) -> Result<(), Failure> {
+    print_json(&serde_json::json!({ "ok": true, "action": action, "user": user }))
 }
 
 fn audit_line(e: &twofactor_bus::AuditEntry) -> String {
@@ -339,13 +340,22 @@ fn audit_line(e: &twofactor_bus::AuditEntry) -> String {
         safe(&e.event),
         safe(&e.result)
     );
-    for (k, v) in [
-        ("service", &e.service),
-        ("rhost", &e.rhost),
-        ("by", &e.actor),
-    ] {
-        if !v.is_empty() {
-            line.push_str(&format!(" {k}={}", safe(v)));
+    // A login is asked for by the PAM stack of a service, which runs as root: "by=root" would
+    // read as if root did it. Say which service asked, and from where.
+    if e.actor == "root" && !e.service.is_empty() {
+        line.push_str(&format!(" via {}", safe(&e.service)));
+        if !e.rhost.is_empty() {
+            line.push_str(&format!(" from {}", safe(&e.rhost)));
+        }
+    } else {
+        for (k, v) in [
+            ("service", &e.service),
+            ("rhost", &e.rhost),
+            ("by", &e.actor),
+        ] {
+            if !v.is_empty() {
+                line.push_str(&format!(" {k}={}", safe(v)));
+            }
         }
     }
     if !e.detail.is_empty() {
@@ -363,7 +373,8 @@ async fn policy_problem(enrollment: &EnrollmentProxy<'_>) -> Option<String> {
 
 /// `status` as JSON, with `policy_problem` when the daemon serves its last good policy.
 fn status_json(s: &UserStatus, problem: Option<&str>) -> Result<serde_json::Value, Failure> {
-    let mut v = serde_json::to_value(s).map_err(|e| Failure(e.to_string(), 1))?;
+    let mut v =
+        serde_json::to_value(s).map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))?;
     if let Some(p) = problem {
         v["policy_problem"] = serde_json::Value::String(p.to_string());
     }
@@ -410,6 +421,9 @@ fn print_status(s: &UserStatus, problem: Option<&str>) {
     } else if s.failures > 0 {
         outln!("Failed attempts: {}", s.failures);
     }
+    for w in &s.warnings {
+        outln!("Warning:         {}", safe(w));
+    }
 }
 
 fn read_line(prompt: &str, secret: bool) -> Result<Zeroizing<String>, Failure> {
@@ -417,17 +431,31 @@ fn read_line(prompt: &str, secret: bool) -> Result<Zeroizing<String>, Failure> {
     if secret && stdin.is_terminal() {
         return rpassword::prompt_password(prompt)
             .map(Zeroizing::new)
-            .map_err(|e| Failure(format!("cannot read the code: {e}"), 1));
+            .map_err(|e| {
+                Failure::new(
+                    ErrorCode::InvalidInput,
+                    format!("cannot read the code: {e}"),
+                )
+            });
     }
-    err!("{prompt}");
-    let _ = std::io::stderr().flush();
+    // Under --json, standard error carries only the error object (a script gives the code on
+    // standard input and needs no prompt).
+    if !out::json_mode() {
+        err!("{prompt}");
+        let _ = std::io::stderr().flush();
+    }
     let mut line = Zeroizing::new(String::new());
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Failure(format!("cannot read the code: {e}"), 1))?;
+    stdin.lock().read_line(&mut line).map_err(|e| {
+        Failure::new(
+            ErrorCode::InvalidInput,
+            format!("cannot read the code: {e}"),
+        )
+    })?;
     if line.is_empty() {
-        return Err(Failure("no code given (end of input)".into(), 1));
+        return Err(Failure::new(
+            ErrorCode::InvalidInput,
+            "no code given (end of input)",
+        ));
     }
     Ok(Zeroizing::new(line.trim().to_string()))
 }
@@ -454,10 +482,11 @@ fn report_code_result(r: &CodeResult, json: bool) -> Result<(), Failure> {
     }
     if r.accepted {
         Ok(())
-    } else if json {
-        Err(Failure(String::new(), 4))
     } else {
-        Err(Failure("the code was not accepted".into(), 4))
+        Err(Failure::new(
+            ErrorCode::CodeRejected,
+            "the code was not accepted",
+        ))
     }
 }
 
@@ -497,13 +526,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         .method_timeout(Duration::from_secs(30))
         .build()
         .await
-        .map_err(|e| Failure(format!("cannot connect to the system bus: {e}"), 1))?;
+        .map_err(|e| failure::bus_unreachable(&e.to_string()))?;
     let enrollment = EnrollmentProxy::new(&conn)
         .await
-        .map_err(|e| Failure(e.to_string(), 1))?;
+        .map_err(|e| failure::transport(&e))?;
     let admin = AdminProxy::new(&conn)
         .await
-        .map_err(|e| Failure(e.to_string(), 1))?;
+        .map_err(|e| failure::transport(&e))?;
     let json = cli.json;
     match cli.command {
         Command::Status { context } => {
@@ -516,8 +545,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let problem = policy_problem(&enrollment).await;
             if json {
                 let mut v = status_json(&s, problem.as_deref())?;
-                v["recent_events"] =
-                    serde_json::to_value(&events).map_err(|e| Failure(e.to_string(), 1))?;
+                v["recent_events"] = serde_json::to_value(&events)
+                    .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))?;
                 print_json(&v)?;
             } else {
                 print_status(&s, problem.as_deref());
@@ -540,7 +569,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(id) = confirm {
                 let code = read_line("Type the code your app shows now: ", true)?;
                 if code.is_empty() {
-                    return Err(Failure("no code given".into(), 1));
+                    return Err(Failure::new(ErrorCode::InvalidInput, "no code given"));
                 }
                 let r = enrollment.confirm_totp(&id, &code).await?;
                 return report_code_result(&r, json);
@@ -634,25 +663,41 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             AdminAction::Require { user } => {
                 admin.require(&user).await?;
-                outln!("2FA is now required for {}.", safe(&user));
+                if json {
+                    print_done("require", &user)?;
+                } else {
+                    outln!("2FA is now required for {}.", safe(&user));
+                }
             }
             AdminAction::Release { user } => {
                 admin.release(&user).await?;
-                outln!(
-                    "The per-user requirement for {} is removed; the policy file decides.",
-                    safe(&user)
-                );
+                if json {
+                    print_done("release", &user)?;
+                } else {
+                    outln!(
+                        "The per-user requirement for {} is removed; the policy file decides.",
+                        safe(&user)
+                    );
+                }
             }
             AdminAction::Reset { user } => {
                 admin.reset(&user).await?;
-                outln!(
-                    "All factors and recovery codes of {} were removed.",
-                    safe(&user)
-                );
+                if json {
+                    print_done("reset", &user)?;
+                } else {
+                    outln!(
+                        "All factors and recovery codes of {} were removed.",
+                        safe(&user)
+                    );
+                }
             }
             AdminAction::Unlock { user } => {
                 admin.unlock(&user).await?;
-                outln!("{} is unlocked.", safe(&user));
+                if json {
+                    print_done("unlock", &user)?;
+                } else {
+                    outln!("{} is unlocked.", safe(&user));
+                }
             }
             AdminAction::IssueCodes { user } => {
                 let r = admin.issue_codes(&user).await?;
@@ -665,19 +710,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let account = nix::unistd::User::from_name(&user)
                     .ok()
                     .flatten()
-                    .ok_or_else(|| Failure(format!("no such user: {}", safe(&user)), 1))?;
+                    .ok_or_else(|| {
+                        Failure::new(ErrorCode::NoSuchUser, format!("no such user: {user}"))
+                    })?;
                 let path = file.unwrap_or_else(|| account.dir.join(".google_authenticator"));
                 let owner = safe_open::ExpectedOwner::RootOr {
                     uid: account.uid.as_raw(),
                     name: &user,
                 };
                 let text = safe_open::read_user_file(&path, owner, MAX_GOOGLE_AUTHENTICATOR_LEN)
-                    .map_err(|e| Failure(format!("{e}; nothing was imported"), 1))?
+                    .map_err(|e| {
+                        Failure::new(
+                            ErrorCode::InvalidInput,
+                            format!("{e}; nothing was imported"),
+                        )
+                    })?
                     .text;
                 let ga = import::parse_google_authenticator(&text).map_err(|e| {
-                    Failure(
+                    Failure::new(
+                        ErrorCode::InvalidInput,
                         format!("{}: {e}; nothing was imported", out::path(&path)),
-                        1,
                     )
                 })?;
                 let codes: Vec<&str> = ga.scratch_codes.iter().map(|c| c.as_str()).collect();
@@ -709,12 +761,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let secs = match extend {
                     None => 0,
                     Some(d) => humantime::parse_duration(&d)
-                        .map_err(|e| Failure(format!("--extend {d:?}: {e}"), 2))?
+                        .map_err(|e| {
+                            Failure::new(ErrorCode::Usage, format!("--extend {d:?}: {e}"))
+                        })?
                         .as_secs() as i64,
                 };
                 admin.grace(&user, secs).await?;
                 let s = admin.show(&user).await?;
-                if s.grace_until > 0 {
+                if json {
+                    print_json(&serde_json::json!({
+                        "ok": true,
+                        "action": "grace",
+                        "user": user,
+                        "grace_until": s.grace_until,
+                    }))?;
+                } else if s.grace_until > 0 {
                     outln!(
                         "The grace period of {} now ends {}.",
                         safe(&user),
@@ -788,7 +849,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             AdminAction::Reload => {
                 let msg = admin.reload_policy().await?;
-                outln!("{}", safe_lines(&msg));
+                if json {
+                    print_json(&serde_json::json!({
+                        "ok": true,
+                        "action": "reload",
+                        "message": msg,
+                    }))?;
+                } else {
+                    outln!("{}", safe_lines(&msg));
+                }
             }
             AdminAction::Backup { file, force } => {
                 backup::refuse_existing(&file, force)?;
@@ -828,13 +897,20 @@ fn read_authfile(
     path: &std::path::Path,
     only: Option<&str>,
 ) -> Result<(Zeroizing<String>, Option<String>), Failure> {
-    let refused = |e: safe_open::Refused| Failure(format!("{e}; nothing was imported"), 1);
+    let refused = |e: safe_open::Refused| {
+        Failure::new(
+            ErrorCode::InvalidInput,
+            format!("{e}; nothing was imported"),
+        )
+    };
     let file = match only {
         Some(name) => {
             let uid = nix::unistd::User::from_name(name)
                 .ok()
                 .flatten()
-                .ok_or_else(|| Failure(format!("no such user: {name}"), 1))?
+                .ok_or_else(|| {
+                    Failure::new(ErrorCode::NoSuchUser, format!("no such user: {name}"))
+                })?
                 .uid
                 .as_raw();
             safe_open::read_user_file(
@@ -850,13 +926,13 @@ fn read_authfile(
         return Ok((file.text, None));
     }
     let owner = safe_open::user_name(file.owner_uid).ok_or_else(|| {
-        Failure(
+        Failure::new(
+            ErrorCode::InvalidInput,
             format!(
                 "{}: is owned by uid {}, which has no account; nothing was imported",
                 out::path(path),
                 file.owner_uid
             ),
-            1,
         )
     })?;
     Ok((file.text, Some(owner)))
@@ -903,11 +979,11 @@ async fn import_pam_u2f(
     let appid = args.appid.clone().unwrap_or_else(|| origin.clone());
     for (flag, value) in [("--origin", &origin), ("--appid", &appid)] {
         if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Failure(
+            return Err(Failure::new(
+                ErrorCode::Usage,
                 format!(
                     "{flag} {value:?}: an rp id is 1 to 255 printable characters without spaces"
                 ),
-                2,
             ));
         }
     }
@@ -924,25 +1000,30 @@ async fn import_pam_u2f(
         .and_then(|users| import_u2f::select_users(users, args.user.as_deref()))
         .map_err(|errors| {
             if let [one] = errors.as_slice() {
-                return Failure(format!("{}; nothing was imported", located(one)), 1);
-            }
-            for e in errors.iter().take(MAX_LISTED_ERRORS) {
-                errln!("twofactorctl: {}", located(e));
-            }
-            if errors.len() > MAX_LISTED_ERRORS {
-                errln!(
-                    "twofactorctl: ... and {} more",
-                    errors.len() - MAX_LISTED_ERRORS
+                return Failure::new(
+                    ErrorCode::InvalidInput,
+                    format!("{}; nothing was imported", located(one)),
                 );
             }
-            Failure(
-                format!(
-                    "{}: {} problems; nothing was imported",
-                    out::path(path),
-                    errors.len()
-                ),
-                1,
-            )
+            // Under --json the list goes into the one error object.
+            let mut listed: Vec<String> =
+                errors.iter().take(MAX_LISTED_ERRORS).map(located).collect();
+            if errors.len() > MAX_LISTED_ERRORS {
+                listed.push(format!("... and {} more", errors.len() - MAX_LISTED_ERRORS));
+            }
+            let summary = format!(
+                "{}: {} problems; nothing was imported",
+                out::path(path),
+                errors.len()
+            );
+            if json {
+                listed.push(summary);
+                return Failure::new(ErrorCode::InvalidInput, listed.join("\n"));
+            }
+            for line in &listed {
+                errln!("twofactorctl: {line}");
+            }
+            Failure::new(ErrorCode::InvalidInput, summary)
         })?;
 
     let mut rows = Vec::with_capacity(users.len());
@@ -1033,10 +1114,10 @@ async fn import_pam_u2f(
                     errln!(
                         "twofactorctl: {} ({from}): not imported: {}",
                         safe(&u.name),
-                        safe_lines(&failure.0)
+                        safe_lines(&failure.message)
                     );
                 }
-                row.error = Some(failure.0.clone());
+                row.error = Some(failure.message.clone());
                 refusals += 1;
                 refused = Some(failure);
             }
@@ -1062,15 +1143,13 @@ async fn import_pam_u2f(
         if done.is_empty() {
             return Err(f);
         }
-        return Err(Failure(
-            format!("{}; already imported: {}", f.0, done.join(", ")),
-            f.1,
+        return Err(Failure::new(
+            f.code,
+            format!("{}; already imported: {}", f.message, done.join(", ")),
         ));
     }
-    if let Some(Failure(_, code)) = refused {
-        let message = if json {
-            String::new()
-        } else if refusals == users.len() {
+    if let Some(Failure { code, .. }) = refused {
+        let message = if refusals == users.len() {
             "nothing was imported".to_string()
         } else {
             format!(
@@ -1078,7 +1157,7 @@ async fn import_pam_u2f(
                 users.len()
             )
         };
-        return Err(Failure(message, code));
+        return Err(Failure::new(code, message));
     }
     if admin.is_none() && !json {
         let keys: usize = rows.iter().map(|r| r.keys.len()).sum();
@@ -1105,9 +1184,9 @@ fn parse_since(s: &str) -> Result<i64, Failure> {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0));
     }
-    Err(Failure(
+    Err(Failure::new(
+        ErrorCode::Usage,
         format!("--since {s:?}: give a time (2026-11-22T10:00:00Z) or an age (2h)"),
-        2,
     ))
 }
 
@@ -1119,24 +1198,66 @@ fn uses_removed_code_flag(args: impl IntoIterator<Item = std::ffi::OsString>) ->
         .any(|a| a == "--code" || a.as_encoded_bytes().starts_with(b"--code="))
 }
 
-fn main() -> ExitCode {
-    if uses_removed_code_flag(std::env::args_os().skip(1)) {
-        errln!(
-            "twofactorctl: --code was removed: a code on the command line can be read by every \
-             user of this machine. Type it when asked, or give it as one line on standard \
-             input (echo \"$code\" | twofactorctl ...)."
-        );
-        return ExitCode::from(2);
+/// Whether `--json` is among the options (before a `--`): known before parsing, so that a
+/// usage error is reported as JSON too.
+fn asks_for_json(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// Reports `failure` on standard error: a line of text, or under `--json` one JSON object
+/// `{"error":{"code":...,"message":...}}`. Nothing for an empty message (the output said it).
+fn report_failure(failure: &Failure, json: bool) {
+    if failure.message.is_empty() {
+        return;
     }
-    let cli = Cli::parse();
+    if !json {
+        errln!("twofactorctl: {}", safe_lines(&failure.message));
+        return;
+    }
+    let value = serde_json::json!({
+        "error": {
+            "code": failure.code.as_str(),
+            "message": failure.message,
+        }
+    });
+    match serde_json::to_string(&value) {
+        Ok(text) => errln!("{}", out::json_safe(&text)),
+        Err(_) => errln!(
+            "{{\"error\":{{\"code\":\"{}\",\"message\":\"\"}}}}",
+            failure.code.as_str()
+        ),
+    }
+}
+
+fn main() -> ExitCode {
+    let json = asks_for_json(std::env::args_os().skip(1));
+    out::set_json_mode(json);
+    let fail = |f: Failure| {
+        report_failure(&f, json);
+        ExitCode::from(f.exit_status())
+    };
+    if uses_removed_code_flag(std::env::args_os().skip(1)) {
+        return fail(Failure::new(
+            ErrorCode::Usage,
+            "--code was removed: a code on the command line can be read by every user of this \
+             machine. Type it when asked, or give it as one line on standard input (echo \
+             \"$code\" | twofactorctl ...).",
+        ));
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version (and their errors without --json) as clap prints them.
+        Err(e) if !json || !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            return fail(Failure::new(ErrorCode::Usage, text.trim_end()));
+        }
+    };
     match zbus::block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(msg, code)) => {
-            if !msg.is_empty() {
-                errln!("twofactorctl: {}", safe_lines(&msg));
-            }
-            ExitCode::from(code)
-        }
+        Err(f) => fail(f),
     }
 }
 
@@ -1166,6 +1287,72 @@ mod tests {
         ] {
             assert!(!uses_removed_code_flag(args(list)), "{list:?}");
         }
+    }
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "twofactorctl", &mut missing);
+        assert_eq!(missing, Vec::<String>::new());
+    }
+
+    #[test]
+    fn json_is_recognised_before_parsing() {
+        assert!(asks_for_json(args(&["--json", "admin", "require"])));
+        assert!(asks_for_json(args(&["admin", "require", "x", "--json"])));
+        assert!(!asks_for_json(args(&["admin", "require", "--", "--json"])));
+        assert!(!asks_for_json(args(&["status"])));
+    }
+
+    fn entry(service: &str, rhost: &str, actor: &str) -> twofactor_bus::AuditEntry {
+        twofactor_bus::AuditEntry {
+            time: 0,
+            user: "tf-alice".into(),
+            event: "login".into(),
+            result: "failure".into(),
+            service: service.into(),
+            rhost: rhost.into(),
+            actor: actor.into(),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_login_asked_for_by_a_service_says_via_which_not_by_root() {
+        let line = audit_line(&entry("sshd", "192.0.2.7", "root"));
+        assert!(line.ends_with(" via sshd from 192.0.2.7"), "{line}");
+        assert!(!line.contains("by=root"), "{line}");
+        let line = audit_line(&entry("login", "", "root"));
+        assert!(line.ends_with(" via login"), "{line}");
+        // Anything else keeps its fields: an admin's action, a user's own PAM stack.
+        let line = audit_line(&entry("", "", "root"));
+        assert!(line.ends_with(" by=root"), "{line}");
+        let line = audit_line(&entry("xscreensaver", "", "tf-alice"));
+        assert!(
+            line.ends_with(" service=xscreensaver by=tf-alice"),
+            "{line}"
+        );
+        // Escaped either way.
+        let line = audit_line(&entry("sshd\n", "1\x1b", "root"));
+        assert!(line.ends_with(" via sshd\\n from 1\\x1b"), "{line}");
     }
 
     #[test]

@@ -9,7 +9,30 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether `--json` was given: standard error then carries only the error object, unless a
+/// person is there to read prompts and cues (a terminal).
+static JSON_MODE: AtomicBool = AtomicBool::new(false);
+
+/// Sets `--json` mode (once, at start).
+pub fn set_json_mode(on: bool) {
+    JSON_MODE.store(on, Ordering::Relaxed);
+}
+
+/// Whether `--json` was given.
+pub fn json_mode() -> bool {
+    JSON_MODE.load(Ordering::Relaxed)
+}
+
+/// Writes a note for a person (a cue, progress) to standard error: always without `--json`,
+/// and with it only when standard error is a terminal.
+pub fn note(text: &str) {
+    if !json_mode() || std::io::stderr().is_terminal() {
+        stderr(format_args!("{}\n", display_safe(text)));
+    }
+}
 
 /// What a shell reports for a program ended by SIGPIPE (128 + 13).
 pub const BROKEN_PIPE_EXIT: i32 = 141;

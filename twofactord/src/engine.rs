@@ -207,6 +207,29 @@ fn remember_session(caller: &Caller, context: &HashMap<String, String>) -> Strin
     context.get("session").cloned().unwrap_or_default()
 }
 
+/// At or below this many unused recovery codes, logins and `status` say so.
+const LOW_RECOVERY_CODES: usize = 3;
+
+/// What a remote login of a user whose only factor is a security key says before it asks for a
+/// recovery code: that a key cannot be used, how many codes are left, and what to do.
+fn remote_key_only_notice(left: usize) -> String {
+    let base = "A security key cannot be used for a remote login. Type one of your recovery codes";
+    match left {
+        0 => format!(
+            "{base}; you have none left, so this login cannot succeed. Log in locally with your \
+             key and run `twofactorctl enroll totp` (or `twofactorctl recovery regenerate`)."
+        ),
+        n if n <= LOW_RECOVERY_CODES => format!(
+            "{base} (only {n} left, each works once). Log in locally with your key and run \
+             `twofactorctl enroll totp` before they run out."
+        ),
+        n => format!(
+            "{base} ({n} left, each works once). An authenticator app works for remote logins: \
+             `twofactorctl enroll totp`."
+        ),
+    }
+}
+
 /// What a login is remembered under, or `None` when it may not be: remote, no terminal, or no
 /// session identity.
 fn remember_key(uid: u32, ctx: &LoginContext) -> Option<RememberKey> {
@@ -501,11 +524,28 @@ impl Engine {
                 last_used: k.last_used,
             });
         }
-        let enrolled = keys::Factors {
+        let all = keys::Factors {
             totp: totp.is_some(),
             keys,
+        };
+        let enrolled = all.enrolled(&policy);
+        let admin_required = state.as_ref().is_some_and(|s| s.admin_required);
+        let mut warnings = Vec::new();
+        if all.remote_logins_use_recovery_codes(&policy, account, admin_required, login) {
+            warnings.push(keys::keys_only_warning(left));
         }
-        .enrolled(&policy);
+        if enrolled && left <= LOW_RECOVERY_CODES {
+            warnings.push(if left == 0 {
+                "No recovery codes left: if the factors are lost, only an admin can help. Run \
+                 `twofactorctl recovery regenerate` for a new set."
+                    .to_string()
+            } else {
+                format!(
+                    "Only {left} recovery codes left. Run `twofactorctl recovery regenerate` for \
+                     a new set."
+                )
+            });
+        }
         let grace = secs(policy.onboarding(account).grace_period);
         let grace_until = match (
             eff.mode,
@@ -536,6 +576,7 @@ impl Engine {
                 .unwrap_or(0),
             failures: state.as_ref().map_or(0, |s| s.failures),
             grace_until,
+            warnings,
         })
     }
 
@@ -806,12 +847,11 @@ impl Engine {
             if has_keys && policy.fido2.keys_usable(&ctx.service, &ctx.rhost) {
                 self.key_step(&account, &factors.keys)?
             } else if has_keys && !factors.totp {
+                let left = store.unused_recovery(account.uid).map_err(store_err)?.len();
                 (
                     Stage::Code,
-                    LoginStep::prompt(policy.prompt.clone(), false).info(
-                        "A security key cannot be used for a remote login. Type one of your \
-                         recovery codes.",
-                    ),
+                    LoginStep::prompt(policy.prompt.clone(), false)
+                        .info(remote_key_only_notice(left)),
                 )
             } else {
                 (Stage::Code, LoginStep::prompt(policy.prompt.clone(), false))
@@ -1109,6 +1149,12 @@ impl Engine {
                  `twofactorctl enroll totp`."
             )));
         }
+        // Whether keys are this user's only factor (a recovery code then stood in for a key
+        // that could not be used): asked only after a recovery code, best effort.
+        let keys_only = matches!(verdict, CodeVerdict::Recovery { .. })
+            && self
+                .factors_of(store.as_ref(), session.account.uid)
+                .is_ok_and(|f| !f.totp && !f.keys.is_empty());
         drop(store);
         if matches!(verdict, CodeVerdict::Totp | CodeVerdict::Recovery { .. }) {
             self.remember(session.account.uid, &session.ctx, now);
@@ -1116,10 +1162,17 @@ impl Engine {
         Ok(match verdict {
             CodeVerdict::Totp | CodeVerdict::KeyProof => LoginStep::done(Outcome::Success),
             CodeVerdict::Recovery { left } => {
-                let step = LoginStep::done(Outcome::Success).info(format!(
+                let mut step = LoginStep::done(Outcome::Success).info(format!(
                     "Recovery code accepted. {left} recovery codes left."
                 ));
-                if left <= 3 {
+                if keys_only && !session.ctx.rhost.is_empty() {
+                    step = step.info(
+                        "Your security key cannot be used for remote logins, so each one uses \
+                         up a recovery code. Add an authenticator app: `twofactorctl enroll \
+                         totp`.",
+                    );
+                }
+                if left <= LOW_RECOVERY_CODES {
                     step.info("Run `twofactorctl recovery regenerate` to get a new set.")
                 } else {
                     step
@@ -1212,6 +1265,7 @@ impl Engine {
         };
         // Atomically: only as the account's first factor. One enrolled meanwhile (the user, from
         // a session of theirs) turns this into an ordinary login that needs that factor.
+        self.invalidate_offline();
         let Some(shown) = activate_pending(
             store.as_mut(),
             &account,
@@ -1479,6 +1533,7 @@ impl Engine {
         } else {
             Existing::NoFactor
         };
+        self.invalidate_offline();
         let Some(shown) =
             activate_pending(store.as_mut(), &account, &pending, step, now, existing)?
         else {
@@ -1601,6 +1656,7 @@ impl Engine {
         let method = if required { "Require" } else { "Release" };
         self.authorize("Admin", method, caller, Some(&account))?;
         let mut store = self.store()?;
+        self.invalidate_offline();
         store
             .set_admin_required(account.uid, &account.name, required)
             .map_err(store_err)?;
@@ -1648,6 +1704,7 @@ impl Engine {
             )));
         }
         let (shown, stored) = new_recovery_set()?;
+        self.invalidate_offline();
         store
             .replace_recovery(account.uid, &stored)
             .map_err(store_err)?;
@@ -1742,6 +1799,7 @@ impl Engine {
         } else {
             Codes::Replace(&stored)
         };
+        self.invalidate_offline();
         let activation = store
             .activate_totp(
                 account.uid,

@@ -774,6 +774,7 @@ impl Engine {
         } else {
             Existing::NoFactor
         };
+        self.invalidate_offline();
         let activation = store
             .add_keys(
                 account.uid,
@@ -813,9 +814,32 @@ impl Engine {
             }
         };
         self.announce(&r);
+        let mut message = format!("Your security key {:?} is enrolled.", key.name);
+        // A key-only user would spend a recovery code at every remote login: say so now,
+        // while they can still add an app (best effort: the key is enrolled either way).
+        let admin_required = store
+            .user_state(account.uid)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.admin_required);
+        if let Ok(factors) = self.factors_of(store.as_ref(), account.uid)
+            && factors.remote_logins_use_recovery_codes(
+                &policy,
+                &account,
+                admin_required,
+                Context::default(),
+            )
+        {
+            let left = store
+                .unused_recovery(account.uid)
+                .map(|c| c.len())
+                .unwrap_or(0);
+            message.push('\n');
+            message.push_str(&keys_only_warning(left));
+        }
         Ok(CodeResult {
             accepted: true,
-            message: format!("Your security key {:?} is enrolled.", key.name),
+            message,
             recovery_codes: if codes_set {
                 shown.iter().map(|c| c.to_string()).collect()
             } else {
@@ -1104,6 +1128,7 @@ impl Engine {
         // Another user may hold the same credential: the store refuses it (`Taken`), and the
         // answer does not say whose it is. (An admin's import may add to existing factors, so
         // `FactorExists` cannot come back.)
+        self.invalidate_offline();
         let added = store
             .add_keys(
                 account.uid,
@@ -1142,6 +1167,50 @@ impl Factors {
     pub(super) fn enrolled(&self, policy: &Policy) -> bool {
         self.totp || (!self.keys.is_empty() && policy.fido2.keys_suffice)
     }
+
+    /// Whether security keys are this user's only factor and still make them enrolled
+    /// (`fido2.keys_suffice`), while their remote logins are asked for a second factor that a
+    /// key cannot give: an SSH user cannot touch a key plugged into this host, so each such
+    /// login uses up a recovery code. Remote logins are those of `login` when it has a remote
+    /// host, else of sshd; they do not ask when the policy exempts them or lets that service
+    /// use keys (`fido2.remote_services`).
+    pub(super) fn remote_logins_use_recovery_codes(
+        &self,
+        policy: &Policy,
+        account: &Account,
+        admin_required: bool,
+        login: Context<'_>,
+    ) -> bool {
+        if self.totp || self.keys.is_empty() || !self.enrolled(policy) {
+            return false;
+        }
+        let remote = if login.rhost.is_empty() {
+            Context {
+                service: REMOTE_SERVICE,
+                rhost: "",
+            }
+        } else {
+            login
+        };
+        // Any non-empty remote host: keys_usable only asks whether the login is remote.
+        if policy.fido2.keys_usable(remote.service, "remote") {
+            return false;
+        }
+        policy.resolve_login(account, admin_required, remote).mode != Mode::Disabled
+    }
+}
+
+/// The service whose logins stand for "remote logins" when no login context is given.
+const REMOTE_SERVICE: &str = "sshd";
+
+/// The warning shown after enrolling a key, in `status` and at a remote login when keys are
+/// the only factor and remote logins need recovery codes.
+pub(super) fn keys_only_warning(codes_left: usize) -> String {
+    format!(
+        "Security keys are the only factor, and a key cannot be used for a remote login (ssh): \
+         each remote login uses up one recovery code ({codes_left} left). Add an authenticator \
+         app for remote logins: `twofactorctl enroll totp`."
+    )
 }
 
 #[cfg(test)]

@@ -121,6 +121,30 @@ impl Engine {
         }
     }
 
+    /// Called before a change that can make the daemon ask a user it did not ask before (a
+    /// factor, starter codes, an admin's requirement) is committed: the snapshot is removed
+    /// first, so that a daemon that dies between the commit and the rewrite leaves no snapshot
+    /// letting that user through with the password alone (the module then fails closed). The
+    /// change's own flush writes a new one.
+    ///
+    /// Callers hold the store's lock: the write lock is not taken here (the writer takes it
+    /// before the store's, so taking it would invert the order). A write in flight that read
+    /// the state before this change may still put an old snapshot back; the change marks the
+    /// snapshot dirty, so the writer replaces it again at once.
+    pub(crate) fn invalidate_offline(&self) {
+        if let Some(path) = self.persisted.snapshot.lock().ok().and_then(|p| p.clone()) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => crate::log::error(&format!(
+                    "cannot remove the offline snapshot {} before a change: {e}",
+                    path.display()
+                )),
+            }
+        }
+        self.offline_changed();
+    }
+
     /// Events after which who is asked may have changed (logins and lockouts change nothing).
     pub(crate) fn changes_offline(event: &str) -> bool {
         event == "enroll"
@@ -159,10 +183,10 @@ impl Engine {
     /// that change who is asked call this before they reply, so the snapshot is current when
     /// the caller hears "done".
     pub fn flush_offline(&self) {
-        // Cheap when nothing changed (every login answer comes through here).
-        if !self.persisted.dirty.lock().is_ok_and(|d| *d) {
-            return;
-        }
+        // The write lock first: a write in progress (the background writer took the change)
+        // must end before this returns, or a caller would be told "done" (or the daemon would
+        // exit) with the old snapshot still in place. Uncontended, it is cheap (every login
+        // answer comes through here).
         let Ok(_writing) = self.persisted.writing.lock() else {
             return;
         };
