@@ -50,37 +50,7 @@ impl fmt::Display for Mode {
     }
 }
 
-/// TOTP hash algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Algorithm {
-    /// HMAC-SHA1, what every authenticator app supports.
-    SHA1,
-    /// HMAC-SHA256.
-    SHA256,
-    /// HMAC-SHA512.
-    SHA512,
-}
-
-impl Algorithm {
-    /// Name as in otpauth URIs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::SHA1 => "SHA1",
-            Algorithm::SHA256 => "SHA256",
-            Algorithm::SHA512 => "SHA512",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Algorithm> {
-        match s {
-            "SHA1" => Some(Algorithm::SHA1),
-            "SHA256" => Some(Algorithm::SHA256),
-            "SHA512" => Some(Algorithm::SHA512),
-            _ => None,
-        }
-    }
-}
+pub use crate::store::types::{Algorithm, RateLimit};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -237,30 +207,6 @@ pub struct TotpPolicy {
     pub period: u64,
     /// Steps accepted on either side of the current one.
     pub window: u64,
-}
-
-/// Failure counting and lockout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Consecutive failures that lock the user.
-    pub max_failures: u32,
-    /// Length of the first lockout.
-    pub lockout: Duration,
-    /// Each further lockout lasts this many times longer.
-    pub escalation: u32,
-    /// Upper bound of a lockout.
-    pub max_lockout: Duration,
-}
-
-impl RateLimit {
-    /// Duration of the `level`-th lockout (1-based), escalating and capped.
-    pub fn lockout_for(&self, level: u32) -> Duration {
-        let factor = u64::from(self.escalation.max(1))
-            .checked_pow(level.saturating_sub(1))
-            .unwrap_or(u64::MAX);
-        let secs = self.lockout.as_secs().saturating_mul(factor);
-        Duration::from_secs(secs).min(self.max_lockout)
-    }
 }
 
 /// `[audit]`: the audit log's retention, enforced by the daemon (at start, hourly, and after

@@ -1,61 +1,14 @@
 //! TOTP (RFC 6238): secrets, enrollment URIs and verification with replay protection.
 #![forbid(unsafe_code)]
 
-use std::fmt;
-
 use subtle::ConstantTimeEq;
 use totp_rs::Builder;
 use zeroize::Zeroizing;
 
-use crate::policy::{Algorithm, TotpPolicy};
+use crate::policy::TotpPolicy;
+use crate::store::types::Algorithm;
 
-/// A TOTP shared secret. Never printed; zeroized on drop.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TotpSecret(Zeroizing<Vec<u8>>);
-
-impl fmt::Debug for TotpSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TotpSecret(<redacted>)")
-    }
-}
-
-impl TotpSecret {
-    /// Wraps raw secret bytes.
-    pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        TotpSecret(Zeroizing::new(bytes))
-    }
-
-    /// 20 fresh random bytes (160 bits, as RFC 4226 recommends).
-    pub fn generate() -> Result<Self, getrandom::Error> {
-        let mut bytes = Zeroizing::new(vec![0u8; 20]);
-        getrandom::fill(&mut bytes)?;
-        Ok(TotpSecret(bytes))
-    }
-
-    /// The raw bytes, for storage.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Base32 without padding, as authenticator apps expect.
-    pub fn to_base32(&self) -> Zeroizing<String> {
-        Zeroizing::new(base32::encode(
-            base32::Alphabet::Rfc4648 { padding: false },
-            &self.0,
-        ))
-    }
-}
-
-/// The parameters a factor was enrolled with (they stay fixed when the policy changes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TotpParams {
-    /// Hash.
-    pub algorithm: Algorithm,
-    /// 6 or 8.
-    pub digits: u8,
-    /// Seconds per step.
-    pub period: u64,
-}
+pub use crate::store::types::{TotpParams, TotpSecret};
 
 impl From<&TotpPolicy> for TotpParams {
     fn from(p: &TotpPolicy) -> Self {
