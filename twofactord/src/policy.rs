@@ -74,6 +74,16 @@ struct RawPolicy {
     services: BTreeMap<Spanned<String>, RawServiceRule>,
     exemptions: Option<RawExemptions>,
     audit: Option<RawAudit>,
+    store: Option<RawStore>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<Spanned<String>>,
+    secret_key_file: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    offline_max_age: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,6 +294,8 @@ pub struct Policy {
     pub notify: Option<crate::notify::NotifyCommand>,
     /// `[audit]`: how long and how much of the audit log the daemon keeps.
     pub audit: AuditRetention,
+    /// `[store]`: where the state lives and the key that seals its secrets.
+    pub store: StorePolicy,
     /// Onboarding defaults (top-level `grace_period`, `enroll_at_login`).
     pub onboarding: Onboarding,
     /// Groups (by name) whose members may call admin methods.
@@ -496,6 +508,101 @@ impl Ctx<'_> {
         }
         Ok(d)
     }
+
+    /// Checks `[store]`: an absolute key file and password file, a PostgreSQL URL.
+    fn store(&self, raw: &RawStore) -> Result<StorePolicy, PolicyError> {
+        let mut out = StorePolicy::default();
+        let absolute = |v: &Spanned<String>, key: &str| -> Result<PathBuf, PolicyError> {
+            let p = PathBuf::from(v.get_ref());
+            if !p.is_absolute() || v.get_ref().contains('\0') {
+                return Err(self.err_at(
+                    v.span(),
+                    format!("store.{key} = {:?} must be an absolute path", v.get_ref()),
+                ));
+            }
+            Ok(p)
+        };
+        if let Some(k) = &raw.secret_key_file {
+            out.secret_key_file = absolute(k, "secret_key_file")?;
+            out.secret_key_file_named = true;
+        }
+        if let Some(p) = &raw.password_file {
+            out.password_file = Some(absolute(p, "password_file")?);
+        }
+        if let Some(u) = &raw.url {
+            let url = u.get_ref();
+            let scheme_ok = url.starts_with("postgresql://") || url.starts_with("postgres://");
+            if !scheme_ok || url.chars().any(char::is_control) {
+                return Err(self.err_at(
+                    u.span(),
+                    // Not echoed: a mistyped URL may hold a password.
+                    "store.url is not a PostgreSQL connection URL (write e.g. \
+                     \"postgresql://twofactor@db.example.net/twofactor?sslmode=verify-full\")",
+                ));
+            }
+            // A password belongs in password_file or PGPASSFILE, never in the policy file.
+            let authority = url
+                .split_once("://")
+                .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
+                .unwrap_or("");
+            if authority
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+                || url.contains("password=")
+            {
+                return Err(self.err_at(
+                    u.span(),
+                    "store.url holds a password: put it in store.password_file (a root-only \
+                     file) or PGPASSFILE, never in the policy file",
+                ));
+            }
+            out.url = Some(url.clone());
+        }
+        out.offline_max_age = self.duration(
+            &raw.offline_max_age,
+            "store.offline_max_age",
+            StorePolicy::DEFAULT_OFFLINE_MAX_AGE,
+        )?;
+        Ok(out)
+    }
+}
+
+/// `[store]`: the state backend and the key that seals secrets at rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorePolicy {
+    /// A libpq-style connection URL of a PostgreSQL database shared by a fleet of hosts
+    /// (`postgresql://USER@HOST/DB?sslmode=verify-full`, `host=/path` for a socket); `None`:
+    /// the embedded SQLite store in the state directory.
+    pub url: Option<String>,
+    /// The 32-byte key (root-only file) that seals secrets at rest.
+    pub secret_key_file: PathBuf,
+    /// Whether `secret_key_file` was named in the policy (else it is the default, which may be
+    /// absent on a host installed before keys existed).
+    pub secret_key_file_named: bool,
+    /// The database password (a root-only file); never in the policy file itself.
+    pub password_file: Option<PathBuf>,
+    /// How long a fleet host keeps serving, from its local cache, the users it served while the
+    /// database is unreachable.
+    pub offline_max_age: Duration,
+}
+
+impl StorePolicy {
+    /// Where the package puts the sealing key.
+    pub const DEFAULT_KEY_FILE: &'static str = "/etc/twofactor/store.key";
+    /// Default `offline_max_age`.
+    pub const DEFAULT_OFFLINE_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
+}
+
+impl Default for StorePolicy {
+    fn default() -> Self {
+        StorePolicy {
+            url: None,
+            secret_key_file: PathBuf::from(Self::DEFAULT_KEY_FILE),
+            secret_key_file_named: false,
+            password_file: None,
+            offline_max_age: Self::DEFAULT_OFFLINE_MAX_AGE,
+        }
+    }
 }
 
 /// The longest value a duration key accepts: lockouts a month, grace periods a year, the audit
@@ -573,6 +680,7 @@ impl Policy {
             onboarding: Onboarding::default(),
             notify: None,
             audit: AuditRetention::DEFAULT,
+            store: StorePolicy::default(),
             admin_groups: Vec::new(),
             attempts: 3,
             prompt: "Verification code: ".into(),
@@ -716,6 +824,9 @@ impl Policy {
                 timeout: notify_timeout,
                 failure_interval,
             });
+        }
+        if let Some(s) = &raw.store {
+            policy.store = ctx.store(s)?;
         }
         if let Some(a) = &raw.audit {
             let retention = ctx.duration(
@@ -1304,6 +1415,50 @@ mode = "optional"
         let e = parse("[services.sudo]\nremember = \"99999999999d\"\n").unwrap_err();
         assert!(e.message.contains("too long"), "{e}");
         assert!(parse("[rate_limit]\nlockout = \"30d\"\nmax_lockout = \"30d\"\n").is_ok());
+    }
+
+    #[test]
+    fn the_store_section_is_checked() {
+        let p = parse("").expect("valid");
+        assert_eq!(p.store, StorePolicy::default());
+        let p = parse(
+            "[store]\nurl = \"postgresql://twofactor@db.example.net/twofactor?sslmode=verify-full\"\n\
+             secret_key_file = \"/etc/twofactor/fleet.key\"\npassword_file = \"/etc/twofactor/db.pass\"\n\
+             offline_max_age = \"3d\"\n",
+        )
+        .expect("valid");
+        assert!(
+            p.store
+                .url
+                .as_deref()
+                .is_some_and(|u| u.contains("db.example.net"))
+        );
+        assert_eq!(
+            p.store.secret_key_file,
+            Path::new("/etc/twofactor/fleet.key")
+        );
+        assert!(p.store.secret_key_file_named);
+        assert_eq!(p.store.offline_max_age, Duration::from_secs(3 * 86_400));
+        for (bad, says) in [
+            ("url = \"mysql://x/y\"", "not a PostgreSQL"),
+            ("url = \"postgresql://u:secret@h/db\"", "holds a password"),
+            (
+                "url = \"postgresql://h/db?password=secret\"",
+                "holds a password",
+            ),
+            ("secret_key_file = \"store.key\"", "absolute path"),
+            ("password_file = \"pw\"", "absolute path"),
+            ("offline_max_age = \"soon\"", "not a duration"),
+            ("colour = \"blue\"", "unknown field"),
+        ] {
+            let e = parse(&format!("[store]\n{bad}\n")).unwrap_err();
+            assert!(e.message.contains(says), "{bad}: {e}");
+            assert_eq!(e.line, Some(2), "{bad}");
+            assert!(
+                !e.message.contains("secret@"),
+                "the password is not echoed: {e}"
+            );
+        }
     }
 
     #[test]
