@@ -346,8 +346,8 @@ ok "a wrong password: refused before any code is asked"
 
 capture twofactorctl admin audit --user "$USER_NAME"
 [ "$rc" -eq 0 ] || fail "twofactorctl admin audit as root (exit $rc): $out"
-grep -q "$USER_NAME login success.*service=sshd rhost=127.0.0.1" <<<"$out" \
-    && grep -q "$USER_NAME login failure.*service=sshd" <<<"$out" \
+grep -q "$USER_NAME login success via sshd from 127.0.0.1" <<<"$out" \
+    && grep -q "$USER_NAME login failure via sshd" <<<"$out" \
     || fail "the audit log does not show the ssh logins: $out"
 ok "root: twofactorctl admin audit shows the successful and the refused ssh logins"
 
