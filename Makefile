@@ -4,6 +4,8 @@
 #   make test                         every test (installs missing Debian packages; run as root)
 #   make deps                         only install the missing Debian packages
 #   make build                        release build of the whole workspace
+#   make bench [BENCH_QUICK=1]        twofactor vs its floor vs google-authenticator vs pam_permit,
+#                                     side by side (root; creates and removes tfb* accounts)
 #   make install [DESTDIR=...] [PREFIX=/usr] [PAMDIR=...] [UNITDIR=...]
 #   make uninstall                    (keeps /etc/twofactor and /var/lib/twofactord)
 
@@ -25,6 +27,16 @@ demo: deps
 test: deps
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace --no-fail-fast
+
+# Benchmarks are not tests: not part of `make test` or CI. Root (it creates bench accounts
+# tfb0000…, removed at the end; the trap removes them also after a failure or ^C).
+# BENCH_QUICK=1: a smaller run; BENCH_ROUNDS (3); BENCH_SCALE_MAX (1000000).
+.PHONY: bench
+bench: deps
+	$(CARGO) build --release --workspace
+	@trap '$(RELEASE_DIR)/bench-login cleanup' EXIT INT TERM HUP; \
+	    BENCH_QUICK="$(BENCH_QUICK)" BENCH_ROUNDS="$(BENCH_ROUNDS)" BENCH_SCALE_MAX="$(BENCH_SCALE_MAX)" \
+	    $(RELEASE_DIR)/bench-login run
 
 lint:
 	$(CARGO) fmt --all -- --check

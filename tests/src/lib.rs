@@ -325,6 +325,12 @@ impl Env {
     /// As [`Env::new`], with `extra` rules in the bus configuration (see [`may_own_the_name`]).
     pub fn with_bus_rules(policy: &str, extra: &str) -> Env {
         ensure_test_accounts();
+        Env::without_test_accounts(policy, extra)
+    }
+
+    /// As [`Env::with_bus_rules`], without creating the `tf-*` test accounts (the benchmark
+    /// brings its own users).
+    pub fn without_test_accounts(policy: &str, extra: &str) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("twofactor-test-")
             .tempdir()
