@@ -39,6 +39,7 @@ default_mode = "optional"
 attempts = 1
 POLICY
 "$bin/twofactord" --bus "$bus" --policy "$work/policy.toml" --state-dir "$work/state" \
+  --offline-snapshot "$work/offline" \
   2>"$work/daemon.log" &
 pids+=($!)
 for _ in $(seq 100); do
