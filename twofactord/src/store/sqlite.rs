@@ -258,6 +258,82 @@ pub fn lock_file_in(dir: &Path) -> StoreResult<nix::fcntl::Flock<std::fs::File>>
     })
 }
 
+/// `twofactord rekey`: re-seals every secret of the state in `dir` (a stopped daemon's: its
+/// lock is taken, and held throughout) from `old` to `new`, in one transaction. A state in
+/// clear is sealed under `old` first. Run by root on a directory the daemon's user owns: what
+/// SQLite leaves there stays that user's.
+pub fn rekey_state(dir: &Path, old: SealingKey, new: SealingKey) -> StoreResult<usize> {
+    use rusqlite::OpenFlags;
+    let shown = dir.display();
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| StoreError(format!("{shown}: {e}")))?;
+    if !meta.is_dir() {
+        return Err(StoreError(format!("{shown} is not a directory")));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(StoreError(format!(
+            "{shown} is accessible by other users; run: chmod 700 {shown}"
+        )));
+    }
+    let owner = (meta.uid(), meta.gid());
+    let me = nix::unistd::geteuid().as_raw();
+    if owner.0 != me && me != 0 {
+        return Err(StoreError(format!(
+            "{shown} is owned by uid {}: run rekey as root or as that user",
+            owner.0
+        )));
+    }
+    let lock = lock_file_in(dir).map_err(|e| {
+        StoreError(format!(
+            "{}; stop it first (systemctl stop twofactord), then rekey",
+            e.0
+        ))
+    })?;
+    let path = dir.join(STATE_FILE);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => {
+            return Err(StoreError(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(StoreError(format!("{}: {e}", path.display()))),
+    }
+    let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    );
+    nix::sys::stat::umask(old_umask);
+    let result = (|| {
+        let mut store = SqliteStore::init(conn?, Some(old))?;
+        store.dir = Some(dir.to_path_buf());
+        if store.sealed_at_open.is_some() {
+            store.scrub()?;
+        }
+        let n = store.rekey(new)?;
+        // Closing the last connection folds the WAL back and removes it.
+        store.conn.close().map_err(|(_, e)| StoreError::from(e))?;
+        Ok(n)
+    })();
+    // Whatever SQLite created as root (a WAL, shared memory) goes back to the daemon's user.
+    for name in [
+        LOCK_FILE,
+        STATE_FILE,
+        "state.sqlite3-wal",
+        "state.sqlite3-shm",
+    ] {
+        let p = dir.join(name);
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_file()) {
+            let _ = std::os::unix::fs::lchown(&p, Some(owner.0), Some(owner.1));
+        }
+    }
+    drop(lock);
+    result
+}
+
 /// What [`check_restorable`] found in a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackupInfo {
