@@ -109,6 +109,15 @@ install:
 	    echo "$(INSTALL) -m 0644 conf/policy.toml $(DESTDIR)$(SYSCONFDIR)/twofactor/policy.toml"; \
 	    $(INSTALL) -m 0644 conf/policy.toml $(DESTDIR)$(SYSCONFDIR)/twofactor/policy.toml; \
 	fi
+	@# The key that seals secrets at rest, made on the host itself: never in a staging tree
+	@# (DESTDIR: a package would ship one key to every host; its postinst makes it instead).
+	@if [ -n "$(DESTDIR)" ]; then :; \
+	elif [ -e $(SYSCONFDIR)/twofactor/store.key ]; then \
+	    echo "keeping existing $(SYSCONFDIR)/twofactor/store.key"; \
+	else \
+	    echo "$(SBINDIR)/twofactord genkey $(SYSCONFDIR)/twofactor/store.key"; \
+	    $(SBINDIR)/twofactord genkey $(SYSCONFDIR)/twofactor/store.key; \
+	fi
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DOCDIR)/pam
 	$(INSTALL) -m 0644 conf/policy.toml $(DESTDIR)$(DOCDIR)/policy.toml.example
 	$(INSTALL) -m 0644 $(addprefix packaging/pam/,$(PAM_EXCERPTS)) $(DESTDIR)$(DOCDIR)/pam/

@@ -38,9 +38,11 @@ default_mode = "optional"
 [login]
 attempts = 1
 POLICY
+# The key that seals secrets at rest, as the package makes /etc/twofactor/store.key.
+"$bin/twofactord" genkey "$work/store.key" >/dev/null
 "$bin/twofactord" --bus "$bus" --policy "$work/policy.toml" --state-dir "$work/state" \
   --offline-snapshot "$work/offline" \
-  2>"$work/daemon.log" &
+  --secret-key-file "$work/store.key" 2>"$work/daemon.log" &
 pids+=($!)
 for _ in $(seq 100); do
   busctl --address="$bus" status org.twofactor.TwoFactor1 >/dev/null 2>&1 && break
@@ -48,7 +50,7 @@ for _ in $(seq 100); do
 done
 ctl() { "$bin/twofactorctl" --bus "$bus" "$@"; }
 
-say "twofactord is running on a private bus ($bus), state in $work/state"
+say "twofactord is running on a private bus ($bus), state in $work/state (secrets sealed with $work/store.key)"
 ctl status
 
 # --- enroll, as a user would: QR code, secret, then the current code ------------------------

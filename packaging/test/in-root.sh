@@ -11,8 +11,10 @@
 #  3. enables the module for every service with pam-auth-update;
 #  4. starts twofactord the way its unit does: as _twofactord, state directory
 #     /var/lib/twofactord mode 0700 (what StateDirectory= makes), umask 077, no
-#     capabilities, no new privileges; checks that the daemon's user owns the
-#     bus name;
+#     capabilities, no new privileges, the key /etc/twofactor/store.key (made
+#     by postinst, root 0600) passed as the credential store.key
+#     (LoadCredential=); checks that the daemon's user owns the bus name, and
+#     after enrolling that the state holds no TOTP secret in clear;
 #  5. starts sshd on 127.0.0.1 with the README's configuration (password +
 #     code over keyboard-interactive) and makes a user with a password; every
 #     recipe (pam-auth-update, the sshd drop-ins, the key + code PAM stack) is
@@ -30,7 +32,7 @@
 #     per login; sudo with password + code; `twofactorctl doctor` exits 0;
 # 10. dpkg -r: daemon stopped, module out of common-auth, password logins still
 #     work, /etc/twofactor/policy.toml and /var/lib/twofactord kept;
-# 11. dpkg --purge: both deleted.
+# 11. dpkg --purge: both deleted, and the key.
 set -Eeuo pipefail
 
 DEB=$1
@@ -174,9 +176,15 @@ ok "/etc/twofactor/policy.toml is a conffile"
     || fail "postinst did not enable twofactord.service (deb-systemd-helper)"
 ok "twofactord.service enabled for the next boot (no systemd running here: not started)"
 
+[ "$(stat -c '%F %a %U %G %s' /etc/twofactor/store.key 2>&1)" = "regular file 600 root root 65" ] \
+    || fail "postinst did not make the key /etc/twofactor/store.key (root, 0600, 64 hex digits): $(ls -l /etc/twofactor 2>&1)"
+key_sum=$(sha256sum /etc/twofactor/store.key)
+ok "postinst made the key /etc/twofactor/store.key: $(stat -c '%A %U:%G' /etc/twofactor/store.key)"
+
 capture twofactord --check /etc/twofactor/policy.toml
 [ "$rc" -eq 0 ] || fail "twofactord --check rejects the shipped policy: $out"
-ok "twofactord --check /etc/twofactor/policy.toml: $out"
+grep -q "the key is fine" <<<"$out" || fail "twofactord --check does not vouch for the key: $out"
+ok "twofactord --check /etc/twofactor/policy.toml: $(tr '\n' ' ' <<<"$out")"
 
 # ---------------------------------------------------------------------------
 section "README: $(recipe enable-all)"
@@ -194,10 +202,20 @@ ok "common-auth: '$(grep -E '^auth.*pam_twofactor' /etc/pam.d/common-auth | tr -
 # ---------------------------------------------------------------------------
 section "twofactord, started as its unit starts it"
 # StateDirectory=twofactord, StateDirectoryMode=0700, User=/Group=_twofactord,
-# UMask=0077, NoNewPrivileges=yes, CapabilityBoundingSet= (empty).
+# UMask=0077, NoNewPrivileges=yes, CapabilityBoundingSet= (empty),
+# LoadCredential=store.key:/etc/twofactor/store.key: systemd copies the key into
+# a private directory, readable by the service's user only (where the file
+# system has no ACLs, by making it that user's, mode 0400), and names the
+# directory in $CREDENTIALS_DIRECTORY.
 install -d -m 0700 -o _twofactord -g _twofactord /var/lib/twofactord
+grep -q '^LoadCredential=store.key:/etc/twofactor/store.key$' /lib/systemd/system/twofactord.service \
+    || fail "the unit does not pass /etc/twofactor/store.key as the credential store.key"
+creds=/run/credentials/twofactord.service
+install -d -m 0500 -o _twofactord -g _twofactord "$creds"
+install -m 0400 -o _twofactord -g _twofactord /etc/twofactor/store.key "$creds/store.key"
 (
     umask 0077
+    export CREDENTIALS_DIRECTORY="$creds"
     exec setpriv --reuid=_twofactord --regid=_twofactord --init-groups --no-new-privs \
         --inh-caps=-all --bounding-set=-all /usr/sbin/twofactord
 ) >"$LOG/twofactord.log" 2>&1 &
@@ -212,6 +230,10 @@ owner_uid=$(bus_call org.freedesktop.DBus.GetConnectionUnixUser "string:$owner" 
 ok "twofactord (pid $daemon_pid) runs as _twofactord and owns $BUS_NAME ($owner)"
 [ -f /var/lib/twofactord/state.sqlite3 ] || fail "no state database in /var/lib/twofactord"
 ok "state in /var/lib/twofactord: $(stat -c '%A %U' /var/lib/twofactord)"
+grep -q "sealed at rest with the key from the systemd credential store.key" "$LOG/twofactord.log" \
+    || fail "twofactord did not take the key from its credential: $(cat "$LOG/twofactord.log")"
+! grep -q "IN CLEAR" "$LOG/twofactord.log" || fail "twofactord says the secrets are in clear"
+ok "twofactord seals secrets with the key from \$CREDENTIALS_DIRECTORY/store.key"
 
 # ---------------------------------------------------------------------------
 section "sshd on 127.0.0.1 with the README's configuration (password + code)"
@@ -263,6 +285,16 @@ capture run_as "$USER_NAME" twofactorctl enroll totp --confirm "$enrollment" \
 codes=$(grep -cE '^ +[[:alnum:]-]{8,}$' <<<"$out" || true)
 [ "$codes" -eq 10 ] || fail "enrollment did not show 10 recovery codes: $out"
 ok "enroll totp --confirm with oathtool's current code on stdin (--code refused); 10 recovery codes shown"
+
+# The secret is in the state only sealed: neither its base32 text nor its bytes
+# are in the database or its write-ahead log (read as they are on disk).
+secret_hex=$(printf '%s' "$secret" | base32 -d 2>/dev/null | od -An -v -tx1 | tr -d ' \n')
+[ "${#secret_hex}" -eq 40 ] || fail "cannot decode the secret shown at enrollment ($secret)"
+state_files=(/var/lib/twofactord/state.sqlite3*)
+! grep -qaF "$secret" "${state_files[@]}" || fail "the state holds the TOTP secret's base32 text in clear"
+state_hex=$(cat "${state_files[@]}" | od -An -v -tx1 | tr -d ' \n')
+[[ "$state_hex" != *"$secret_hex"* ]] || fail "the state holds the TOTP secret's bytes in clear"
+ok "the state (${state_files[*]##*/}) holds no TOTP secret in clear"
 
 # The installed CLI carries the USB HID path; with no key plugged in it says so cleanly.
 capture run_as "$USER_NAME" twofactorctl enroll key --name usb-key
@@ -481,9 +513,10 @@ section "reinstall (the upgrade path) keeps the admin's policy"
 echo "# edited by the install test" >>/etc/twofactor/policy.toml
 dpkg -i "$DEB" >"$LOG/dpkg-reinstall.log" 2>&1 || fail "dpkg -i again failed: $(cat "$LOG/dpkg-reinstall.log")"
 grep -q "^# edited by the install test" /etc/twofactor/policy.toml || fail "reinstalling replaced the edited policy"
+[ "$(sha256sum /etc/twofactor/store.key)" = "$key_sum" ] || fail "reinstalling replaced the key /etc/twofactor/store.key"
 capture run_as "$USER_NAME" twofactorctl --json status
 grep -q '"enrolled": true' <<<"$out" || fail "after reinstalling, $USER_NAME is no longer enrolled: $out"
-ok "dpkg -i again: the edited /etc/twofactor/policy.toml and the enrollment are kept"
+ok "dpkg -i again: the edited /etc/twofactor/policy.toml, the key and the enrollment are kept"
 
 # ---------------------------------------------------------------------------
 section "dpkg -r twofactor"
@@ -515,6 +548,7 @@ dpkg --purge twofactor >"$LOG/dpkg-purge.log" 2>&1 || fail "dpkg --purge failed:
 [ ! -e /etc/twofactor ] || fail "/etc/twofactor is still there after purge"
 [ ! -e /var/lib/twofactord ] || fail "/var/lib/twofactord is still there after purge"
 grep -q "purge: deleting /var/lib/twofactord" "$LOG/dpkg-purge.log" || fail "postrm purge did not say what it deletes"
-ok "purge deleted /etc/twofactor and /var/lib/twofactord"
+grep -q "purge: deleting the key /etc/twofactor/store.key" "$LOG/dpkg-purge.log" || fail "postrm purge did not say it deletes the key"
+ok "purge deleted /etc/twofactor (with the key store.key) and /var/lib/twofactord, and said so"
 
 printf '\ninstall-test: %d passed, 0 failed\n' "$passed"

@@ -293,6 +293,10 @@ pub struct Env {
     /// The daemon's offline snapshot (`--offline-snapshot`). The services Env writes do not
     /// read it (`offline=none`); tests of the snapshot write services that do.
     pub offline: PathBuf,
+    /// The key that seals the state (`--secret-key-file`), made in the world's directory as
+    /// the package makes it (root, 0600); the next start uses whatever this says (`None`: no
+    /// key, the state in clear).
+    pub key_file: Option<PathBuf>,
 }
 
 /// The bus configuration (`tests/private-bus.conf.in`, shared with the demo), with `extra`
@@ -364,6 +368,8 @@ impl Env {
         std::fs::create_dir(&pamd).expect("pam.d");
         let daemon_log = dir.path().join("daemon.log");
         let offline = dir.path().join("offline");
+        let key_file = dir.path().join("store.key");
+        run_checked(Command::new(bin("twofactord")).arg("genkey").arg(&key_file));
         let mut env = Env {
             dir,
             bus,
@@ -374,6 +380,7 @@ impl Env {
             pamd,
             daemon_log,
             offline,
+            key_file: Some(key_file),
         };
         env.write_pam_services();
         env.start_daemon();
@@ -445,6 +452,10 @@ impl Env {
             }
             std::os::unix::fs::chown(&self.state, Some(uid), Some(uid)).expect("chown state");
             set_mode(&self.state, 0o700);
+            // The key too: the daemon accepts a key file of its own uid (as a credential).
+            if let Some(key) = &self.key_file {
+                std::os::unix::fs::chown(key, Some(uid), Some(uid)).expect("chown key");
+            }
         }
         self.start_daemon_as_at(user, None);
     }
@@ -455,6 +466,18 @@ impl Env {
     }
 
     fn start_daemon_as_at(&mut self, user: &str, offset: Option<&str>) {
+        if let Err(e) = self.try_start_daemon_as_at(user, offset) {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the daemon as root and waits until it owns its name; `Err` with its log if it
+    /// exits instead (a refusal to start).
+    pub fn try_start_daemon(&mut self) -> Result<(), String> {
+        self.try_start_daemon_as_at("root", None)
+    }
+
+    fn try_start_daemon_as_at(&mut self, user: &str, offset: Option<&str>) -> Result<(), String> {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -468,14 +491,17 @@ impl Env {
             // and the pid we stop would not be the daemon's).
             cmd.env("LD_PRELOAD", libfaketime()).env("FAKETIME", o);
         }
-        let child = cmd
-            .args(["--bus", &self.address])
+        cmd.args(["--bus", &self.address])
             .arg("--policy")
             .arg(&self.policy)
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--offline-snapshot")
-            .arg(&self.offline)
+            .arg(&self.offline);
+        if let Some(key) = &self.key_file {
+            cmd.arg("--secret-key-file").arg(key);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -484,10 +510,11 @@ impl Env {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.name_owned() {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.daemon.as_mut().map(|c| c.try_wait()) {
-                panic!("twofactord exited with {status}: {}", self.log());
+                self.daemon = None;
+                return Err(format!("twofactord exited with {status}: {}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

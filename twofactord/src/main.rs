@@ -1,4 +1,5 @@
-//! `twofactord`: serve the twofactor D-Bus interfaces, or `--check` a policy file.
+//! `twofactord`: serve the twofactor D-Bus interfaces, `--check` a policy file (and the key),
+//! make a key (`genkey`), re-seal the state under a new one (`rekey`), or `restore` a backup.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -10,7 +11,8 @@ use nix::sys::signal::{SigSet, Signal};
 use twofactord::engine::{Clock, Engine, SystemClock};
 use twofactord::identity::Nss;
 use twofactord::policy::Policy;
-use twofactord::store::SqliteStore;
+use twofactord::policy::StorePolicy;
+use twofactord::store::{SealingKey, SqliteStore};
 use twofactord::{log, service};
 
 const DEFAULT_POLICY: &str = "/etc/twofactor/policy.toml";
@@ -38,6 +40,10 @@ struct Args {
     /// unreachable ("none": keep none, and logins fail closed then).
     #[arg(long, value_name = "FILE", default_value = twofactor_bus::offline::DEFAULT_PATH)]
     offline_snapshot: PathBuf,
+    /// The key that seals secrets at rest, instead of the policy's store.secret_key_file and
+    /// of a systemd credential (tests and demos). It must exist.
+    #[arg(long, value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
     /// Log debug lines.
     #[arg(long)]
     debug: bool,
@@ -54,6 +60,129 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Create a new key for sealing secrets at rest: FILE (mode 0600), never over an existing
+    /// file.
+    Genkey {
+        /// The new key file (e.g. /etc/twofactor/store.key).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Re-seal every secret of the state under a new key, with the daemon stopped; then put
+    /// the new key file in the old one's place.
+    Rekey {
+        /// The key the state is sealed under now.
+        #[arg(long, value_name = "FILE")]
+        old_key: PathBuf,
+        /// The new key (made with `twofactord genkey`).
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
+    },
+}
+
+/// The name of the key among systemd's credentials (`LoadCredential=store.key:…`).
+const KEY_CREDENTIAL: &str = "store.key";
+
+/// Where the key comes from, in order: `--secret-key-file`, then systemd's credential
+/// `$CREDENTIALS_DIRECTORY/store.key`, then the policy's `store.secret_key_file`. `Ok(None)`:
+/// no key, and that is allowed (the default key file is absent: a host installed before keys;
+/// the state stays in clear, loudly). A key file named on the command line or in the policy
+/// that is absent, or any key file that is unsafe or invalid, is an error.
+fn find_key(
+    flag: Option<&std::path::Path>,
+    store: &StorePolicy,
+) -> Result<Option<(SealingKey, String)>, String> {
+    if let Some(path) = flag {
+        return SealingKey::from_file(path)
+            .map(|k| Some((k, path.display().to_string())))
+            .map_err(|e| e.0);
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = PathBuf::from(dir).join(KEY_CREDENTIAL);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return SealingKey::from_credential(&path)
+                .map(|k| Some((k, format!("the systemd credential {KEY_CREDENTIAL}"))))
+                .map_err(|e| e.0);
+        }
+    }
+    let path = &store.secret_key_file;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !store.secret_key_file_named => {
+            Ok(None)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "the key file {} (store.secret_key_file in the policy) does not exist; create it \
+             with `twofactord genkey {}`",
+            path.display(),
+            path.display()
+        )),
+        _ => SealingKey::from_file(path)
+            .map(|k| Some((k, path.display().to_string())))
+            .map_err(|e| e.0),
+    }
+}
+
+/// The warning of a daemon without a key.
+fn in_clear_warning(store: &StorePolicy) -> String {
+    let path = store.secret_key_file.display();
+    format!(
+        "SECRETS ARE STORED IN CLEAR: there is no key file at {path}, so TOTP secrets in the \
+         state directory are not sealed (a copy of it is enough to log in as anyone enrolled). \
+         Create a key with `twofactord genkey {path}` and restart the daemon: the state is \
+         sealed on that start"
+    )
+}
+
+/// `twofactord genkey FILE`.
+fn genkey(file: &std::path::Path) -> ExitCode {
+    let made = SealingKey::generate().and_then(|k| k.write_new_file(file));
+    match made {
+        Ok(()) => {
+            println!(
+                "Created the key {} (mode 0600). Back it up apart from the state: without it a \
+                 backup of the state cannot be used, and whoever holds both can read the secrets.",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("twofactord genkey: {}", e.0);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `twofactord rekey --old-key OLD --new-key NEW`.
+fn rekey(state_dir: &std::path::Path, old: &std::path::Path, new: &std::path::Path) -> ExitCode {
+    let keys = SealingKey::from_file(old)
+        .map_err(|e| e.0)
+        .and_then(|o| Ok((o, SealingKey::from_file(new).map_err(|e| e.0)?)));
+    let (old_key, new_key) = match keys {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("twofactord rekey: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match twofactord::store::rekey_state(state_dir, old_key, new_key) {
+        Ok(n) => {
+            println!(
+                "Re-sealed {n} secrets in {} under {}: only that key opens the state now.",
+                state_dir.display(),
+                new.display()
+            );
+            println!(
+                "Put it in place of the old key (mv {} {}), or point store.secret_key_file at \
+                 it, then start the daemon: systemctl start twofactord",
+                new.display(),
+                old.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("twofactord rekey: {}; nothing was changed", e.0);
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `twofactord restore`.
@@ -119,22 +248,47 @@ fn main() -> ExitCode {
     log::set_debug(args.debug);
     let explicit_policy = args.policy.as_os_str() != DEFAULT_POLICY;
 
-    if let Some(Command::Restore { file }) = &args.command {
-        return restore(&args.state_dir, file);
+    match &args.command {
+        Some(Command::Restore { file }) => return restore(&args.state_dir, file),
+        Some(Command::Genkey { file }) => return genkey(file),
+        Some(Command::Rekey { old_key, new_key }) => {
+            return rekey(&args.state_dir, old_key, new_key);
+        }
+        None => {}
     }
 
     if let Some(check) = &args.check {
         let path = check.clone().unwrap_or_else(|| args.policy.clone());
-        return match Policy::load(&path) {
-            Ok(p) => {
-                for w in &p.warnings {
-                    eprintln!("warning: {w}");
-                }
-                println!("{}: policy is valid", path.display());
+        let p = match Policy::load(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for w in &p.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!("{}: policy is valid", path.display());
+        // The key's verdict goes to standard output ("key: ..."), its refusal to standard
+        // error with exit 1; "warning:" lines stay the policy's (twofactorctl doctor reads
+        // them as such).
+        return match find_key(args.secret_key_file.as_deref(), &p.store) {
+            Ok(Some((_, from))) => {
+                println!("key: {from}: the key is fine (secrets are sealed at rest)");
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                println!("key: {}", in_clear_warning(&p.store));
+                ExitCode::SUCCESS
+            }
+            // Only root (or the daemon's user) can read the key: not a fault of the key.
+            Err(e) if !nix::unistd::geteuid().is_root() && e.contains("Permission denied") => {
+                println!("key: not checked ({e}): run `twofactord --check` as root");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("key: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -168,13 +322,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let store = match SqliteStore::open(&args.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error(&format!("refusing to start: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
     // A policy file that is refused at start (a bad edit, a chmod that makes it writable by
     // others) does not lock everybody out: the daemon serves the last policy it accepted, and
     // says so loudly. Only a first start without one refuses.
@@ -198,6 +345,35 @@ fn main() -> ExitCode {
     };
     for w in &policy.warnings {
         log::warn(w);
+    }
+    let key = match find_key(args.secret_key_file.as_deref(), &policy.store) {
+        Ok(Some((key, from))) => {
+            log::info(&format!(
+                "secrets are sealed at rest with the key from {from}"
+            ));
+            Some(key)
+        }
+        Ok(None) => {
+            log::warn(&in_clear_warning(&policy.store));
+            None
+        }
+        Err(e) => {
+            log::error(&format!("refusing to start: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = match SqliteStore::open_with_key(&args.state_dir, key) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error(&format!("refusing to start: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(n) = store.sealed_at_open().filter(|n| *n > 0) {
+        log::warn(&format!(
+            "the state was in clear: sealed {n} secrets in place under the key (first start \
+             with a key)"
+        ));
     }
     let policy_path = (explicit_policy || args.policy.exists()).then(|| args.policy.clone());
     let mut engine = Engine::new(

@@ -15,9 +15,10 @@ pub mod seal;
 pub mod sqlite;
 pub mod types;
 
+pub use seal::SealingKey;
 pub use sqlite::{
     BackupInfo, STATE_FILE, SqliteStore, check_restorable, checkpoint, lock_file_in,
-    lock_state_dir, prepare_state_dir,
+    lock_state_dir, prepare_state_dir, rekey_state,
 };
 pub use types::{Algorithm, RateLimit, TotpParams, TotpSecret};
 

@@ -95,6 +95,21 @@ impl SealingKey {
     /// key others can read or replace seals nothing. A systemd credential (`LoadCredential=`)
     /// passes these checks as systemd makes it.
     pub fn from_file(path: &Path) -> StoreResult<SealingKey> {
+        Self::read_checked(path, 0o077)
+    }
+
+    /// Reads a key that systemd passed as a credential (`LoadCredential=`, or
+    /// `LoadCredentialEncrypted=` after it decrypted it): `$CREDENTIALS_DIRECTORY/store.key`.
+    /// The checks of [`SealingKey::from_file`], except one: systemd gives the service's user
+    /// read access to a root-owned 0400 file through an ACL where the file system has ACLs,
+    /// and an ACL's mask shows as the group bits (0440). The directory is the service's own
+    /// (mode 0500, in a private mount), so a group-readable credential is accepted; one that
+    /// others can read, or anyone but its owner can write, is still refused.
+    pub fn from_credential(path: &Path) -> StoreResult<SealingKey> {
+        Self::read_checked(path, 0o037)
+    }
+
+    fn read_checked(path: &Path, forbidden: u32) -> StoreResult<SealingKey> {
         let shown = path.display();
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -117,7 +132,7 @@ impl SealingKey {
                 meta.uid()
             )));
         }
-        if meta.mode() & 0o077 != 0 {
+        if meta.mode() & forbidden != 0 {
             return Err(StoreError(format!(
                 "the key file {shown} is readable or writable by others (mode {:04o}): run \
                  chmod 600 {shown}",
@@ -312,6 +327,16 @@ mod tests {
         std::fs::write(&raw, [7u8; 32]).unwrap();
         std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(SealingKey::from_file(&raw).is_ok());
+        // A credential as systemd makes it with an ACL (root, 0440 through the mask): accepted
+        // as a credential only; readable or writable by others: refused even so.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        assert!(SealingKey::from_file(&path).is_err());
+        assert!(SealingKey::from_credential(&path).is_ok());
+        for mode in [0o444, 0o460, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(SealingKey::from_credential(&path).is_err(), "{mode:o}");
+        }
+        assert!(SealingKey::from_credential(&link).is_err());
         // Its Debug form says nothing.
         assert_eq!(format!("{k:?}"), "SealingKey(<redacted>)");
     }

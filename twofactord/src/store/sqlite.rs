@@ -5,6 +5,16 @@
 //! step, a used recovery code, a key counter or a lockout survives a crash or power cut, so a
 //! code accepted once is never accepted again after a restart. (`NORMAL` would be faster and
 //! could lose the last commits on power loss: a replay window. Not used.)
+//!
+//! Secrets at rest: opened with a [`SealingKey`], the store seals every TOTP secret (active and
+//! pending) before it writes it and opens it after it reads it, bound to the owner's uid (the
+//! identity of a user on one host: the name in `users` follows NSS and a pending row has
+//! none, so a rename must not lock anyone out) and to the factor (`totp`, `pending-totp`).
+//! The `sealing` table holds a value sealed under the key: a store that has it is sealed, is
+//! refused without a key, and refused with another key. A store opened with a key for the first
+//! time has its plain secrets sealed in place, in one transaction, and is then rewritten
+//! (VACUUM, WAL truncated) so that no copy of them stays in free pages. Without a key it works
+//! in clear, as before keys existed; the daemon warns loudly then.
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -13,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::seal::{self, Binding, SealingKey};
 use super::*;
 
 impl From<rusqlite::Error> for StoreError {
@@ -21,8 +32,16 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// 3: `pending_totp.proven`.
-const SCHEMA_VERSION: i64 = 3;
+/// 3: `pending_totp.proven`. 4: `sealing` (secrets sealed under a key; a daemon older than
+/// that would take sealed secrets for plain ones, so it must refuse this state).
+const SCHEMA_VERSION: i64 = 4;
+
+/// What the key check in the `sealing` table is bound to.
+const KEY_CHECK: Binding<'static> = Binding {
+    user: "",
+    factor: "key-check",
+};
+const KEY_CHECK_TEXT: &[u8] = b"twofactor state key check";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -90,6 +109,10 @@ CREATE TABLE IF NOT EXISTS keys (
     PRIMARY KEY (uid, name),
     UNIQUE (rp_id, credential_id)
 );
+CREATE TABLE IF NOT EXISTS sealing (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key_check BLOB NOT NULL
+);
 ";
 
 /// SQLite in WAL mode with durable commits, in a root-only directory.
@@ -97,6 +120,64 @@ pub struct SqliteStore {
     conn: Connection,
     /// The state directory (snapshots are made there); `None` in memory.
     dir: Option<PathBuf>,
+    /// The key secrets are sealed under; `None`: the store is in clear.
+    key: Option<SealingKey>,
+    /// Set when this opening sealed the store for the first time: how many plain secrets it
+    /// sealed.
+    sealed_at_open: Option<usize>,
+}
+
+/// The two tables that hold secrets, with their key column and the factor their secrets are
+/// bound to.
+const SECRET_TABLES: [(&str, &str, &str); 2] = [
+    ("totp", "uid", "totp"),
+    ("pending_totp", "id", "pending-totp"),
+];
+
+/// What a secret of `uid` for `factor` is bound to (the uid, as a decimal string).
+fn seal_for(key: &SealingKey, uid: u32, factor: &str, secret: &[u8]) -> StoreResult<Vec<u8>> {
+    key.seal(
+        secret,
+        Binding {
+            user: &uid.to_string(),
+            factor,
+        },
+    )
+}
+
+/// The secret in a stored `value` of `uid` for `factor`: opened with the key, or taken as it
+/// is in a store without one. A plain value in a sealed store, or a sealed value without a
+/// key, is an error, never a secret (and never "not enrolled").
+fn reveal(
+    key: Option<&SealingKey>,
+    uid: u32,
+    factor: &str,
+    value: Vec<u8>,
+) -> StoreResult<TotpSecret> {
+    match key {
+        Some(k) => {
+            if !seal::is_sealed(&value) {
+                return Err(StoreError(format!(
+                    "the {factor} secret of uid {uid} is stored in clear in a sealed state: \
+                     refused (was the row written by hand?)"
+                )));
+            }
+            let user = uid.to_string();
+            let open = k.open(
+                &value,
+                Binding {
+                    user: &user,
+                    factor,
+                },
+            )?;
+            Ok(TotpSecret::from_bytes(open.to_vec()))
+        }
+        None if seal::is_sealed(&value) => Err(StoreError(format!(
+            "the {factor} secret of uid {uid} is sealed, and the daemon has no key: give it \
+             its key file"
+        ))),
+        None => Ok(TotpSecret::from_bytes(value)),
+    }
 }
 
 impl fmt::Debug for SqliteStore {
@@ -175,6 +256,82 @@ pub fn lock_file_in(dir: &Path) -> StoreResult<nix::fcntl::Flock<std::fs::File>>
             StoreError(format!("cannot lock {}: {e}", path.display()))
         }
     })
+}
+
+/// `twofactord rekey`: re-seals every secret of the state in `dir` (a stopped daemon's: its
+/// lock is taken, and held throughout) from `old` to `new`, in one transaction. A state in
+/// clear is sealed under `old` first. Run by root on a directory the daemon's user owns: what
+/// SQLite leaves there stays that user's.
+pub fn rekey_state(dir: &Path, old: SealingKey, new: SealingKey) -> StoreResult<usize> {
+    use rusqlite::OpenFlags;
+    let shown = dir.display();
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| StoreError(format!("{shown}: {e}")))?;
+    if !meta.is_dir() {
+        return Err(StoreError(format!("{shown} is not a directory")));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(StoreError(format!(
+            "{shown} is accessible by other users; run: chmod 700 {shown}"
+        )));
+    }
+    let owner = (meta.uid(), meta.gid());
+    let me = nix::unistd::geteuid().as_raw();
+    if owner.0 != me && me != 0 {
+        return Err(StoreError(format!(
+            "{shown} is owned by uid {}: run rekey as root or as that user",
+            owner.0
+        )));
+    }
+    let lock = lock_file_in(dir).map_err(|e| {
+        StoreError(format!(
+            "{}; stop it first (systemctl stop twofactord), then rekey",
+            e.0
+        ))
+    })?;
+    let path = dir.join(STATE_FILE);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => {
+            return Err(StoreError(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(StoreError(format!("{}: {e}", path.display()))),
+    }
+    let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    );
+    nix::sys::stat::umask(old_umask);
+    let result = (|| {
+        let mut store = SqliteStore::init(conn?, Some(old))?;
+        store.dir = Some(dir.to_path_buf());
+        if store.sealed_at_open.is_some() {
+            store.scrub()?;
+        }
+        let n = store.rekey(new)?;
+        // Closing the last connection folds the WAL back and removes it.
+        store.conn.close().map_err(|(_, e)| StoreError::from(e))?;
+        Ok(n)
+    })();
+    // Whatever SQLite created as root (a WAL, shared memory) goes back to the daemon's user.
+    for name in [
+        LOCK_FILE,
+        STATE_FILE,
+        "state.sqlite3-wal",
+        "state.sqlite3-shm",
+    ] {
+        let p = dir.join(name);
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_file()) {
+            let _ = std::os::unix::fs::lchown(&p, Some(owner.0), Some(owner.1));
+        }
+    }
+    drop(lock);
+    result
 }
 
 /// What [`check_restorable`] found in a backup.
@@ -317,25 +474,52 @@ fn params_from_row(alg: &str, digits: i64, period: i64) -> rusqlite::Result<Totp
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database in `state_dir`.
+    /// Opens (creating if needed) the database in `state_dir`, in clear: refused if the state
+    /// is sealed. See [`SqliteStore::open_with_key`].
     pub fn open(state_dir: &Path) -> StoreResult<SqliteStore> {
+        Self::open_with_key(state_dir, None)
+    }
+
+    /// Opens (creating if needed) the database in `state_dir`. With a key, secrets are sealed
+    /// under it (plain ones already there are sealed now: [`SqliteStore::sealed_at_open`]);
+    /// a state sealed under another key is refused. Without one, a sealed state is refused.
+    pub fn open_with_key(state_dir: &Path, key: Option<SealingKey>) -> StoreResult<SqliteStore> {
         let path = prepare_state_dir(state_dir)?;
         // The database file is created by SQLite: keep it private whatever the umask.
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
         let conn = Connection::open(&path);
         nix::sys::stat::umask(old);
         let conn = conn?;
-        let mut store = Self::init(conn)?;
+        let mut store = Self::init(conn, key)?;
         store.dir = Some(state_dir.to_path_buf());
+        if store.sealed_at_open.is_some() {
+            store.scrub()?;
+        }
         Ok(store)
     }
 
     /// An in-memory database (tests).
     pub fn in_memory() -> StoreResult<SqliteStore> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, None)
     }
 
-    fn init(conn: Connection) -> StoreResult<SqliteStore> {
+    /// An in-memory database sealed under `key` (tests).
+    pub fn in_memory_with_key(key: SealingKey) -> StoreResult<SqliteStore> {
+        Self::init(Connection::open_in_memory()?, Some(key))
+    }
+
+    /// `Some(n)` when this opening sealed a store in clear for the first time: `n` plain
+    /// secrets were sealed in place.
+    pub fn sealed_at_open(&self) -> Option<usize> {
+        self.sealed_at_open
+    }
+
+    /// Whether secrets are sealed (the store was opened with a key).
+    pub fn is_sealed(&self) -> bool {
+        self.key.is_some()
+    }
+
+    fn init(conn: Connection, key: Option<SealingKey>) -> StoreResult<SqliteStore> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Durable commits: a replay-protection step or a lockout must survive a power cut.
@@ -354,7 +538,121 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(SqliteStore { conn, dir: None })
+        let mut store = SqliteStore {
+            conn,
+            dir: None,
+            key: None,
+            sealed_at_open: None,
+        };
+        let check: Option<Vec<u8>> = store
+            .conn
+            .query_row("SELECT key_check FROM sealing WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match (key, check) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                return Err(StoreError(
+                    "the state's secrets are sealed, and no key was given: the daemon needs the \
+                     key file they were sealed under (store.secret_key_file in the policy, or \
+                     the store.key credential)"
+                        .into(),
+                ));
+            }
+            (Some(k), Some(check)) => {
+                let opens = k
+                    .open(&check, KEY_CHECK)
+                    .is_ok_and(|t| t.as_slice() == KEY_CHECK_TEXT);
+                if !opens {
+                    return Err(StoreError(
+                        "the key does not open this state: its secrets were sealed under another \
+                         key (a wrong or replaced key file?)"
+                            .into(),
+                    ));
+                }
+                store.key = Some(k);
+            }
+            (Some(k), None) => {
+                store.sealed_at_open = Some(store.reseal_all(None, &k)?);
+                store.key = Some(k);
+            }
+        }
+        Ok(store)
+    }
+
+    /// Re-seals every secret under `new` (after opening it with `old`, or taking it in clear
+    /// when `old` is `None`) and records `new`'s key check, in one transaction with deleted
+    /// content overwritten; then rewrites the database and truncates the WAL, so no copy of
+    /// the old values stays in the files. Returns how many secrets it sealed.
+    fn reseal_all(&mut self, old: Option<&SealingKey>, new: &SealingKey) -> StoreResult<usize> {
+        self.conn.pragma_update(None, "secure_delete", true)?;
+        let done = (|| {
+            let tx = self.conn.transaction()?;
+            let mut count = 0;
+            for (table, id, factor) in SECRET_TABLES {
+                let rows: Vec<(rusqlite::types::Value, u32, Vec<u8>)> = {
+                    let mut stmt = tx.prepare(&format!("SELECT {id}, uid, secret FROM {table}"))?;
+                    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                for (row_id, uid, value) in rows {
+                    // First sealing (`old` is `None`): plain values only; a sealed one means
+                    // the key check was deleted by hand, refused rather than sealed twice.
+                    let secret = reveal(old, uid, factor, value)?;
+                    let sealed = seal_for(new, uid, factor, secret.as_bytes())?;
+                    tx.execute(
+                        &format!("UPDATE {table} SET secret = ?1 WHERE {id} = ?2"),
+                        params![sealed, row_id],
+                    )?;
+                    count += 1;
+                }
+            }
+            let check = new.seal(KEY_CHECK_TEXT, KEY_CHECK)?;
+            tx.execute(
+                "INSERT INTO sealing (id, key_check) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET key_check = excluded.key_check",
+                params![check],
+            )?;
+            tx.commit()?;
+            Ok::<usize, StoreError>(count)
+        })();
+        let reset = self.conn.pragma_update(None, "secure_delete", false);
+        let count = done?;
+        reset?;
+        Ok(count)
+    }
+
+    /// Rewrites the database file and empties the WAL: after a (re)sealing, no copy of the
+    /// old values stays in free pages or in WAL frames.
+    fn scrub(&self) -> StoreResult<()> {
+        self.conn.execute_batch("VACUUM")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Re-seals every secret under `new` (the store must be sealed: opened with its key), in
+    /// one transaction; from then on only `new` opens the state. Returns how many secrets.
+    pub fn rekey(&mut self, new: SealingKey) -> StoreResult<usize> {
+        let Some(old) = self.key.take() else {
+            return Err(StoreError(
+                "the state is not sealed: open it with a key first".into(),
+            ));
+        };
+        match self.reseal_all(Some(&old), &new) {
+            Ok(n) => {
+                self.key = Some(new);
+                if self.dir.is_some() {
+                    self.scrub()?;
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                self.key = Some(old);
+                Err(e)
+            }
+        }
     }
 
     fn ensure_user(tx: &Connection, uid: u32, name: &str) -> rusqlite::Result<()> {
@@ -444,7 +742,7 @@ impl Store for SqliteStore {
     }
 
     fn totp(&self, uid: u32) -> StoreResult<Option<TotpFactor>> {
-        Ok(self
+        let row = self
             .conn
             .query_row(
                 "SELECT secret, algorithm, digits, period, created, last_used
@@ -452,18 +750,32 @@ impl Store for SqliteStore {
                 params![uid],
                 |r| {
                     let alg: String = r.get(1)?;
-                    Ok(TotpFactor {
-                        secret: TotpSecret::from_bytes(r.get(0)?),
-                        params: params_from_row(&alg, r.get(2)?, r.get(3)?)?,
-                        created: r.get(4)?,
-                        last_used: r.get(5)?,
-                    })
+                    let value: Vec<u8> = r.get(0)?;
+                    Ok((
+                        value,
+                        params_from_row(&alg, r.get(2)?, r.get(3)?)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 },
             )
-            .optional()?)
+            .optional()?;
+        row.map(|(value, params, created, last_used)| {
+            Ok(TotpFactor {
+                secret: reveal(self.key.as_ref(), uid, "totp", value)?,
+                params,
+                created,
+                last_used,
+            })
+        })
+        .transpose()
     }
 
     fn put_pending_totp(&mut self, p: &PendingTotp) -> StoreResult<()> {
+        let value = match &self.key {
+            Some(k) => seal_for(k, p.uid, "pending-totp", p.secret.as_bytes())?,
+            None => p.secret.as_bytes().to_vec(),
+        };
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM pending_totp WHERE uid = ?1", params![p.uid])?;
         tx.execute(
@@ -472,7 +784,7 @@ impl Store for SqliteStore {
             params![
                 p.id,
                 p.uid,
-                p.secret.as_bytes(),
+                value,
                 p.params.algorithm.as_str(),
                 p.params.digits,
                 p.params.period as i64,
@@ -485,7 +797,7 @@ impl Store for SqliteStore {
     }
 
     fn pending_totp(&self, id: &str) -> StoreResult<Option<PendingTotp>> {
-        Ok(self
+        let row = self
             .conn
             .query_row(
                 "SELECT uid, secret, algorithm, digits, period, expires, proven
@@ -493,17 +805,29 @@ impl Store for SqliteStore {
                 params![id],
                 |r| {
                     let alg: String = r.get(2)?;
-                    Ok(PendingTotp {
-                        id: id.to_string(),
-                        uid: r.get(0)?,
-                        secret: TotpSecret::from_bytes(r.get(1)?),
-                        params: params_from_row(&alg, r.get(3)?, r.get(4)?)?,
-                        expires: r.get(5)?,
-                        proven: r.get(6)?,
-                    })
+                    let uid: u32 = r.get(0)?;
+                    let value: Vec<u8> = r.get(1)?;
+                    Ok((
+                        uid,
+                        value,
+                        params_from_row(&alg, r.get(3)?, r.get(4)?)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
                 },
             )
-            .optional()?)
+            .optional()?;
+        row.map(|(uid, value, params, expires, proven)| {
+            Ok(PendingTotp {
+                id: id.to_string(),
+                uid,
+                secret: reveal(self.key.as_ref(), uid, "pending-totp", value)?,
+                params,
+                expires,
+                proven,
+            })
+        })
+        .transpose()
     }
 
     fn drop_expired_pending(&mut self, now: i64) -> StoreResult<usize> {
@@ -528,11 +852,29 @@ impl Store for SqliteStore {
             return Ok(Activation::FactorExists);
         }
         Self::ensure_user(&tx, uid, name)?;
+        let value: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT secret FROM pending_totp WHERE id = ?1 AND uid = ?2",
+                params![pending_id, uid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(value) = value else {
+            return Err(StoreError("the enrollment is no longer pending".into()));
+        };
+        // Re-sealed from the pending binding to the active one.
+        let value = match &self.key {
+            Some(k) => {
+                let secret = reveal(Some(k), uid, "pending-totp", value)?;
+                seal_for(k, uid, "totp", secret.as_bytes())?
+            }
+            None => value,
+        };
         let moved = tx.execute(
             "INSERT INTO totp (uid, secret, algorithm, digits, period, created, last_used)
-             SELECT uid, secret, algorithm, digits, period, ?3, ?3
+             SELECT uid, ?4, algorithm, digits, period, ?3, ?3
              FROM pending_totp WHERE id = ?1 AND uid = ?2",
-            params![pending_id, uid, now],
+            params![pending_id, uid, now, value],
         )?;
         if moved != 1 {
             return Err(StoreError("the enrollment is no longer pending".into()));
@@ -936,6 +1278,7 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::store::conformance;
@@ -963,6 +1306,241 @@ mod tests {
         assert_eq!(mode, 0o700);
         let db = std::fs::metadata(state.join("state.sqlite3")).expect("db");
         assert_eq!(db.permissions().mode() & 0o077, 0);
+    }
+
+    fn key() -> SealingKey {
+        SealingKey::generate().expect("key")
+    }
+
+    #[test]
+    fn sealed_sqlite_passes_the_conformance_suite() {
+        conformance::run_all(|| SqliteStore::in_memory_with_key(key()).expect("in-memory db"));
+        let dirs = std::cell::RefCell::new(Vec::new());
+        conformance::run_all(|| {
+            let d = tempfile::tempdir().expect("tempdir");
+            let s = SqliteStore::open_with_key(&d.path().join("state"), Some(key())).expect("open");
+            dirs.borrow_mut().push(d);
+            s
+        });
+    }
+
+    const SECRET_A: [u8; 20] = *b"alice-secret-0123456";
+    const SECRET_B: [u8; 20] = *b"bob-secret-abcdefghi";
+
+    fn params() -> TotpParams {
+        TotpParams {
+            algorithm: Algorithm::SHA1,
+            digits: 6,
+            period: 30,
+        }
+    }
+
+    /// Enrolls `uid` with `secret` (pending, then active), and leaves a second pending one.
+    fn enroll(s: &mut SqliteStore, uid: u32, name: &str, secret: &[u8]) {
+        let id = format!("p{uid}");
+        s.put_pending_totp(&PendingTotp {
+            id: id.clone(),
+            uid,
+            secret: TotpSecret::from_bytes(secret.to_vec()),
+            params: params(),
+            expires: 1000,
+            proven: false,
+        })
+        .expect("pending");
+        let done = s
+            .activate_totp(uid, name, &id, 1, 10, Codes::Keep, Existing::NoFactor)
+            .expect("activate");
+        assert_eq!(done, Activation::Done { codes_set: false });
+        s.put_pending_totp(&PendingTotp {
+            id: format!("q{uid}"),
+            uid,
+            secret: TotpSecret::from_bytes(secret.iter().rev().copied().collect()),
+            params: params(),
+            expires: 1000,
+            proven: true,
+        })
+        .expect("second pending");
+    }
+
+    /// Every file of the state directory, concatenated (database, WAL, shared memory).
+    fn raw_files(state: &Path) -> Vec<u8> {
+        let mut all = Vec::new();
+        for e in std::fs::read_dir(state).expect("dir") {
+            all.extend(std::fs::read(e.expect("entry").path()).expect("read"));
+        }
+        all
+    }
+
+    fn holds(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    fn raw_secrets(state: &Path) -> Vec<Vec<u8>> {
+        let c = Connection::open(state.join(STATE_FILE)).expect("raw open");
+        let mut out = Vec::new();
+        for table in ["totp", "pending_totp"] {
+            let mut stmt = c
+                .prepare(&format!("SELECT secret FROM {table}"))
+                .expect("select");
+            let rows = stmt.query_map([], |r| r.get(0)).expect("rows");
+            out.extend(rows.map(|r| r.expect("row")));
+        }
+        out
+    }
+
+    #[test]
+    fn sealed_secrets_are_not_in_the_files_and_open_for_their_owner_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let state = d.path().join("state");
+        let k = key();
+        {
+            let mut s = SqliteStore::open_with_key(&state, Some(k.clone())).expect("open");
+            assert!(s.is_sealed());
+            assert_eq!(s.sealed_at_open(), Some(0));
+            enroll(&mut s, 1000, "alice", &SECRET_A);
+            enroll(&mut s, 1001, "bob", &SECRET_B);
+            assert_eq!(s.totp(1000).unwrap().unwrap().secret.as_bytes(), SECRET_A);
+            assert_eq!(s.totp(1001).unwrap().unwrap().secret.as_bytes(), SECRET_B);
+            let q = s.pending_totp("q1000").unwrap().unwrap();
+            assert_eq!(
+                q.secret.as_bytes(),
+                SECRET_A.iter().rev().copied().collect::<Vec<_>>()
+            );
+        }
+        // Read with rusqlite directly: every stored secret is sealed, none in clear.
+        let raw = raw_secrets(&state);
+        assert_eq!(raw.len(), 4);
+        for v in &raw {
+            assert!(seal::is_sealed(v));
+            assert!(!holds(v, &SECRET_A) && !holds(v, &SECRET_B));
+        }
+        // Nor anywhere in the files.
+        let files = raw_files(&state);
+        for secret in [SECRET_A, SECRET_B] {
+            assert!(!holds(&files, &secret));
+            let rev: Vec<u8> = secret.iter().rev().copied().collect();
+            assert!(!holds(&files, &rev));
+        }
+        // Swapping two users' sealed secrets makes both fail to open: an error, not a secret
+        // and not "not enrolled".
+        {
+            let c = Connection::open(state.join(STATE_FILE)).expect("raw open");
+            c.execute_batch(
+                "UPDATE totp SET uid = -1 WHERE uid = 1000;
+                 UPDATE totp SET uid = 1000 WHERE uid = 1001;
+                 UPDATE totp SET uid = 1001 WHERE uid = -1;
+                 UPDATE pending_totp SET id = 'x' WHERE id = 'q1000';",
+            )
+            .expect("swap");
+            // A pending secret moved to the active table: also refused.
+            c.execute(
+                "UPDATE pending_totp SET secret = (SELECT secret FROM pending_totp WHERE id = 'x')
+                 WHERE id = 'q1001'",
+                [],
+            )
+            .expect("move");
+        }
+        let s = SqliteStore::open_with_key(&state, Some(k.clone())).expect("reopen");
+        assert_eq!(s.sealed_at_open(), None);
+        for uid in [1000, 1001] {
+            let e = s.totp(uid).expect_err("swapped row must not open");
+            assert!(e.0.contains("does not open"), "{e}");
+        }
+        assert!(s.pending_totp("q1001").is_err());
+        assert!(s.pending_totp("x").is_ok_and(|p| p.is_some()));
+        drop(s);
+        // A plain secret written into the sealed state by hand: refused, not used.
+        {
+            let c = Connection::open(state.join(STATE_FILE)).expect("raw open");
+            c.execute(
+                "UPDATE totp SET secret = ?1 WHERE uid = 1000",
+                params![SECRET_A.to_vec()],
+            )
+            .expect("plain");
+        }
+        let s = SqliteStore::open_with_key(&state, Some(k)).expect("reopen");
+        let e = s.totp(1000).expect_err("plain in a sealed store");
+        assert!(e.0.contains("in clear"), "{e}");
+    }
+
+    #[test]
+    fn a_sealed_state_needs_its_own_key() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let state = d.path().join("state");
+        let k = key();
+        {
+            let mut s = SqliteStore::open_with_key(&state, Some(k.clone())).expect("open");
+            enroll(&mut s, 1000, "alice", &SECRET_A);
+        }
+        let e = SqliteStore::open(&state).expect_err("no key");
+        assert!(e.0.contains("no key was given"), "{e}");
+        let e = SqliteStore::open_with_key(&state, Some(key())).expect_err("another key");
+        assert!(e.0.contains("does not open this state"), "{e}");
+        let s = SqliteStore::open_with_key(&state, Some(k)).expect("its key");
+        assert_eq!(s.totp(1000).unwrap().unwrap().secret.as_bytes(), SECRET_A);
+    }
+
+    #[test]
+    fn a_plain_state_is_sealed_in_place_on_the_first_open_with_a_key() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let state = d.path().join("state");
+        {
+            let mut s = SqliteStore::open(&state).expect("open in clear");
+            assert!(!s.is_sealed());
+            enroll(&mut s, 1000, "alice", &SECRET_A);
+            enroll(&mut s, 1001, "bob", &SECRET_B);
+            // Deleted in clear: its bytes stay in a free page until the state is rewritten.
+            s.reset(1001).expect("reset");
+        }
+        assert!(holds(&raw_files(&state), &SECRET_A));
+        let k = key();
+        let s = SqliteStore::open_with_key(&state, Some(k.clone())).expect("seal");
+        assert_eq!(s.sealed_at_open(), Some(2));
+        assert_eq!(s.totp(1000).unwrap().unwrap().secret.as_bytes(), SECRET_A);
+        drop(s);
+        let files = raw_files(&state);
+        assert!(
+            !holds(&files, &SECRET_A),
+            "a plain secret survived the sealing"
+        );
+        assert!(
+            !holds(&files, &SECRET_B),
+            "a deleted plain secret survived the sealing"
+        );
+        assert!(raw_secrets(&state).iter().all(|v| seal::is_sealed(v)));
+        // Sealed once: the next open seals nothing.
+        let s = SqliteStore::open_with_key(&state, Some(k)).expect("reopen");
+        assert_eq!(s.sealed_at_open(), None);
+    }
+
+    #[test]
+    fn rekey_reseals_under_the_new_key_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let state = d.path().join("state");
+        let (old, new) = (key(), key());
+        let before = {
+            let mut s = SqliteStore::open_with_key(&state, Some(old.clone())).expect("open");
+            enroll(&mut s, 1000, "alice", &SECRET_A);
+            let before = raw_secrets(&state);
+            assert_eq!(s.rekey(new.clone()).expect("rekey"), 2);
+            assert_eq!(s.totp(1000).unwrap().unwrap().secret.as_bytes(), SECRET_A);
+            before
+        };
+        let files = raw_files(&state);
+        for v in before {
+            assert!(
+                !holds(&files, &v),
+                "a value sealed under the old key survived"
+            );
+        }
+        assert!(SqliteStore::open_with_key(&state, Some(old)).is_err());
+        let s = SqliteStore::open_with_key(&state, Some(new)).expect("new key");
+        assert_eq!(s.totp(1000).unwrap().unwrap().secret.as_bytes(), SECRET_A);
+        let q = s.pending_totp("q1000").unwrap().unwrap();
+        assert_eq!(q.uid, 1000);
+        // A store in clear has nothing to re-key.
+        let mut plain = SqliteStore::in_memory().expect("mem");
+        assert!(plain.rekey(key()).is_err());
     }
 
     #[test]
