@@ -33,8 +33,9 @@ fn failmode_env(policy: &str) -> Env {
         (OPEN_T2, "timeout=2 failmode=open"),
         (CLOSED_T2, "timeout=2 failmode=closed"),
     ] {
+        // offline=none: these tests are about the failmode alone, never the host's snapshot.
         let text = format!(
-            "auth required {} bus={} {args}\n",
+            "auth required {} bus={} offline=none {args}\n",
             module.display(),
             env.address
         );
