@@ -4,6 +4,7 @@
 #   make test                         every test (installs missing Debian packages; run as root)
 #   make deps                         only install the missing Debian packages
 #   make build                        release build of the whole workspace
+#   make fuzz [FUZZ_SECONDS=600]      every fuzz target for FUZZ_SECONDS each; make miri: Miri
 #   make install [DESTDIR=...] [PREFIX=/usr] [PAMDIR=...] [UNITDIR=...]
 #   make uninstall                    (keeps /etc/twofactor and /var/lib/twofactord)
 
@@ -25,6 +26,20 @@ demo: deps
 test: deps
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace --no-fail-fast
+
+# Robustness: libFuzzer on every parser and the login state machine (scripts/fuzz.sh), and
+# Miri on the daemon's pure modules (scripts/miri.sh). `make test` runs the fuzz targets on
+# stable too, bounded (twofactor-fuzz/tests/bounded.rs).
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz fuzz-ci miri
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
+fuzz-ci:
+	FUZZ_SECONDS=30 bash scripts/fuzz.sh
+
+miri:
+	bash scripts/miri.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

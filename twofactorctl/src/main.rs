@@ -3,8 +3,6 @@
 #![deny(unsafe_code)]
 
 mod doctor;
-mod import;
-mod import_u2f;
 mod keys;
 mod out;
 mod safe_open;
@@ -17,6 +15,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use twofactor_bus::{AdminProxy, BusError, CodeResult, EnrollmentProxy, UserStatus};
 use zeroize::Zeroizing;
+
+use twofactorctl::{import, import_u2f};
 
 use out::{display_safe as safe, display_safe_lines as safe_lines, err, errln, outln};
 

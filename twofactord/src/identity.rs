@@ -105,62 +105,7 @@ impl Accounts for Nss {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// A fixed table of accounts. Group names are filled in at lookup time from the group
-    /// table, as NSS does.
-    #[derive(Default)]
-    pub struct FakeAccounts {
-        users: Vec<Account>,
-        groups: Vec<(String, u32)>,
-    }
-
-    impl FakeAccounts {
-        pub fn new() -> Self {
-            Self::default()
-        }
-        pub fn user(mut self, name: &str, uid: u32, gids: &[u32]) -> Self {
-            self.users.push(Account {
-                name: name.into(),
-                uid,
-                gids: gids.to_vec(),
-                groups: Vec::new(),
-            });
-            self
-        }
-        pub fn group(mut self, name: &str, gid: u32) -> Self {
-            self.groups.push((name.into(), gid));
-            self
-        }
-    }
-
-    impl FakeAccounts {
-        fn looked_up(&self, account: &Account) -> Account {
-            let groups = account
-                .gids
-                .iter()
-                .filter_map(|gid| self.groups.iter().find(|g| g.1 == *gid))
-                .map(|g| g.0.clone())
-                .collect();
-            Account {
-                groups,
-                ..account.clone()
-            }
-        }
-    }
-
-    impl Accounts for FakeAccounts {
-        fn user_by_name(&self, name: &str) -> Option<Account> {
-            let a = self.users.iter().find(|a| a.name == name)?;
-            Some(self.looked_up(a))
-        }
-        fn user_by_uid(&self, uid: u32) -> Option<Account> {
-            let a = self.users.iter().find(|a| a.uid == uid)?;
-            Some(self.looked_up(a))
-        }
-        fn group_by_name(&self, name: &str) -> Option<u32> {
-            self.groups.iter().find(|g| g.0 == name).map(|g| g.1)
-        }
-    }
+    pub use crate::testkit::FakeAccounts;
 
     #[test]
     fn odd_names_are_refused_before_nss() {

@@ -17,4 +17,6 @@ pub mod policy;
 pub mod recovery;
 pub mod service;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 pub mod totp;

@@ -2,6 +2,26 @@
 //!
 //! [`Store`] is the seam; [`SqliteStore`] the embedded backend. [`conformance`] holds the suite
 //! every backend must pass. Errors never carry a secret.
+//!
+//! ## Durability (design note)
+//!
+//! Whatever the daemon has told a caller (a login succeeded, an enrollment is confirmed, a
+//! recovery code or TOTP step is spent, a key counter moved, a user is locked) is on disk
+//! before the reply leaves, and survives the daemon being killed at any instant (SIGKILL, OOM,
+//! a power cut). Three things make that true:
+//! - each such change is committed (its own statement, or one transaction where several rows
+//!   must change together) before the engine returns; the engine holds the store's lock across
+//!   check-and-update, so a spent step or code is never accepted by two logins at once;
+//! - `journal_mode=WAL`: a commit appends to the write-ahead log; a crash mid-transaction
+//!   leaves the last committed state (the uncommitted frames are ignored on recovery), never a
+//!   half-written row;
+//! - `synchronous=FULL`: the WAL is fsynced at every commit, so a committed transaction also
+//!   survives a crash of the machine, not only of the process. (`NORMAL` in WAL mode would
+//!   keep the database consistent but could lose the last commits on a power cut: a spent code
+//!   could then be accepted again, and a lockout forgotten.)
+//!
+//! `tests/tests/crash.rs` checks it end to end: the daemon killed with SIGKILL after each
+//! confirmed answer and at random points, then restarted.
 #![forbid(unsafe_code)]
 
 use std::fmt;
