@@ -24,7 +24,7 @@ if [ "$toolchain" = nightly ]; then
     sanitizer=address
 else
     sanitizer=none
-    echo "fuzz: no nightly toolchain: running libFuzzer without a sanitizer (no leak detection)" >&2
+    echo "fuzz: toolchain $toolchain: libFuzzer without a sanitizer (no leak detection; the nightly toolchain adds AddressSanitizer)" >&2
 fi
 
 summary=target/fuzz-summary.txt

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the unit tests of the code that does not call into C under Miri (undefined behaviour,
+# out-of-bounds and use-after-free, leaks, data races in what it interprets): the daemon's pure
+# modules (TOTP, recovery codes, the FIDO2 parsers and verifier, the authorization table) and
+# the CLI's import parsers. Not under Miri, because Miri cannot run foreign (C) functions: the
+# PAM module and its FFI (libpam), syslog, NSS lookups (getpwnam_r & co. in identity), SQLite
+# (store, and the engine on top of it), the bus (sockets), the clock's adjtimex.
+#
+# Needs the nightly toolchain with the miri and rust-src components; without them it says so
+# and exits 0 (a fresh CI machine has the stable toolchain only and cannot fetch another).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+    echo "miri: skipped: needs the nightly toolchain with miri and rust-src" \
+        "(rustup toolchain install nightly --component miri,rust-src)" >&2
+    exit 0
+fi
+# Isolation off: the FIDO2 tests read the shared test vectors file.
+export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
+cargo +nightly miri test -p twofactord --lib -- totp:: recovery:: fido2:: authz::
+cargo +nightly miri test -p twofactorctl --lib
+echo "miri: twofactord (totp, recovery, fido2, authz) and twofactorctl's import parsers are clean"
