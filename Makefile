@@ -6,6 +6,7 @@
 #   make build                        release build of the whole workspace
 #   make bench [BENCH_QUICK=1]        twofactor vs its floor vs google-authenticator vs pam_permit,
 #                                     side by side (root; creates and removes tfb* accounts)
+#   make fuzz [FUZZ_SECONDS=600]      every fuzz target for FUZZ_SECONDS each; make miri: Miri
 #   make install [DESTDIR=...] [PREFIX=/usr] [PAMDIR=...] [UNITDIR=...]
 #   make uninstall                    (keeps /etc/twofactor and /var/lib/twofactord)
 
@@ -37,6 +38,19 @@ bench: deps
 	@trap '$(RELEASE_DIR)/bench-login cleanup' EXIT INT TERM HUP; \
 	    BENCH_QUICK="$(BENCH_QUICK)" BENCH_ROUNDS="$(BENCH_ROUNDS)" BENCH_SCALE_MAX="$(BENCH_SCALE_MAX)" \
 	    $(RELEASE_DIR)/bench-login run
+# Robustness: libFuzzer on every parser and the login state machine (scripts/fuzz.sh), and
+# Miri on the daemon's pure modules (scripts/miri.sh). `make test` runs the fuzz targets on
+# stable too, bounded (twofactor-fuzz/tests/bounded.rs).
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz fuzz-ci miri
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
+fuzz-ci:
+	FUZZ_SECONDS=30 bash scripts/fuzz.sh
+
+miri:
+	bash scripts/miri.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # build
   gcc pkg-config libpam0g-dev
+  # `make fuzz`: libFuzzer (libfuzzer-sys) is C++
+  g++
   # the security-key HID path (twofactor-key feature "hid": hidapi on hidraw, libudev)
   libudev-dev
   # run: a bus, PAM modules (pam_permit for the demo's stack)

@@ -539,6 +539,24 @@ impl Env {
         }
     }
 
+    /// Kills the daemon with SIGKILL (no cleanup, no flush: a crash or a power cut of the
+    /// process) and waits until its bus name is released. Start it again with
+    /// [`Env::start_daemon`] or [`Env::restart_daemon_at`].
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.name_owned() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the killed daemon still owns its name"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Stops and starts the daemon (state must survive).
     pub fn restart_daemon(&mut self) {
         self.stop_daemon();

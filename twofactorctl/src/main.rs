@@ -5,8 +5,6 @@
 mod backup;
 mod doctor;
 mod failure;
-mod import;
-mod import_u2f;
 mod keys;
 mod out;
 mod safe_open;
@@ -21,6 +19,8 @@ use twofactor_bus::{AdminProxy, BusError, CodeResult, EnrollmentProxy, UserStatu
 use zeroize::Zeroizing;
 
 use failure::{ErrorCode, Failure};
+use twofactorctl::{import, import_u2f};
+
 use out::{display_safe as safe, display_safe_lines as safe_lines, err, errln, outln};
 
 /// Where codes come from, for the help texts.

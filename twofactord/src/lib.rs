@@ -20,4 +20,6 @@ pub mod recovery;
 pub mod restore;
 pub mod service;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 pub mod totp;
