@@ -85,7 +85,8 @@ async fn probe(conn: &Connection, iface: &str, method: &str, user: &str) -> Stri
             let keys: Vec<KeyImport> = Vec::new();
             call(conn, iface, method, &(user, keys)).await
         }
-        ("Admin", "ListUsers" | "ReloadPolicy") => call(conn, iface, method, &()).await,
+        ("Admin", "ListUsers" | "ReloadPolicy" | "Backup") => call(conn, iface, method, &()).await,
+        ("Enrollment", "PolicyStatus") => call(conn, iface, method, &()).await,
         ("Admin", "Audit") => call(conn, iface, method, &(user, 0i64, 5u32)).await,
         ("Enrollment", "Status") => call(conn, iface, method, &(user,)).await,
         ("Enrollment", "Explain") => call(conn, iface, method, &(user, empty)).await,
