@@ -11,6 +11,7 @@ use std::fmt;
 
 #[doc(hidden)]
 pub mod conformance;
+pub mod postgres;
 pub mod seal;
 pub mod sqlite;
 pub mod types;
