@@ -10,7 +10,6 @@ use nix::sys::signal::{SigSet, Signal};
 use twofactord::engine::{Clock, Engine, SystemClock};
 use twofactord::identity::Nss;
 use twofactord::policy::Policy;
-use twofactord::store::SqliteStore;
 use twofactord::{log, service};
 
 const DEFAULT_POLICY: &str = "/etc/twofactor/policy.toml";
@@ -34,6 +33,10 @@ struct Args {
     /// Validate a policy file (default: --policy) and exit: 0 if valid.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     check: Option<Option<PathBuf>>,
+    /// With --check: also connect to the `[store] url` database, create or check its schema
+    /// and the role's grants.
+    #[arg(long, requires = "check")]
+    connect: bool,
     /// Where to keep the offline snapshot the PAM module reads while the daemon is
     /// unreachable ("none": keep none, and logins fail closed then).
     #[arg(long, value_name = "FILE", default_value = twofactor_bus::offline::DEFAULT_PATH)]
@@ -86,6 +89,36 @@ fn restore(state_dir: &std::path::Path, file: &std::path::Path) -> ExitCode {
     }
 }
 
+/// The state backend `[store]` names (SQLite in the state directory by default).
+fn open_store(
+    policy: &Policy,
+    state_dir: &std::path::Path,
+) -> Result<Box<dyn twofactord::store::Store>, twofactord::store::StoreError> {
+    use twofactord::store::open;
+    let s = &policy.store;
+    // SQLite takes its key in the sealing work; the fleet store seals from the start.
+    let key = match s.url {
+        Some(_) => open::load_key(&s.secret_key_file, s.secret_key_file_named)?,
+        None => None,
+    };
+    open::open_store(s.url.as_deref(), s.password_file.as_deref(), state_dir, key)
+}
+
+/// `--check` of `[store]` (and with `--connect`, the database itself).
+fn check_store(policy: &Policy, connect: bool) -> Result<(), twofactord::store::StoreError> {
+    use twofactord::store::open;
+    let s = &policy.store;
+    let Some(url) = &s.url else { return Ok(()) };
+    let key = open::load_key(&s.secret_key_file, s.secret_key_file_named)?;
+    for w in open::check(url, s.password_file.as_deref(), key, connect)? {
+        eprintln!("warning: {w}");
+    }
+    if connect {
+        println!("store: connected; the schema and the role's grants are in order");
+    }
+    Ok(())
+}
+
 /// The policy and the text it came from (`None`: the built-in policy).
 fn load_policy(path: &std::path::Path, explicit: bool) -> Result<(Policy, Option<String>), String> {
     if !path.exists() && !explicit {
@@ -130,6 +163,10 @@ fn main() -> ExitCode {
                 for w in &p.warnings {
                     eprintln!("warning: {w}");
                 }
+                if let Err(e) = check_store(&p, args.connect) {
+                    eprintln!("{}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
                 println!("{}: policy is valid", path.display());
                 ExitCode::SUCCESS
             }
@@ -168,13 +205,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let store = match SqliteStore::open(&args.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error(&format!("refusing to start: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
     // A policy file that is refused at start (a bad edit, a chmod that makes it writable by
     // others) does not lock everybody out: the daemon serves the last policy it accepted, and
     // says so loudly. Only a first start without one refuses.
@@ -199,9 +229,16 @@ fn main() -> ExitCode {
     for w in &policy.warnings {
         log::warn(w);
     }
+    let store = match open_store(&policy, &args.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error(&format!("refusing to start: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
     let policy_path = (explicit_policy || args.policy.exists()).then(|| args.policy.clone());
     let mut engine = Engine::new(
-        Box::new(store),
+        store,
         policy,
         policy_path,
         Box::new(Nss),

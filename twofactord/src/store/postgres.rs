@@ -621,6 +621,21 @@ fn command_on(sql: &str, table: &str) -> &'static str {
     }
 }
 
+/// An error with its causes (tokio-postgres says only "db error" at the top).
+fn describe(e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// A PostgreSQL error as the daemon reports it: a missing grant is named exactly.
 fn pg_error(e: &::postgres::Error, sql: &str) -> StoreError {
     if let Some(db) = e.as_db_error() {
@@ -662,7 +677,7 @@ fn pg_error(e: &::postgres::Error, sql: &str) -> StoreError {
     if e.is_closed() {
         return StoreError("PostgreSQL: the connection is closed".into());
     }
-    StoreError(format!("PostgreSQL: {e}"))
+    StoreError(format!("PostgreSQL: {}", describe(e)))
 }
 
 /// A connection with its prepared statements.
@@ -838,7 +853,7 @@ impl PostgresStore {
         }
         let mut client = config.connect(self.tls.clone()).map_err(|e| {
             // tokio-postgres's messages name the host and the cause, never the password.
-            StoreError(format!("cannot connect to PostgreSQL: {e}"))
+            StoreError(format!("cannot connect to PostgreSQL: {}", describe(&e)))
         })?;
         let setup = format!(
             "SET statement_timeout = '5s'; SET lock_timeout = '5s'; \
