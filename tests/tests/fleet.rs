@@ -186,3 +186,86 @@ fn check_connect_validates_the_store_section() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("verify-full"));
 }
+
+/// Bench accounts for [`measure_logins_per_second`], removed when dropped.
+struct BenchUsers(Vec<String>);
+
+impl BenchUsers {
+    fn create(n: usize) -> BenchUsers {
+        let users: Vec<String> = (0..n).map(|i| format!("tfpg{i:04}")).collect();
+        for u in &users {
+            let _ = std::process::Command::new("userdel").arg(u).output();
+            let out = std::process::Command::new("useradd")
+                .args(["--system", "--no-create-home", "--shell", "/bin/sh", u])
+                .output()
+                .expect("useradd");
+            assert!(out.status.success(), "{out:?}");
+        }
+        BenchUsers(users)
+    }
+}
+
+impl Drop for BenchUsers {
+    fn drop(&mut self) {
+        for u in &self.0 {
+            let _ = std::process::Command::new("userdel").arg(u).output();
+        }
+    }
+}
+
+/// Full PAM logins (real libpam, module, bus, daemon, store), each user once, one caller per
+/// host in parallel; returns logins per second.
+fn logins_per_second(hosts: &[&Env], users: &[String], secrets: &[String]) -> f64 {
+    wait_for_fresh_step();
+    let codes: Vec<String> = secrets.iter().map(|s| oathtool(s, 30)).collect();
+    let per = users.len() / hosts.len();
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for (h, host) in hosts.iter().enumerate() {
+            let users = &users[h * per..(h + 1) * per];
+            let codes = &codes[h * per..(h + 1) * per];
+            s.spawn(move || {
+                for (u, c) in users.iter().zip(codes) {
+                    let r = host.login("tf", u, &[c]);
+                    assert_eq!(r.rc, rc::SUCCESS, "{u}: {r:?}");
+                }
+            });
+        }
+    });
+    (per * hosts.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Not a test of outcomes: prints logins/s for SQLite and for PostgreSQL with one and two
+/// daemons, in one run (`cargo test -p twofactor-tests --test fleet -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn measure_logins_per_second() {
+    const N: usize = 30;
+    // PostgreSQL with one and with two daemons takes different users: one login per user and
+    // step (replay protection).
+    let users = BenchUsers::create(2 * N);
+    let bench_policy = "[login]\nattempts = 1\n[rate_limit]\nmax_failures = 1000\n";
+    let f = fleet(bench_policy);
+    let sqlite = Env::new(&format!("default_mode = \"optional\"\n{bench_policy}"));
+    let a = Env::new(&f.policy);
+    let b = Env::new(&f.policy);
+    let (first, second) = users.0.split_at(N);
+    let sq_secrets: Vec<String> = first.iter().map(|u| sqlite.enroll(u).secret).collect();
+    let pg_secrets: Vec<String> = users.0.iter().map(|u| a.enroll(u).secret).collect();
+    let mut rows = Vec::new();
+    for round in 0..3 {
+        // A new step for every round (an untimed wait: this is a measurement, not a test).
+        std::thread::sleep(std::time::Duration::from_secs((30 - now() % 30) as u64 + 1));
+        rows.push((
+            round,
+            logins_per_second(&[&sqlite], first, &sq_secrets),
+            logins_per_second(&[&a], first, &pg_secrets[..N]),
+            logins_per_second(&[&a, &b], second, &pg_secrets[N..]),
+        ));
+    }
+    println!("logins/s (full PAM logins, {N} users per run, sequential per host):");
+    println!("round  sqlite(1 daemon)  postgres(1 daemon)  postgres(2 daemons)");
+    for (r, s, p1, p2) in rows {
+        println!("{r:>5}  {s:>16.1}  {p1:>18.1}  {p2:>19.1}");
+    }
+}
