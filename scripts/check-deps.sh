@@ -32,7 +32,18 @@ for shipped in twofactorctl pam_twofactor; do
         fail=1
     fi
 done
+# The PAM module and the CLI run in other programs' processes: no async runtime, no database
+# client (the fleet backend lives in the daemon only).
+for shipped in twofactorctl pam_twofactor; do
+    tree=$(deps "$shipped")
+    for forbidden in tokio postgres tokio-postgres rusqlite; do
+        if grep -qx "$forbidden" <<<"$tree"; then
+            echo "check-deps: $shipped depends on $forbidden" >&2
+            fail=1
+        fi
+    done
+done
 if [ "$fail" -ne 0 ]; then
     exit 1
 fi
-echo "check-deps: twofactord has no HID or software-authenticator code; twofactorctl and pam_twofactor have the HID path and no software authenticator"
+echo "check-deps: twofactord has no HID or software-authenticator code; twofactorctl and pam_twofactor have the HID path, no software authenticator, no tokio and no database client"

@@ -20,6 +20,8 @@ packages=(
   libpam-google-authenticator
   # end-to-end test with a real OpenSSH server
   openssh-server openssh-client sshpass expect
+  # the fleet store's tests start a private PostgreSQL (initdb, Unix socket only)
+  postgresql
   # the Debian package and its install test in a fresh debootstrapped root
   dpkg-dev binutils debootstrap zstd iproute2
 )

@@ -971,4 +971,5 @@ fn run_with_stdin(mut cmd: Command, stdin: Option<&str>) -> Out {
 }
 
 pub mod pam;
+pub mod postgres;
 pub mod sshd;

@@ -36,6 +36,10 @@ struct Args {
     /// Validate a policy file (default: --policy) and exit: 0 if valid.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     check: Option<Option<PathBuf>>,
+    /// With --check: also connect to the `[store] url` database, create or check its schema
+    /// and the role's grants.
+    #[arg(long, requires = "check")]
+    connect: bool,
     /// Where to keep the offline snapshot the PAM module reads while the daemon is
     /// unreachable ("none": keep none, and logins fail closed then).
     #[arg(long, value_name = "FILE", default_value = twofactor_bus::offline::DEFAULT_PATH)]
@@ -215,6 +219,45 @@ fn restore(state_dir: &std::path::Path, file: &std::path::Path) -> ExitCode {
     }
 }
 
+/// The state backend `[store]` names (SQLite in the state directory by default).
+/// The state backend: the fleet's PostgreSQL with `[store] url`, else SQLite in the state
+/// directory; both seal secrets with `key`. Says how many plain secrets a first start with a
+/// key sealed in place (SQLite).
+fn open_store(
+    policy: &Policy,
+    state_dir: &std::path::Path,
+    key: Option<SealingKey>,
+) -> Result<(Box<dyn twofactord::store::Store>, usize), twofactord::store::StoreError> {
+    use twofactord::store::open;
+    let s = &policy.store;
+    match &s.url {
+        Some(url) => Ok((
+            open::open_store(Some(url), s.password_file.as_deref(), state_dir, key)?,
+            0,
+        )),
+        None => {
+            let store = SqliteStore::open_with_key(state_dir, key)?;
+            let sealed = store.sealed_at_open().unwrap_or(0);
+            Ok((Box::new(store), sealed))
+        }
+    }
+}
+
+/// `--check` of `[store]` (and with `--connect`, the database itself).
+fn check_store(policy: &Policy, connect: bool) -> Result<(), twofactord::store::StoreError> {
+    use twofactord::store::open;
+    let s = &policy.store;
+    let Some(url) = &s.url else { return Ok(()) };
+    let key = open::load_key(&s.secret_key_file, s.secret_key_file_named)?;
+    for w in open::check(url, s.password_file.as_deref(), key, connect)? {
+        eprintln!("warning: {w}");
+    }
+    if connect {
+        println!("store: connected; the schema and the role's grants are in order");
+    }
+    Ok(())
+}
+
 /// The policy and the text it came from (`None`: the built-in policy).
 fn load_policy(path: &std::path::Path, explicit: bool) -> Result<(Policy, Option<String>), String> {
     if !path.exists() && !explicit {
@@ -268,6 +311,10 @@ fn main() -> ExitCode {
         };
         for w in &p.warnings {
             eprintln!("warning: {w}");
+        }
+        if let Err(e) = check_store(&p, args.connect) {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
         }
         println!("{}: policy is valid", path.display());
         // The key's verdict goes to standard output ("key: ..."), its refusal to standard
@@ -362,14 +409,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let store = match SqliteStore::open_with_key(&args.state_dir, key) {
+    let (store, sealed) = match open_store(&policy, &args.state_dir, key) {
         Ok(s) => s,
         Err(e) => {
             log::error(&format!("refusing to start: {e}"));
             return ExitCode::FAILURE;
         }
     };
-    if let Some(n) = store.sealed_at_open().filter(|n| *n > 0) {
+    if let Some(n) = Some(sealed).filter(|n| *n > 0) {
         log::warn(&format!(
             "the state was in clear: sealed {n} secrets in place under the key (first start \
              with a key)"
@@ -377,7 +424,7 @@ fn main() -> ExitCode {
     }
     let policy_path = (explicit_policy || args.policy.exists()).then(|| args.policy.clone());
     let mut engine = Engine::new(
-        Box::new(store),
+        store,
         policy,
         policy_path,
         Box::new(Nss),

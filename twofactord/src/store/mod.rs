@@ -3,7 +3,8 @@
 //! The bottom of the daemon. [`Store`] is the seam and this module holds it with its plain data
 //! types ([`types`] has the ones the policy and TOTP code share): none of it imports the policy,
 //! the notifier, the log or the engine, which all build on it. One file per backend beside it:
-//! [`sqlite`] (the embedded default). [`conformance`] holds the suite every backend must pass.
+//! [`sqlite`] (the embedded default), [`postgres`] (a fleet of hosts on one database); [`open`]
+//! picks one. [`conformance`] holds the suite every backend must pass.
 //! Errors never carry a secret.
 #![forbid(unsafe_code)]
 
@@ -11,6 +12,8 @@ use std::fmt;
 
 #[doc(hidden)]
 pub mod conformance;
+pub mod open;
+pub mod postgres;
 pub mod seal;
 pub mod sqlite;
 pub mod types;
