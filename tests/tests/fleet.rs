@@ -45,11 +45,21 @@ fn fleet(extra: &str) -> Fleet {
     }
 }
 
+/// One host of the fleet: its own bus, daemon and state directory, the fleet's policy, and the
+/// fleet's key (the policy's `secret_key_file`, which every host shares), not the test kit's
+/// own per-world key.
+fn host(f: &Fleet) -> Env {
+    let mut env = Env::new(&f.policy);
+    env.key_file = None;
+    env.restart_daemon();
+    env
+}
+
 #[test]
 fn enroll_on_one_host_log_in_on_another_and_a_used_code_is_refused_everywhere() {
     let f = fleet("");
-    let a = Env::new(&f.policy);
-    let b = Env::new(&f.policy);
+    let a = host(&f);
+    let b = host(&f);
     let e = a.enroll(ALICE);
     // Sealed in the database: the secret is not there in clear.
     let stored = f.pg.sql(
@@ -88,8 +98,8 @@ fn enroll_on_one_host_log_in_on_another_and_a_used_code_is_refused_everywhere() 
 #[test]
 fn one_code_on_two_hosts_at_once_wins_exactly_once() {
     let f = fleet("");
-    let a = Env::new(&f.policy);
-    let b = Env::new(&f.policy);
+    let a = host(&f);
+    let b = host(&f);
     let e = a.enroll(BOB);
     // The next step (enrollment took the current one); the loser is told it was used.
     {
@@ -110,8 +120,8 @@ fn one_code_on_two_hosts_at_once_wins_exactly_once() {
 #[test]
 fn failures_on_two_hosts_add_up_to_one_lockout() {
     let f = fleet("[rate_limit]\nmax_failures = 3\nlockout = \"1h\"\n");
-    let a = Env::new(&f.policy);
-    let b = Env::new(&f.policy);
+    let a = host(&f);
+    let b = host(&f);
     let e = a.enroll(CAROL);
     let r = a.login("tf", CAROL, &["000001", "000002"]);
     assert_ne!(r.rc, rc::SUCCESS);
@@ -135,8 +145,8 @@ fn failures_on_two_hosts_add_up_to_one_lockout() {
 #[test]
 fn an_admin_requirement_set_on_one_host_applies_on_another() {
     let f = fleet("");
-    let a = Env::new(&f.policy);
-    let b = Env::new(&f.policy);
+    let a = host(&f);
+    let b = host(&f);
     let st = b.ctl(&["--json", "admin", "show", BOB]).ok().json();
     assert_eq!(st["mode"], "optional", "{st}");
     a.ctl(&["admin", "require", BOB]).ok();
@@ -247,8 +257,8 @@ fn measure_logins_per_second() {
     let bench_policy = "[login]\nattempts = 1\n[rate_limit]\nmax_failures = 1000\n";
     let f = fleet(bench_policy);
     let sqlite = Env::new(&format!("default_mode = \"optional\"\n{bench_policy}"));
-    let a = Env::new(&f.policy);
-    let b = Env::new(&f.policy);
+    let a = host(&f);
+    let b = host(&f);
     let (first, second) = users.0.split_at(N);
     let sq_secrets: Vec<String> = first.iter().map(|u| sqlite.enroll(u).secret).collect();
     let pg_secrets: Vec<String> = users.0.iter().map(|u| a.enroll(u).secret).collect();
