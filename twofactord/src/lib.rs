@@ -21,3 +21,4 @@ pub mod restore;
 pub mod service;
 pub mod store;
 pub mod totp;
+pub mod workers;
