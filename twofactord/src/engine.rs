@@ -311,6 +311,9 @@ impl Engine {
         let Some(path) = &self.policy_path else {
             return Ok("no policy file configured; the built-in policy stays in force".into());
         };
+        // Account and group changes count at once after a reload, not only when the cache's
+        // entries run out.
+        self.accounts.invalidate();
         match Policy::load_with_text(path) {
             Ok((p, text)) => {
                 let warnings = p.warnings.clone();
@@ -444,10 +447,13 @@ impl Engine {
     ) -> AuditRecord {
         let actor = if caller.uid == account.uid {
             account.name.clone()
+        } else if caller.uid == 0 {
+            // sshd, login, sudo: every login's caller. No NSS lookup for it.
+            "root".into()
         } else {
             self.accounts
-                .user_by_uid(caller.uid)
-                .map_or_else(|| format!("uid {}", caller.uid), |a| a.name)
+                .name_of_uid(caller.uid)
+                .unwrap_or_else(|| format!("uid {}", caller.uid))
         };
         AuditRecord {
             time: self.clock.now(),

@@ -1,10 +1,19 @@
 //! Users and groups, resolved through NSS so that LDAP/SSSD accounts work.
 //!
 //! The store identifies a user by the numeric uid. Policy rules name users and groups, and are
-//! matched against the names in an [`Account`], which NSS fills in when the account is looked up:
-//! the daemon looks an account up for each request and caches nothing, so a group created (or a
-//! user added to a group) after the daemon started counts from the next login on.
+//! matched against the names in an [`Account`], which NSS fills in when the account is looked up.
+//!
+//! The daemon keeps what NSS answered for at most [`ACCOUNT_TTL`] ([`Cached`]): a group created,
+//! a user added to or removed from a group, or an account created after the daemon started
+//! counts at the latest that long after the change (DESIGN §4: a minute at most), at once for a
+//! name NSS did not know (misses are not kept), and at once after a policy reload (SIGHUP or
+//! `twofactorctl admin reload`), which empties the cache. A login looks its user up once, at
+//! `BeginLogin`, and keeps the account for the rest of the conversation.
 #![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -49,6 +58,138 @@ pub trait Accounts: Send + Sync {
     /// The first uid of ordinary accounts (`UID_MIN` of /etc/login.defs, else 1000).
     fn uid_min(&self) -> u32 {
         DEFAULT_UID_MIN
+    }
+    /// The login name of `uid` (an audit record's actor): no group lookup.
+    fn name_of_uid(&self, uid: u32) -> Option<String> {
+        self.user_by_uid(uid).map(|a| a.name)
+    }
+    /// Forgets whatever was kept from earlier lookups (a policy reload asks).
+    fn invalidate(&self) {}
+}
+
+/// How long [`Cached`] keeps an account, its groups and a group's name.
+pub const ACCOUNT_TTL: Duration = Duration::from_secs(30);
+
+/// Entries [`Cached`] keeps per table; past that it starts again empty.
+const CACHE_MAX: usize = 4096;
+
+/// A table of answers, each kept for a while.
+struct Kept<K, V> {
+    ttl: Duration,
+    map: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Kept<K, V> {
+    fn new(ttl: Duration) -> Self {
+        Kept {
+            ttl,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let map = self.map.lock().ok()?;
+        let (at, v) = map.get(key)?;
+        (at.elapsed() < self.ttl).then(|| v.clone())
+    }
+
+    fn put(&self, key: K, v: V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= CACHE_MAX {
+                map.retain(|_, (at, _)| at.elapsed() < self.ttl);
+                if map.len() >= CACHE_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(key, (Instant::now(), v));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
+    }
+}
+
+/// [`Accounts`] that keeps what `A` answered about users (by name and by uid) for a while.
+/// Misses are not kept (an account created now is found at once); listings (enumeration,
+/// group members) always ask `A`.
+pub struct Cached<A> {
+    inner: A,
+    by_name: Kept<String, Account>,
+    by_uid: Kept<u32, Account>,
+}
+
+impl<A: Accounts> Cached<A> {
+    /// Keeps answers of `inner` for `ttl` (zero: keeps nothing).
+    pub fn new(inner: A, ttl: Duration) -> Self {
+        Cached {
+            inner,
+            by_name: Kept::new(ttl),
+            by_uid: Kept::new(ttl),
+        }
+    }
+
+    fn keep(&self, a: &Account) {
+        self.by_name.put(a.name.clone(), a.clone());
+        self.by_uid.put(a.uid, a.clone());
+    }
+}
+
+impl<A: Accounts> Accounts for Cached<A> {
+    fn user_by_name(&self, name: &str) -> Option<Account> {
+        if let Some(a) = self.by_name.get(&name.to_string()) {
+            return Some(a);
+        }
+        let a = self.inner.user_by_name(name)?;
+        // NSS may answer for another spelling of the name: keep it under the one asked too.
+        if a.name != name {
+            self.by_name.put(name.to_string(), a.clone());
+        }
+        self.keep(&a);
+        Some(a)
+    }
+
+    fn user_by_uid(&self, uid: u32) -> Option<Account> {
+        if let Some(a) = self.by_uid.get(&uid) {
+            return Some(a);
+        }
+        let a = self.inner.user_by_uid(uid)?;
+        self.keep(&a);
+        Some(a)
+    }
+
+    fn group_by_name(&self, name: &str) -> Option<u32> {
+        self.inner.group_by_name(name)
+    }
+
+    fn group_members(&self, name: &str) -> Option<(u32, Vec<String>)> {
+        self.inner.group_members(name)
+    }
+
+    fn enumerate_users(&self, limit: usize) -> Enumerated {
+        self.inner.enumerate_users(limit)
+    }
+
+    fn uid_min(&self) -> u32 {
+        self.inner.uid_min()
+    }
+
+    fn name_of_uid(&self, uid: u32) -> Option<String> {
+        match self.by_uid.get(&uid) {
+            Some(a) => Some(a.name),
+            None => self.inner.name_of_uid(uid),
+        }
+    }
+
+    fn invalidate(&self) {
+        self.by_name.clear();
+        self.by_uid.clear();
+        self.inner.invalidate();
     }
 }
 
@@ -213,6 +354,13 @@ impl Accounts for Nss {
         Enumerated { users, gaps }
     }
 
+    fn name_of_uid(&self, uid: u32) -> Option<String> {
+        User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    }
+
     fn uid_min(&self) -> u32 {
         std::fs::read_to_string("/etc/login.defs")
             .ok()
@@ -225,6 +373,85 @@ impl Accounts for Nss {
 pub(crate) mod tests {
     use super::*;
     pub use crate::testkit::FakeAccounts;
+
+    /// Counts the lookups that reach the wrapped table.
+    struct Counting {
+        table: FakeAccounts,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Accounts for Counting {
+        fn user_by_name(&self, name: &str) -> Option<Account> {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.table.user_by_name(name)
+        }
+        fn user_by_uid(&self, uid: u32) -> Option<Account> {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.table.user_by_uid(uid)
+        }
+        fn group_by_name(&self, name: &str) -> Option<u32> {
+            self.table.group_by_name(name)
+        }
+    }
+
+    fn counting() -> Counting {
+        Counting {
+            table: FakeAccounts::new()
+                .user("alice", 1000, &[1000, 27])
+                .group("alice", 1000)
+                .group("sudo", 27),
+            asked: Default::default(),
+        }
+    }
+
+    fn asked(c: &Cached<Counting>) -> usize {
+        c.inner.asked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn the_cache_keeps_accounts_by_name_and_uid() {
+        let c = Cached::new(counting(), ACCOUNT_TTL);
+        let a = c.user_by_name("alice").expect("alice");
+        assert_eq!(a.groups, ["alice", "sudo"]);
+        assert_eq!(c.user_by_name("alice"), Some(a.clone()));
+        assert_eq!(c.user_by_uid(1000), Some(a.clone()));
+        assert_eq!(c.name_of_uid(1000).as_deref(), Some("alice"));
+        assert_eq!(asked(&c), 1, "one lookup served them all");
+        // Misses are not kept: an account created now is found at once.
+        assert_eq!(c.user_by_name("bob"), None);
+        assert_eq!(c.user_by_name("bob"), None);
+        assert_eq!(asked(&c), 3);
+        // A reload empties it.
+        c.invalidate();
+        assert_eq!(c.user_by_name("alice"), Some(a));
+        assert_eq!(asked(&c), 4);
+    }
+
+    #[test]
+    fn the_cache_forgets_after_its_ttl() {
+        let c = Cached::new(counting(), Duration::ZERO);
+        for _ in 0..3 {
+            assert!(c.user_by_name("alice").is_some());
+        }
+        assert_eq!(asked(&c), 3, "a zero TTL keeps nothing");
+        let c = Cached::new(counting(), Duration::from_millis(20));
+        assert!(c.user_by_uid(1000).is_some());
+        assert!(c.user_by_uid(1000).is_some());
+        assert_eq!(asked(&c), 1);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(c.user_by_uid(1000).is_some());
+        assert_eq!(
+            asked(&c),
+            2,
+            "asked again once the entry is older than the TTL"
+        );
+        assert!(
+            ACCOUNT_TTL <= Duration::from_secs(60),
+            "DESIGN §4: a minute at most"
+        );
+    }
 
     #[test]
     fn odd_names_are_refused_before_nss() {

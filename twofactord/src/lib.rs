@@ -23,3 +23,4 @@ pub mod store;
 #[doc(hidden)]
 pub mod testkit;
 pub mod totp;
+pub mod workers;

@@ -14,6 +14,7 @@ use zbus::message::Header;
 use zbus::{Connection, interface};
 
 use crate::engine::{Caller, Engine};
+use crate::workers::{WORKERS, Workers};
 
 /// Resolves senders to uids through the bus daemon. Unique names are never reused on a bus,
 /// so a cached answer stays true until the name leaves.
@@ -76,6 +77,34 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     /// Caller identification.
     pub callers: Arc<Callers>,
+    /// Where the engine's work runs: off the bus executor.
+    pub workers: Arc<Workers>,
+}
+
+impl Shared {
+    /// Runs `f` on the engine for `caller` on the worker pool: the engine blocks (NSS, the
+    /// store's commits), the bus executor must not.
+    async fn run<T: Send + 'static>(
+        &self,
+        caller: &Caller,
+        f: impl FnOnce(&Engine, &Caller) -> Result<T, BusError> + Send + 'static,
+    ) -> Result<T, BusError> {
+        let engine = Arc::clone(&self.engine);
+        let caller = caller.clone();
+        self.workers.run(move || f(&engine, &caller)).await
+    }
+
+    /// [`Engine::flush_offline`] on the worker pool.
+    async fn flush_offline(&self) {
+        let engine = Arc::clone(&self.engine);
+        let _ = self
+            .workers
+            .run(move || {
+                engine.flush_offline();
+                Ok(())
+            })
+            .await;
+    }
 }
 
 fn log_denied<T>(method: &str, caller: &Caller, r: Result<T, BusError>) -> Result<T, BusError> {
@@ -151,7 +180,10 @@ impl LoginIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
         plain_map("context", &context)?;
-        let r = self.0.engine.begin_login(&caller, &user, &context);
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.begin_login(c, &user, &context))
+            .await;
         log_denied("BeginLogin", &caller, r).map(|(h, s)| (h, s.into()))
     }
 
@@ -164,10 +196,15 @@ impl LoginIface {
     ) -> Result<WireStep, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("handle", &handle), ("answer", &answer)])?;
-        let r = self.0.engine.continue_login(&caller, &handle, &answer);
-        // Enrollment at login may have added a factor.
-        self.0.engine.flush_offline();
-        r.map(Into::into)
+        self.0
+            .run(&caller, move |e, c| {
+                let r = e.continue_login(c, &handle, &answer);
+                // Enrollment at login may have added a factor.
+                e.flush_offline();
+                r
+            })
+            .await
+            .map(Into::into)
     }
 
     async fn cancel(
@@ -177,7 +214,9 @@ impl LoginIface {
     ) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("handle", &handle)])?;
-        self.0.engine.cancel_login(&caller, &handle)
+        self.0
+            .run(&caller, move |e, c| e.cancel_login(c, &handle))
+            .await
     }
 
     #[zbus(out_args("step"))]
@@ -190,8 +229,8 @@ impl LoginIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("handle", &handle)])?;
         self.0
-            .engine
-            .assert_login(&caller, &handle, &assertion)
+            .run(&caller, move |e, c| e.assert_login(c, &handle, &assertion))
+            .await
             .map(Into::into)
     }
 
@@ -205,8 +244,8 @@ impl LoginIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("handle", &handle), ("reason", &reason)])?;
         self.0
-            .engine
-            .skip_key(&caller, &handle, &reason)
+            .run(&caller, move |e, c| e.skip_key(c, &handle, &reason))
+            .await
             .map(Into::into)
     }
 }
@@ -226,8 +265,10 @@ impl EnrollmentIface {
         plain_text(&[("user", &user)])?;
         let r = self
             .0
-            .engine
-            .status(&caller, &user, ("Enrollment", "Status"));
+            .run(&caller, move |e, c| {
+                e.status(c, &user, ("Enrollment", "Status"))
+            })
+            .await;
         log_denied("Status", &caller, r)
     }
 
@@ -241,7 +282,10 @@ impl EnrollmentIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
         plain_map("context", &context)?;
-        let r = self.0.engine.explain(&caller, &user, &context);
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.explain(c, &user, &context))
+            .await;
         log_denied("Explain", &caller, r)
     }
 
@@ -253,7 +297,9 @@ impl EnrollmentIface {
     ) -> Result<TotpEnrollment, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("code", &code)])?;
-        self.0.engine.begin_totp(&caller, &code)
+        self.0
+            .run(&caller, move |e, c| e.begin_totp(c, &code))
+            .await
     }
 
     #[zbus(out_args("result"))]
@@ -265,8 +311,13 @@ impl EnrollmentIface {
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("enrollment_id", &enrollment_id), ("code", &code)])?;
-        let r = self.0.engine.confirm_totp(&caller, &enrollment_id, &code);
-        self.0.engine.flush_offline();
+        let r = self
+            .0
+            .run(&caller, move |e, c| {
+                e.confirm_totp(c, &enrollment_id, &code)
+            })
+            .await;
+        self.0.flush_offline().await;
         r
     }
 
@@ -278,7 +329,9 @@ impl EnrollmentIface {
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("code", &code)])?;
-        self.0.engine.regenerate_recovery(&caller, &code)
+        self.0
+            .run(&caller, move |e, c| e.regenerate_recovery(c, &code))
+            .await
     }
 
     #[zbus(out_args("result"))]
@@ -289,8 +342,8 @@ impl EnrollmentIface {
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("code", &code)])?;
-        let r = self.0.engine.disable(&caller, &code);
-        self.0.engine.flush_offline();
+        let r = self.0.run(&caller, move |e, c| e.disable(c, &code)).await;
+        self.0.flush_offline().await;
         r
     }
 
@@ -301,7 +354,9 @@ impl EnrollmentIface {
         limit: u32,
     ) -> Result<Vec<AuditEntry>, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
-        self.0.engine.recent_events(&caller, limit)
+        self.0
+            .run(&caller, move |e, c| e.recent_events(c, limit))
+            .await
     }
 
     #[zbus(out_args("enrollment"))]
@@ -313,7 +368,10 @@ impl EnrollmentIface {
     ) -> Result<KeyEnrollment, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("name", &name), ("code", &code)])?;
-        let r = self.0.engine.begin_key(&caller, &name, &code);
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.begin_key(c, &name, &code))
+            .await;
         log_denied("BeginKey", &caller, r)
     }
 
@@ -327,8 +385,10 @@ impl EnrollmentIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("enrollment_id", &enrollment_id)])?;
         self.0
-            .engine
-            .register_key(&caller, &enrollment_id, &authenticator_data)
+            .run(&caller, move |e, c| {
+                e.register_key(c, &enrollment_id, &authenticator_data)
+            })
+            .await
     }
 
     #[zbus(out_args("result"))]
@@ -342,9 +402,11 @@ impl EnrollmentIface {
         plain_text(&[("enrollment_id", &enrollment_id)])?;
         let r = self
             .0
-            .engine
-            .confirm_key(&caller, &enrollment_id, &assertion);
-        self.0.engine.flush_offline();
+            .run(&caller, move |e, c| {
+                e.confirm_key(c, &enrollment_id, &assertion)
+            })
+            .await;
+        self.0.flush_offline().await;
         r
     }
 
@@ -354,7 +416,7 @@ impl EnrollmentIface {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(String, KeyRequest), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
-        self.0.engine.begin_key_proof(&caller)
+        self.0.run(&caller, move |e, c| e.begin_key_proof(c)).await
     }
 
     #[zbus(out_args("token"))]
@@ -366,7 +428,11 @@ impl EnrollmentIface {
     ) -> Result<String, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("proof_id", &proof_id)])?;
-        self.0.engine.prove_with_key(&caller, &proof_id, &assertion)
+        self.0
+            .run(&caller, move |e, c| {
+                e.prove_with_key(c, &proof_id, &assertion)
+            })
+            .await
     }
 
     #[zbus(out_args("result"))]
@@ -378,8 +444,11 @@ impl EnrollmentIface {
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("name", &name), ("code", &code)])?;
-        let r = self.0.engine.remove_key(&caller, &name, &code);
-        self.0.engine.flush_offline();
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.remove_key(c, &name, &code))
+            .await;
+        self.0.flush_offline().await;
         r
     }
 
@@ -389,7 +458,7 @@ impl EnrollmentIface {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(String, String), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
-        self.0.engine.policy_status(&caller)
+        self.0.run(&caller, move |e, c| e.policy_status(c)).await
     }
 }
 
@@ -403,38 +472,47 @@ impl AdminIface {
     ) -> Result<UserStatus, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
-        let r = self.0.engine.status(&caller, &user, ("Admin", "Show"));
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.status(c, &user, ("Admin", "Show")))
+            .await;
         log_denied("Show", &caller, r)
     }
 
     async fn require(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
-        let r = self.0.engine.set_required(&caller, &user, true);
-        self.0.engine.flush_offline();
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.set_required(c, &user, true))
+            .await;
+        self.0.flush_offline().await;
         log_denied("Require", &caller, r)
     }
 
     async fn release(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
-        let r = self.0.engine.set_required(&caller, &user, false);
-        self.0.engine.flush_offline();
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.set_required(c, &user, false))
+            .await;
+        self.0.flush_offline().await;
         log_denied("Release", &caller, r)
     }
 
     async fn reset(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
-        let r = self.0.engine.reset(&caller, &user);
-        self.0.engine.flush_offline();
+        let r = self.0.run(&caller, move |e, c| e.reset(c, &user)).await;
+        self.0.flush_offline().await;
         log_denied("Reset", &caller, r)
     }
 
     async fn unlock(&self, #[zbus(header)] hdr: Header<'_>, user: String) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
-        let r = self.0.engine.unlock(&caller, &user);
+        let r = self.0.run(&caller, move |e, c| e.unlock(c, &user)).await;
         log_denied("Unlock", &caller, r)
     }
 
@@ -446,8 +524,11 @@ impl AdminIface {
     ) -> Result<CodeResult, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
-        let r = self.0.engine.issue_codes(&caller, &user);
-        self.0.engine.flush_offline();
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.issue_codes(c, &user))
+            .await;
+        self.0.flush_offline().await;
         log_denied("IssueCodes", &caller, r)
     }
 
@@ -459,7 +540,10 @@ impl AdminIface {
     ) -> Result<(), BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
-        let r = self.0.engine.grace(&caller, &user, extend_seconds);
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.grace(c, &user, extend_seconds))
+            .await;
         log_denied("Grace", &caller, r)
     }
 
@@ -482,16 +566,21 @@ impl AdminIface {
             ("algorithm", &algorithm),
         ])?;
         plain_list("recovery_codes", &recovery_codes)?;
-        let r = self.0.engine.import_totp(
-            &caller,
-            &user,
-            &secret_base32,
-            &algorithm,
-            digits,
-            period,
-            &recovery_codes,
-        );
-        self.0.engine.flush_offline();
+        let r = self
+            .0
+            .run(&caller, move |e, c| {
+                e.import_totp(
+                    c,
+                    &user,
+                    &secret_base32,
+                    &algorithm,
+                    digits,
+                    period,
+                    &recovery_codes,
+                )
+            })
+            .await;
+        self.0.flush_offline().await;
         log_denied("ImportTotp", &caller, r)
     }
 
@@ -505,8 +594,11 @@ impl AdminIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
         plain_imports(&keys)?;
-        let r = self.0.engine.import_keys(&caller, &user, &keys);
-        self.0.engine.flush_offline();
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.import_keys(c, &user, &keys))
+            .await;
+        self.0.flush_offline().await;
         log_denied("ImportKeys", &caller, r)
     }
 
@@ -518,8 +610,8 @@ impl AdminIface {
         let caller = self.0.callers.identify(&hdr).await?;
         let r = self
             .0
-            .engine
-            .list_users(&caller)
+            .run(&caller, move |e, c| e.list_users(c))
+            .await
             .map(|l| (l.users, l.partial, l.notes));
         log_denied("ListUsers", &caller, r)
     }
@@ -534,15 +626,18 @@ impl AdminIface {
     ) -> Result<Vec<AuditEntry>, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
-        let r = self.0.engine.audit_log(&caller, &user, since, limit);
+        let r = self
+            .0
+            .run(&caller, move |e, c| e.audit_log(c, &user, since, limit))
+            .await;
         log_denied("Audit", &caller, r)
     }
 
     #[zbus(out_args("message"))]
     async fn reload_policy(&self, #[zbus(header)] hdr: Header<'_>) -> Result<String, BusError> {
         let caller = self.0.callers.identify(&hdr).await?;
-        let r = self.0.engine.reload_policy(&caller);
-        self.0.engine.flush_offline();
+        let r = self.0.run(&caller, move |e, c| e.reload_policy(c)).await;
+        self.0.flush_offline().await;
         log_denied("ReloadPolicy", &caller, r)
     }
 
@@ -554,8 +649,8 @@ impl AdminIface {
         let caller = self.0.callers.identify(&hdr).await?;
         let r = self
             .0
-            .engine
-            .backup(&caller)
+            .run(&caller, move |e, c| e.backup(c))
+            .await
             .map(|(file, len)| (zbus::OwnedFd::from(std::os::fd::OwnedFd::from(file)), len));
         log_denied("Backup", &caller, r)
     }
@@ -580,7 +675,13 @@ pub async fn serve(
             .await
             .map_err(|e| format!("bus daemon proxy: {e}"))?,
     );
-    let shared = Shared { engine, callers };
+    let workers =
+        Arc::new(Workers::start(WORKERS).map_err(|e| format!("cannot start the workers: {e}"))?);
+    let shared = Shared {
+        engine,
+        callers,
+        workers,
+    };
     let server = conn.object_server();
     server
         .at(OBJECT_PATH, LoginIface(shared.clone()))

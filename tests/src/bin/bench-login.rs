@@ -17,7 +17,12 @@
 //! protection allows one login per user per step (twofactor, google-authenticator): each run
 //! takes users not used in the current step, waiting for the next step when none are left.
 //!
-//! usage: bench-login [run] | cleanup | worker …   (run as root)
+//! usage: bench-login [run] | cleanup | profile [N] | worker …   (run as root)
+//!
+//! `profile N`: for a profiler attached to the daemon (`strace -c -f -p PID`, `perf stat -p
+//! PID`): sets up as `run` does, prints `bench: profile daemon pid PID`, waits 3 s, runs N
+//! successful twofactor logins one after another, prints their p50 and `bench: profile done`,
+//! waits 3 s.
 //! environment: BENCH_QUICK=1 (smaller run), BENCH_ROUNDS (3), BENCH_SCALE_MAX (1000000; 100000
 //! with BENCH_QUICK)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -52,11 +57,68 @@ fn main() {
             println!("bench: removed {n} bench accounts");
         }
         None | Some("run") => run(),
+        Some("profile") => profile(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(200)),
         Some(_) => {
-            eprintln!("usage: bench-login [run] | cleanup");
+            eprintln!("usage: bench-login [run] | cleanup | profile [N]");
             std::process::exit(2);
         }
     }
+}
+
+/// `profile N` (see the top of this file).
+fn profile(n: usize) {
+    // SAFETY: geteuid(2) has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "bench-login needs root (useradd, PAM as root)");
+    let accounts = Accounts::create(n + 2);
+    let uids = bench_uids();
+    let template = accounts.0[0].clone();
+    let pool: Vec<String> = accounts.0[1..].to_vec();
+    let mut env = Env::without_test_accounts(POLICY, "");
+    let secret = env.enroll(&template).secret;
+    env.stop_daemon();
+    let db = env.state.join("state.sqlite3");
+    seed(
+        &db,
+        uids[&template],
+        pool.iter().map(|n| (uids[n], n.clone())),
+    );
+    env.start_daemon();
+    write_services(&env, &env.dir.path().join("ga"));
+    let mut codes = Codes::new(&secret);
+    let service = Module::TwoFactor.service();
+    let warm = run_workers(
+        &env.pamd,
+        service,
+        &[vec![pool[0].clone()]],
+        "right",
+        &codes.window(),
+    );
+    assert_eq!(warm.rc, vec![0], "the first login failed:\n{}", env.log());
+    if left_in_step() < 10.0 {
+        sleep_into_next_step();
+    }
+    let pid = env.daemon_pid().expect("the daemon's pid");
+    println!("bench: profile daemon pid {pid}");
+    std::io::stdout().flush().expect("stdout");
+    std::thread::sleep(Duration::from_secs(3));
+    let r = run_workers(
+        &env.pamd,
+        service,
+        &[pool[1..].to_vec()],
+        "right",
+        &codes.window(),
+    );
+    println!(
+        "bench: profile {} logins, {} succeeded, p50 {:.0} µs, p90 {:.0} µs",
+        r.rc.len(),
+        r.successes(),
+        r.p(0.5),
+        r.p(0.9)
+    );
+    println!("bench: profile done");
+    std::io::stdout().flush().expect("stdout");
+    std::thread::sleep(Duration::from_secs(3));
 }
 
 // ---------------------------------------------------------------- settings and time
