@@ -117,20 +117,54 @@ impl<K: std::hash::Hash + Eq, V: Clone> Kept<K, V> {
 
 /// [`Accounts`] that keeps what `A` answered about users (by name and by uid) for a while.
 /// Misses are not kept (an account created now is found at once); listings (enumeration,
-/// group members) always ask `A`.
+/// group members) always ask `A`. A change of the local account files (`/etc/passwd`,
+/// `/etc/group`: `useradd`, `usermod -aG`, `groupadd`) empties it at once, checked with one
+/// `stat` each per lookup; changes in a directory service (LDAP, SSSD) show within the TTL.
 pub struct Cached<A> {
     inner: A,
     by_name: Kept<String, Account>,
     by_uid: Kept<u32, Account>,
+    watched: Vec<std::path::PathBuf>,
+    seen: std::sync::Mutex<Vec<Option<FileStamp>>>,
+}
+
+/// What tells that a file changed: inode, size and modification time.
+type FileStamp = (u64, u64, i64, i64);
+
+fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 impl<A: Accounts> Cached<A> {
-    /// Keeps answers of `inner` for `ttl` (zero: keeps nothing).
+    /// Keeps answers of `inner` for `ttl` (zero: keeps nothing), emptied whenever the local
+    /// account files change.
     pub fn new(inner: A, ttl: Duration) -> Self {
+        let watched: Vec<std::path::PathBuf> = ["/etc/passwd", "/etc/group"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect();
+        let seen = watched.iter().map(|p| stamp(p)).collect();
         Cached {
             inner,
             by_name: Kept::new(ttl),
             by_uid: Kept::new(ttl),
+            watched,
+            seen: std::sync::Mutex::new(seen),
+        }
+    }
+
+    /// Empties the cache if a watched file changed since the last look.
+    fn check_files(&self) {
+        let now: Vec<Option<FileStamp>> = self.watched.iter().map(|p| stamp(p)).collect();
+        if let Ok(mut seen) = self.seen.lock()
+            && *seen != now
+        {
+            *seen = now;
+            self.by_name.clear();
+            self.by_uid.clear();
         }
     }
 
@@ -142,6 +176,7 @@ impl<A: Accounts> Cached<A> {
 
 impl<A: Accounts> Accounts for Cached<A> {
     fn user_by_name(&self, name: &str) -> Option<Account> {
+        self.check_files();
         if let Some(a) = self.by_name.get(&name.to_string()) {
             return Some(a);
         }
@@ -155,6 +190,7 @@ impl<A: Accounts> Accounts for Cached<A> {
     }
 
     fn user_by_uid(&self, uid: u32) -> Option<Account> {
+        self.check_files();
         if let Some(a) = self.by_uid.get(&uid) {
             return Some(a);
         }
@@ -180,6 +216,7 @@ impl<A: Accounts> Accounts for Cached<A> {
     }
 
     fn name_of_uid(&self, uid: u32) -> Option<String> {
+        self.check_files();
         match self.by_uid.get(&uid) {
             Some(a) => Some(a.name),
             None => self.inner.name_of_uid(uid),
