@@ -1083,6 +1083,157 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// `twofactord migrate`: copies `export` into the fleet in one transaction (all or
+    /// nothing). Users already in the fleet are refused, naming them, unless `force` (then
+    /// their factors, codes and state are replaced and their recorded uid updated). TOTP
+    /// secrets are sealed for the fleet (bound to the account name). Audit rows keep their
+    /// time and are recorded as written by this host; one `migrated` row per user says where
+    /// they came from.
+    pub fn import(
+        &self,
+        export: &super::migrate::Export,
+        force: bool,
+        now: i64,
+        source: &str,
+    ) -> StoreResult<super::migrate::Summary> {
+        let host = self.host.clone();
+        self.with_tx(|tx| {
+            let mut summary = super::migrate::Summary::default();
+            let names: Vec<&str> = export.users.iter().map(|u| u.name.as_str()).collect();
+            // Serializes with any other migration, and with activations of these accounts.
+            tx.exec("SELECT pg_advisory_xact_lock(7102202612)", &[])?;
+            let rows = tx.query(
+                "SELECT name FROM accounts WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+                &[&names],
+            )?;
+            let existing = rows
+                .iter()
+                .map(|r| get::<String>(r, 0))
+                .collect::<Res<Vec<String>>>()?;
+            if !existing.is_empty() && !force {
+                return Err(StoreError(format!(
+                    "the fleet database already has {} of these users ({}): nothing was \
+                     copied; --force replaces them with this state's",
+                    existing.len(),
+                    existing.join(", ")
+                ))
+                .into());
+            }
+            summary.replaced = existing.len();
+            for u in &export.users {
+                let name = u.name.as_str();
+                let uid = i64::from(u.state.uid);
+                for table in [
+                    "DELETE FROM keys WHERE name = $1",
+                    "DELETE FROM totp WHERE name = $1",
+                    "DELETE FROM recovery WHERE name = $1",
+                    "DELETE FROM pending_totp WHERE name = $1",
+                    "DELETE FROM users WHERE name = $1",
+                ] {
+                    tx.exec(table, &[&name])?;
+                }
+                tx.exec(
+                    "INSERT INTO accounts (name, uid, host, created) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (name) DO UPDATE SET uid = excluded.uid, host = excluded.host",
+                    &[&name, &uid, &host, &now],
+                )?;
+                let st = &u.state;
+                let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+                let step = st.last_totp_step.map(step_i64).transpose()?;
+                tx.exec(
+                    "INSERT INTO users (name, admin_required, failures, lock_level, locked_until,
+                                        last_totp_step, required_since)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &name,
+                        &st.admin_required,
+                        &to_i32(st.failures),
+                        &to_i32(st.lock_level),
+                        &st.locked_until,
+                        &step,
+                        &st.required_since,
+                    ],
+                )?;
+                if let Some(t) = &u.totp {
+                    let sealed = Zeroizing::new(self.seal(t.secret.as_bytes(), name, "totp")?);
+                    tx.exec(
+                        "INSERT INTO totp (name, secret, algorithm, digits, period, created,
+                                           last_used)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[
+                            &name,
+                            &sealed.as_slice(),
+                            &t.params.algorithm.as_str(),
+                            &i16::from(t.params.digits),
+                            &i64::try_from(t.params.period).unwrap_or(i64::MAX),
+                            &t.created,
+                            &t.last_used,
+                        ],
+                    )?;
+                    summary.factors += 1;
+                }
+                for (code, used_at) in &u.recovery {
+                    tx.exec(
+                        "INSERT INTO recovery (name, salt, hash, used_at) VALUES ($1, $2, $3, $4)",
+                        &[&name, &code.salt, &code.hash, used_at],
+                    )?;
+                    summary.codes += 1;
+                }
+                for k in &u.keys {
+                    let inserted = tx.exec(
+                        "INSERT INTO keys (name, key_name, credential_id, public_key, rp_id,
+                                           sign_count, user_verification, source, created,
+                                           last_used)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         ON CONFLICT DO NOTHING",
+                        &[
+                            &name,
+                            &k.name,
+                            &k.credential_id,
+                            &k.public_key_cose,
+                            &k.rp_id,
+                            &i64::from(k.sign_count),
+                            &k.user_verification,
+                            &k.source,
+                            &k.created,
+                            &k.last_used,
+                        ],
+                    )?;
+                    if inserted != 1 {
+                        return Err(StoreError(format!(
+                            "the security key {:?} of {name} is already registered in the fleet \
+                             (for another user): nothing was copied",
+                            k.name
+                        ))
+                        .into());
+                    }
+                    summary.keys += 1;
+                }
+                summary.users += 1;
+            }
+            for r in &export.audit {
+                insert_audit(tx, r, &host)?;
+                summary.audit += 1;
+            }
+            for u in &export.users {
+                let record = AuditRecord {
+                    time: now,
+                    uid: u.state.uid,
+                    user: u.name.clone(),
+                    event: "migrated".into(),
+                    result: "ok".into(),
+                    actor: "twofactord migrate".into(),
+                    detail: format!("from {source}"),
+                    ..Default::default()
+                };
+                insert_audit(tx, &record, &host)?;
+            }
+            Ok(summary)
+        })
+    }
+}
+
 /// Binds `name` to `uid` in the fleet (first use records it); a different recorded uid is a
 /// [`Fail::Mismatch`].
 fn bind(tx: &mut Tx<'_>, name: &str, uid: u32, host: &str, now: i64) -> Res<()> {
