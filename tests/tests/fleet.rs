@@ -417,3 +417,31 @@ fn migrate_copies_a_sqlite_host_into_the_fleet_all_or_nothing() {
     let codes = f.pg.sql("fleet", "SELECT count(*) FROM twofactor.recovery");
     assert_eq!(codes, "30");
 }
+
+#[test]
+fn while_the_database_is_down_logins_fail_closed_without_each_trying_it() {
+    let mut f = fleet("");
+    let a = f.host();
+    let e = a.enroll(ALICE);
+    f.pg.stop();
+    let code = oathtool(&e.secret, 30);
+    for _ in 0..4 {
+        let r = a.login("tf", ALICE, &[&code]);
+        assert_ne!(r.rc, rc::SUCCESS, "{r:?}");
+    }
+    // After the failed connection, the next logins did not try the database (the breaker).
+    let log = a.log();
+    assert!(log.contains("cannot connect to PostgreSQL"), "{log}");
+    assert!(log.contains("calls refused without trying so far"), "{log}");
+    f.pg.restart();
+    // Back once the breaker's hold (10 s) has passed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = a.login("tf", ALICE, &[&oathtool(&e.secret, 30)]);
+        if r.rc == rc::SUCCESS {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

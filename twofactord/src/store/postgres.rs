@@ -14,7 +14,9 @@
 //! Connection: a libpq-style URL (`postgresql://USER@HOST/DB?sslmode=verify-full`, or
 //! `postgresql:///DB?host=/run/postgresql` for a socket); the password from a root-only file or
 //! a pgpass file, never from the URL. Connects within 3 s, statements within 5 s; the client
-//! reconnects on the next call after the connection dropped.
+//! reconnects on the next call after the connection dropped. After a failed connection, calls
+//! are refused without trying for [`BREAKER_HOLD`] (a breaker: an outage does not cost every
+//! login the connect timeout).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -764,7 +766,22 @@ pub struct PostgresStore {
     name_of: Arc<NameOf>,
     names: Mutex<HashMap<u32, (String, Instant)>>,
     conn: Mutex<Option<Conn>>,
+    breaker: Breaker,
 }
+
+/// After a failed connection, calls fail at once for a while instead of each waiting for the
+/// connect timeout: one outage does not cost every login a timeout.
+struct Breaker {
+    /// How long the database is not tried after a failed connection.
+    hold: Duration,
+    /// Until when it is not tried (guarded by the connection's lock, taken first).
+    open_until: Mutex<Option<Instant>>,
+    /// Calls refused without trying, since the start.
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+/// How long the database is not tried after a failed connection, by default.
+pub const BREAKER_HOLD: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -831,6 +848,11 @@ impl PostgresStore {
             name_of: options.name_of,
             names: Mutex::new(HashMap::new()),
             conn: Mutex::new(None),
+            breaker: Breaker {
+                hold: BREAKER_HOLD,
+                open_until: Mutex::new(None),
+                skipped: std::sync::atomic::AtomicU64::new(0),
+            },
         };
         let mut client = store.connect()?;
         store.prepare_schema(&mut client, options.create_schema)?;
@@ -839,6 +861,68 @@ impl PostgresStore {
             statements: HashMap::new(),
         });
         Ok(store)
+    }
+
+    /// Sets how long the database is not tried after a failed connection (default
+    /// [`BREAKER_HOLD`]).
+    pub fn with_breaker(mut self, hold: Duration) -> Self {
+        self.breaker.hold = hold;
+        self
+    }
+
+    /// Whether calls are being refused without trying the database (the breaker is open).
+    pub fn breaker_open(&self) -> bool {
+        self.breaker
+            .open_until
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// How many calls were refused without trying the database since the start.
+    pub fn skipped_calls(&self) -> u64 {
+        self.breaker
+            .skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connects for [`Self::run`], unless the breaker is open; a failure opens it.
+    fn connect_or_skip(&self) -> StoreResult<Client> {
+        let mut open = self
+            .breaker
+            .open_until
+            .lock()
+            .map_err(|_| StoreError("the database breaker is poisoned".into()))?;
+        let now = Instant::now();
+        if let Some(until) = *open
+            && now < until
+        {
+            let n = self
+                .breaker
+                .skipped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .saturating_add(1);
+            return Err(StoreError(format!(
+                "the fleet database is unreachable: not tried again for {} s after a failed \
+                 connection ({n} calls refused without trying so far); refused",
+                until.duration_since(now).as_secs().saturating_add(1)
+            )));
+        }
+        match self.connect() {
+            Ok(client) => {
+                *open = None;
+                Ok(client)
+            }
+            Err(e) => {
+                *open = Some(now + self.breaker.hold);
+                Err(StoreError(format!(
+                    "{}; not tried again for {} s",
+                    e.0,
+                    self.breaker.hold.as_secs()
+                )))
+            }
+        }
     }
 
     /// Whether the connection to the database is protected by verified TLS (or is a socket).
@@ -999,7 +1083,7 @@ impl PostgresStore {
         let mut guard = self.lock_conn()?;
         if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
             *guard = None;
-            let client = self.connect()?;
+            let client = self.connect_or_skip()?;
             *guard = Some(Conn {
                 client,
                 statements: HashMap::new(),
