@@ -335,6 +335,17 @@ impl Env {
     /// As [`Env::with_bus_rules`], without creating the `tf-*` test accounts (the benchmark
     /// brings its own users).
     pub fn without_test_accounts(policy: &str, extra: &str) -> Env {
+        Env::build(policy, extra, None)
+    }
+
+    /// As [`Env::new`], the daemon given `key` (`--secret-key-file`) instead of a key of its
+    /// own: the hosts of a fleet share one key.
+    pub fn with_key(policy: &str, key: &Path) -> Env {
+        ensure_test_accounts();
+        Env::build(policy, "", Some(key))
+    }
+
+    fn build(policy: &str, extra: &str, key: Option<&Path>) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("twofactor-test-")
             .tempdir()
@@ -368,8 +379,14 @@ impl Env {
         std::fs::create_dir(&pamd).expect("pam.d");
         let daemon_log = dir.path().join("daemon.log");
         let offline = dir.path().join("offline");
-        let key_file = dir.path().join("store.key");
-        run_checked(Command::new(bin("twofactord")).arg("genkey").arg(&key_file));
+        let key_file = match key {
+            Some(k) => k.to_path_buf(),
+            None => {
+                let k = dir.path().join("store.key");
+                run_checked(Command::new(bin("twofactord")).arg("genkey").arg(&k));
+                k
+            }
+        };
         let mut env = Env {
             dir,
             bus,

@@ -11,7 +11,15 @@ use twofactor_tests::*;
 struct Fleet {
     pg: PgServer,
     _key: tempfile::TempDir,
+    key_file: std::path::PathBuf,
     policy: String,
+}
+
+impl Fleet {
+    /// A host of the fleet: its own bus, daemon and state directory, the fleet's key.
+    fn host(&self) -> Env {
+        Env::with_key(&self.policy, &self.key_file)
+    }
 }
 
 /// A private PostgreSQL with a database owned by the daemons' role, a shared sealing key, and
@@ -41,25 +49,16 @@ fn fleet(extra: &str) -> Fleet {
     Fleet {
         pg,
         _key: key,
+        key_file,
         policy,
     }
-}
-
-/// One host of the fleet: its own bus, daemon and state directory, the fleet's policy, and the
-/// fleet's key (the policy's `secret_key_file`, which every host shares), not the test kit's
-/// own per-world key.
-fn host(f: &Fleet) -> Env {
-    let mut env = Env::new(&f.policy);
-    env.key_file = None;
-    env.restart_daemon();
-    env
 }
 
 #[test]
 fn enroll_on_one_host_log_in_on_another_and_a_used_code_is_refused_everywhere() {
     let f = fleet("");
-    let a = host(&f);
-    let b = host(&f);
+    let a = f.host();
+    let b = f.host();
     let e = a.enroll(ALICE);
     // Sealed in the database: the secret is not there in clear.
     let stored = f.pg.sql(
@@ -98,8 +97,8 @@ fn enroll_on_one_host_log_in_on_another_and_a_used_code_is_refused_everywhere() 
 #[test]
 fn one_code_on_two_hosts_at_once_wins_exactly_once() {
     let f = fleet("");
-    let a = host(&f);
-    let b = host(&f);
+    let a = f.host();
+    let b = f.host();
     let e = a.enroll(BOB);
     // The next step (enrollment took the current one); the loser is told it was used.
     {
@@ -120,8 +119,8 @@ fn one_code_on_two_hosts_at_once_wins_exactly_once() {
 #[test]
 fn failures_on_two_hosts_add_up_to_one_lockout() {
     let f = fleet("[rate_limit]\nmax_failures = 3\nlockout = \"1h\"\n");
-    let a = host(&f);
-    let b = host(&f);
+    let a = f.host();
+    let b = f.host();
     let e = a.enroll(CAROL);
     let r = a.login("tf", CAROL, &["000001", "000002"]);
     assert_ne!(r.rc, rc::SUCCESS);
@@ -145,8 +144,8 @@ fn failures_on_two_hosts_add_up_to_one_lockout() {
 #[test]
 fn an_admin_requirement_set_on_one_host_applies_on_another() {
     let f = fleet("");
-    let a = host(&f);
-    let b = host(&f);
+    let a = f.host();
+    let b = f.host();
     let st = b.ctl(&["--json", "admin", "show", BOB]).ok().json();
     assert_eq!(st["mode"], "optional", "{st}");
     a.ctl(&["admin", "require", BOB]).ok();
@@ -257,8 +256,8 @@ fn measure_logins_per_second() {
     let bench_policy = "[login]\nattempts = 1\n[rate_limit]\nmax_failures = 1000\n";
     let f = fleet(bench_policy);
     let sqlite = Env::new(&format!("default_mode = \"optional\"\n{bench_policy}"));
-    let a = host(&f);
-    let b = host(&f);
+    let a = f.host();
+    let b = f.host();
     let (first, second) = users.0.split_at(N);
     let sq_secrets: Vec<String> = first.iter().map(|u| sqlite.enroll(u).secret).collect();
     let pg_secrets: Vec<String> = users.0.iter().map(|u| a.enroll(u).secret).collect();
@@ -277,5 +276,172 @@ fn measure_logins_per_second() {
     println!("round  sqlite(1 daemon)  postgres(1 daemon)  postgres(2 daemons)");
     for (r, s, p1, p2) in rows {
         println!("{r:>5}  {s:>16.1}  {p1:>18.1}  {p2:>19.1}");
+    }
+}
+
+/// `twofactord migrate --from STATE --to URL ARGS…`.
+fn migrate(from: &std::path::Path, url: &str, key: &std::path::Path, extra: &[&str]) -> Out {
+    let out = std::process::Command::new(bin("twofactord"))
+        .args(["--policy", "/nonexistent/policy.toml", "migrate", "--from"])
+        .arg(from)
+        .args(["--to", url, "--secret-key-file"])
+        .arg(key)
+        .args(extra)
+        .output()
+        .expect("twofactord migrate");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+#[test]
+fn migrate_copies_a_sqlite_host_into_the_fleet_all_or_nothing() {
+    let limits = "[rate_limit]\nmax_failures = 3\nlockout = \"1h\"\n";
+    let f = fleet(limits);
+    let url = f.pg.url("fleet", "tfd");
+    let mut s = Env::new(&format!("default_mode = \"optional\"\n{limits}"));
+    let key = s.key_file.clone().expect("key");
+    let alice = s.enroll(ALICE);
+    let bob = s.enroll(BOB);
+    let carol = s.enroll(CAROL);
+    assert_eq!(s.login("tf", BOB, &[&bob.recovery[0]]).rc, rc::SUCCESS);
+    let r = s.login("tf", CAROL, &["000001", "000002", "000003"]);
+    assert!(r.said("locked"), "{r:?}");
+
+    // The daemon still runs on the state: refused.
+    let out = migrate(&s.state, &url, &key, &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("in use"), "{out:?}");
+
+    s.stop_daemon();
+    let out = migrate(&s.state, &url, &key, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("Copied 3 users (0 replaced), 3 authenticator apps, 30 recovery codes"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains(&alice.secret) && !out.stderr.contains(&alice.secret));
+    // Sealed for the fleet, not copied in clear.
+    let stored = f.pg.sql(
+        "fleet",
+        "SELECT encode(secret, 'escape') FROM twofactor.totp WHERE name = 'tf-alice'",
+    );
+    assert!(
+        stored.starts_with("TFS1") && !stored.contains(&alice.secret),
+        "{stored}"
+    );
+
+    let a = Env::with_key(&f.policy, &key);
+    // The step accepted on the old host stays spent; the next one logs in.
+    let r = a.login("tf", ALICE, &[&alice.first_code]);
+    assert_ne!(r.rc, rc::SUCCESS, "{r:?}");
+    let r = a.login("tf", ALICE, &[&oathtool(&alice.secret, 30)]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    // The recovery code used on the old host is refused; an unused one works.
+    let r = a.login("tf", BOB, &[&bob.recovery[0]]);
+    assert_ne!(r.rc, rc::SUCCESS, "{r:?}");
+    let r = a.login("tf", BOB, &[&bob.recovery[1]]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    // Carol is still locked, even with the right code.
+    let r = a.login("tf", CAROL, &[&oathtool(&carol.secret, 30)]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(r.said("Too many failed attempts"), "{r:?}");
+    // The audit came along, and says where from.
+    let migrated = f.pg.sql(
+        "fleet",
+        "SELECT count(*) FROM twofactor.audit WHERE event = 'migrated'",
+    );
+    assert_eq!(migrated, "3");
+    let enrolled = f.pg.sql(
+        "fleet",
+        "SELECT count(*) FROM twofactor.audit WHERE event <> 'migrated' AND user_name = 'tf-carol'",
+    );
+    assert_ne!(enrolled, "0");
+
+    let counts = || {
+        f.pg.sql(
+            "fleet",
+            "SELECT (SELECT count(*) FROM twofactor.accounts) || '/' ||
+                    (SELECT count(*) FROM twofactor.recovery) || '/' ||
+                    (SELECT count(*) FROM twofactor.audit)",
+        )
+    };
+    // Again: the users are there now, nothing is written.
+    let before = counts();
+    let out = migrate(&s.state, &url, &key, &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("already has 3 of these users")
+            && out.stderr.contains(ALICE)
+            && out.stderr.contains("--force"),
+        "{out:?}"
+    );
+    assert_eq!(counts(), before);
+
+    // Garbage in place of a state, or no state at all: refused, nothing written, nothing made.
+    let junk = tempfile::tempdir().expect("junk");
+    std::fs::write(
+        junk.path().join("state.sqlite3"),
+        b"not a database at all, no",
+    )
+    .expect("w");
+    let out = migrate(junk.path(), &url, &key, &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("nothing was copied"), "{out:?}");
+    let missing = junk.path().join("missing");
+    let out = migrate(&missing, &url, &key, &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(!missing.exists());
+    // The wrong key: refused before anything is written.
+    let other = junk.path().join("other.key");
+    std::process::Command::new(bin("twofactord"))
+        .arg("genkey")
+        .arg(&other)
+        .output()
+        .expect("genkey");
+    let out = migrate(&s.state, &url, &other, &["--force"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("does not open"), "{out:?}");
+    assert_eq!(counts(), before);
+
+    // --force replaces them with the state's.
+    let out = migrate(&s.state, &url, &key, &["--force"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("Copied 3 users (3 replaced)"),
+        "{out:?}"
+    );
+    let codes = f.pg.sql("fleet", "SELECT count(*) FROM twofactor.recovery");
+    assert_eq!(codes, "30");
+}
+
+#[test]
+fn while_the_database_is_down_logins_fail_closed_without_each_trying_it() {
+    let mut f = fleet("");
+    let a = f.host();
+    let e = a.enroll(ALICE);
+    f.pg.stop();
+    let code = oathtool(&e.secret, 30);
+    for _ in 0..4 {
+        let r = a.login("tf", ALICE, &[&code]);
+        assert_ne!(r.rc, rc::SUCCESS, "{r:?}");
+    }
+    // After the failed connection, the next logins did not try the database (the breaker).
+    let log = a.log();
+    assert!(log.contains("cannot connect to PostgreSQL"), "{log}");
+    assert!(log.contains("calls refused without trying so far"), "{log}");
+    f.pg.restart();
+    // Back once the breaker's hold (10 s) has passed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = a.login("tf", ALICE, &[&oathtool(&e.secret, 30)]);
+        if r.rc == rc::SUCCESS {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }

@@ -71,6 +71,28 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Copy a stopped host's SQLite state into the fleet's PostgreSQL, all or nothing: users
+    /// (by name, with their uid), factors, recovery codes, keys, requirements, grace, lockouts
+    /// and the audit log. Users already in the fleet are refused unless --force.
+    Migrate {
+        /// The state directory to copy from (its daemon must be stopped).
+        #[arg(long, value_name = "STATE_DIR")]
+        from: PathBuf,
+        /// The fleet database (a store.url: postgresql://…, no password in it).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The key the state is sealed under, which also seals the secrets in the fleet
+        /// (default: as the daemon finds it: the policy's store.secret_key_file).
+        #[arg(long = "secret-key-file", value_name = "FILE")]
+        migrate_key: Option<PathBuf>,
+        /// The database password file (default: the policy's store.password_file, else a
+        /// pgpass file).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Replace users that are already in the fleet with this state's.
+        #[arg(long)]
+        force: bool,
+    },
     /// Re-seal every secret of the state under a new key, with the daemon stopped; then put
     /// the new key file in the old one's place.
     Rekey {
@@ -219,7 +241,83 @@ fn restore(state_dir: &std::path::Path, file: &std::path::Path) -> ExitCode {
     }
 }
 
-/// The state backend `[store]` names (SQLite in the state directory by default).
+/// What `twofactord migrate` is given.
+struct MigrateArgs<'a> {
+    from: &'a std::path::Path,
+    to: &'a str,
+    key: Option<&'a std::path::Path>,
+    password_file: Option<&'a std::path::Path>,
+    force: bool,
+}
+
+/// `twofactord migrate`.
+fn migrate(policy: &std::path::Path, explicit: bool, m: &MigrateArgs<'_>) -> ExitCode {
+    use twofactord::store::{migrate, postgres};
+    let from = m.from;
+    let run = || -> Result<migrate::Summary, String> {
+        // Before the lock: a path that is not a state directory is never created.
+        let meta =
+            std::fs::symlink_metadata(from).map_err(|e| format!("{}: {e}", from.display()))?;
+        if !meta.is_dir() {
+            return Err(format!("{} is not a directory", from.display()));
+        }
+        let _lock = twofactord::store::lock_state_dir(from).map_err(|e| {
+            format!(
+                "{}; stop it first (systemctl stop twofactord), then migrate",
+                e.0
+            )
+        })?;
+        let store = match load_policy(policy, explicit) {
+            Ok((p, _)) => p.store,
+            Err(e) if m.key.is_none() => return Err(e),
+            Err(_) => Policy::builtin().store,
+        };
+        let key = find_key(m.key, &store)?.map(|(k, _)| k);
+        let export = migrate::export(from, key.clone(), &postgres::nss_name_of).map_err(|e| e.0)?;
+        if key.is_none() {
+            eprintln!(
+                "warning: no key: the TOTP secrets are copied into the fleet database in clear"
+            );
+        }
+        let password_file = m.password_file.or(store.password_file.as_deref());
+        let options = postgres::PgOptions::for_daemon(m.to, password_file, key).map_err(|e| e.0)?;
+        let fleet = postgres::PostgresStore::open(options).map_err(|e| e.0)?;
+        fleet
+            .import(
+                &export,
+                m.force,
+                SystemClock.now(),
+                &from.display().to_string(),
+            )
+            .map_err(|e| e.0)
+    };
+    match run() {
+        Ok(s) => {
+            println!(
+                "Copied {} users ({} replaced), {} authenticator apps, {} recovery codes, {} \
+                 security keys and {} audit records from {} into the fleet database.",
+                s.users,
+                s.replaced,
+                s.factors,
+                s.codes,
+                s.keys,
+                s.audit,
+                from.display()
+            );
+            println!(
+                "Point this host's policy at it ([store] url) and start the daemon; keep {} \
+                 until the fleet serves these users.",
+                from.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("twofactord migrate: {e}; nothing was copied");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The state backend: the fleet's PostgreSQL with `[store] url`, else SQLite in the state
 /// directory; both seal secrets with `key`. Says how many plain secrets a first start with a
 /// key sealed in place (SQLite).
@@ -296,6 +394,22 @@ fn main() -> ExitCode {
         Some(Command::Genkey { file }) => return genkey(file),
         Some(Command::Rekey { old_key, new_key }) => {
             return rekey(&args.state_dir, old_key, new_key);
+        }
+        Some(Command::Migrate {
+            from,
+            to,
+            migrate_key,
+            password_file,
+            force,
+        }) => {
+            let m = MigrateArgs {
+                from,
+                to,
+                key: migrate_key.as_deref().or(args.secret_key_file.as_deref()),
+                password_file: password_file.as_deref(),
+                force: *force,
+            };
+            return migrate(&args.policy, explicit_policy, &m);
         }
         None => {}
     }

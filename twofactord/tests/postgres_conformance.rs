@@ -97,6 +97,7 @@ fn postgres_backend() {
     audit_records_the_host(&server);
     least_privilege_role(&server);
     durable_across_a_crash(&mut server);
+    breaker_refuses_without_trying_then_recovers(&mut server);
 }
 
 fn sealed_at_rest(server: &PgServer) {
@@ -358,7 +359,10 @@ fn least_privilege_role(server: &PgServer) {
 fn durable_across_a_crash(server: &mut PgServer) {
     let url = fresh(server);
     {
-        let mut s = PostgresStore::open(options(url.clone(), None, "a")).unwrap();
+        // No breaker: the first call after the restart tries at once.
+        let mut s = PostgresStore::open(options(url.clone(), None, "a"))
+            .unwrap()
+            .with_breaker(std::time::Duration::ZERO);
         enrolled(&mut s, 10);
         assert!(s.accept_totp_step(1000, 42, 5, &rec("login")).unwrap());
         s.replace_recovery(
@@ -391,4 +395,38 @@ fn durable_across_a_crash(server: &mut PgServer) {
     assert!(!s.accept_totp_step(1000, 42, 8, &rec("login")).unwrap());
     assert!(s.unused_recovery(1000).unwrap().is_empty());
     assert!(s.totp(1000).unwrap().is_some());
+}
+
+fn breaker_refuses_without_trying_then_recovers(server: &mut PgServer) {
+    let url = fresh(server);
+    let hold = std::time::Duration::from_secs(2);
+    let mut s = PostgresStore::open(options(url, None, "a"))
+        .unwrap()
+        .with_breaker(hold);
+    enrolled(&mut s, 10);
+    assert!(!s.breaker_open());
+    server.stop();
+    // The open connection fails first, then a new one cannot be made: the breaker opens.
+    for _ in 0..3 {
+        if s.breaker_open() {
+            break;
+        }
+        assert!(s.user_state(1000).is_err());
+    }
+    assert!(s.breaker_open());
+    // Refused without trying (an error, never "not enrolled" nor a success), and counted.
+    let before = s.skipped_calls();
+    let e = s.accept_totp_step(1000, 11, 5, &rec("login")).unwrap_err();
+    assert!(e.0.contains("not tried again"), "{e}");
+    assert!(s.totp(1000).is_err());
+    assert_eq!(s.skipped_calls(), before + 2);
+    server.restart();
+    // Back, but not tried before the hold ends; then the next call reconnects.
+    std::thread::sleep(hold + std::time::Duration::from_millis(200));
+    assert!(!s.breaker_open());
+    assert_eq!(
+        s.user_state(1000).unwrap().unwrap().last_totp_step,
+        Some(10)
+    );
+    assert!(s.accept_totp_step(1000, 11, 5, &rec("login")).unwrap());
 }

@@ -4,7 +4,7 @@
 //! types ([`types`] has the ones the policy and TOTP code share): none of it imports the policy,
 //! the notifier, the log or the engine, which all build on it. One file per backend beside it:
 //! [`sqlite`] (the embedded default), [`postgres`] (a fleet of hosts on one database); [`open`]
-//! picks one. [`conformance`] holds the suite every backend must pass.
+//! picks one. [`migrate`] copies a SQLite state into a fleet. [`conformance`] holds the suite every backend must pass.
 //! Errors never carry a secret.
 #![forbid(unsafe_code)]
 
@@ -12,6 +12,7 @@ use std::fmt;
 
 #[doc(hidden)]
 pub mod conformance;
+pub mod migrate;
 pub mod open;
 pub mod postgres;
 pub mod seal;

@@ -14,7 +14,9 @@
 //! Connection: a libpq-style URL (`postgresql://USER@HOST/DB?sslmode=verify-full`, or
 //! `postgresql:///DB?host=/run/postgresql` for a socket); the password from a root-only file or
 //! a pgpass file, never from the URL. Connects within 3 s, statements within 5 s; the client
-//! reconnects on the next call after the connection dropped.
+//! reconnects on the next call after the connection dropped. After a failed connection, calls
+//! are refused without trying for [`BREAKER_HOLD`] (a breaker: an outage does not cost every
+//! login the connect timeout).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -764,7 +766,22 @@ pub struct PostgresStore {
     name_of: Arc<NameOf>,
     names: Mutex<HashMap<u32, (String, Instant)>>,
     conn: Mutex<Option<Conn>>,
+    breaker: Breaker,
 }
+
+/// After a failed connection, calls fail at once for a while instead of each waiting for the
+/// connect timeout: one outage does not cost every login a timeout.
+struct Breaker {
+    /// How long the database is not tried after a failed connection.
+    hold: Duration,
+    /// Until when it is not tried (guarded by the connection's lock, taken first).
+    open_until: Mutex<Option<Instant>>,
+    /// Calls refused without trying, since the start.
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+/// How long the database is not tried after a failed connection, by default.
+pub const BREAKER_HOLD: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -831,6 +848,11 @@ impl PostgresStore {
             name_of: options.name_of,
             names: Mutex::new(HashMap::new()),
             conn: Mutex::new(None),
+            breaker: Breaker {
+                hold: BREAKER_HOLD,
+                open_until: Mutex::new(None),
+                skipped: std::sync::atomic::AtomicU64::new(0),
+            },
         };
         let mut client = store.connect()?;
         store.prepare_schema(&mut client, options.create_schema)?;
@@ -839,6 +861,68 @@ impl PostgresStore {
             statements: HashMap::new(),
         });
         Ok(store)
+    }
+
+    /// Sets how long the database is not tried after a failed connection (default
+    /// [`BREAKER_HOLD`]).
+    pub fn with_breaker(mut self, hold: Duration) -> Self {
+        self.breaker.hold = hold;
+        self
+    }
+
+    /// Whether calls are being refused without trying the database (the breaker is open).
+    pub fn breaker_open(&self) -> bool {
+        self.breaker
+            .open_until
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// How many calls were refused without trying the database since the start.
+    pub fn skipped_calls(&self) -> u64 {
+        self.breaker
+            .skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connects for [`Self::run`], unless the breaker is open; a failure opens it.
+    fn connect_or_skip(&self) -> StoreResult<Client> {
+        let mut open = self
+            .breaker
+            .open_until
+            .lock()
+            .map_err(|_| StoreError("the database breaker is poisoned".into()))?;
+        let now = Instant::now();
+        if let Some(until) = *open
+            && now < until
+        {
+            let n = self
+                .breaker
+                .skipped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .saturating_add(1);
+            return Err(StoreError(format!(
+                "the fleet database is unreachable: not tried again for {} s after a failed \
+                 connection ({n} calls refused without trying so far); refused",
+                until.duration_since(now).as_secs().saturating_add(1)
+            )));
+        }
+        match self.connect() {
+            Ok(client) => {
+                *open = None;
+                Ok(client)
+            }
+            Err(e) => {
+                *open = Some(now + self.breaker.hold);
+                Err(StoreError(format!(
+                    "{}; not tried again for {} s",
+                    e.0,
+                    self.breaker.hold.as_secs()
+                )))
+            }
+        }
     }
 
     /// Whether the connection to the database is protected by verified TLS (or is a socket).
@@ -999,7 +1083,7 @@ impl PostgresStore {
         let mut guard = self.lock_conn()?;
         if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
             *guard = None;
-            let client = self.connect()?;
+            let client = self.connect_or_skip()?;
             *guard = Some(Conn {
                 client,
                 statements: HashMap::new(),
@@ -1080,6 +1164,157 @@ impl PostgresStore {
             return Ok(TotpSecret::from_bytes(open.to_vec()));
         }
         Ok(TotpSecret::from_bytes(value.to_vec()))
+    }
+}
+
+impl PostgresStore {
+    /// `twofactord migrate`: copies `export` into the fleet in one transaction (all or
+    /// nothing). Users already in the fleet are refused, naming them, unless `force` (then
+    /// their factors, codes and state are replaced and their recorded uid updated). TOTP
+    /// secrets are sealed for the fleet (bound to the account name). Audit rows keep their
+    /// time and are recorded as written by this host; one `migrated` row per user says where
+    /// they came from.
+    pub fn import(
+        &self,
+        export: &super::migrate::Export,
+        force: bool,
+        now: i64,
+        source: &str,
+    ) -> StoreResult<super::migrate::Summary> {
+        let host = self.host.clone();
+        self.with_tx(|tx| {
+            let mut summary = super::migrate::Summary::default();
+            let names: Vec<&str> = export.users.iter().map(|u| u.name.as_str()).collect();
+            // Serializes with any other migration, and with activations of these accounts.
+            tx.exec("SELECT pg_advisory_xact_lock(7102202612)", &[])?;
+            let rows = tx.query(
+                "SELECT name FROM accounts WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+                &[&names],
+            )?;
+            let existing = rows
+                .iter()
+                .map(|r| get::<String>(r, 0))
+                .collect::<Res<Vec<String>>>()?;
+            if !existing.is_empty() && !force {
+                return Err(StoreError(format!(
+                    "the fleet database already has {} of these users ({}): nothing was \
+                     copied; --force replaces them with this state's",
+                    existing.len(),
+                    existing.join(", ")
+                ))
+                .into());
+            }
+            summary.replaced = existing.len();
+            for u in &export.users {
+                let name = u.name.as_str();
+                let uid = i64::from(u.state.uid);
+                for table in [
+                    "DELETE FROM keys WHERE name = $1",
+                    "DELETE FROM totp WHERE name = $1",
+                    "DELETE FROM recovery WHERE name = $1",
+                    "DELETE FROM pending_totp WHERE name = $1",
+                    "DELETE FROM users WHERE name = $1",
+                ] {
+                    tx.exec(table, &[&name])?;
+                }
+                tx.exec(
+                    "INSERT INTO accounts (name, uid, host, created) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (name) DO UPDATE SET uid = excluded.uid, host = excluded.host",
+                    &[&name, &uid, &host, &now],
+                )?;
+                let st = &u.state;
+                let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+                let step = st.last_totp_step.map(step_i64).transpose()?;
+                tx.exec(
+                    "INSERT INTO users (name, admin_required, failures, lock_level, locked_until,
+                                        last_totp_step, required_since)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &name,
+                        &st.admin_required,
+                        &to_i32(st.failures),
+                        &to_i32(st.lock_level),
+                        &st.locked_until,
+                        &step,
+                        &st.required_since,
+                    ],
+                )?;
+                if let Some(t) = &u.totp {
+                    let sealed = Zeroizing::new(self.seal(t.secret.as_bytes(), name, "totp")?);
+                    tx.exec(
+                        "INSERT INTO totp (name, secret, algorithm, digits, period, created,
+                                           last_used)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[
+                            &name,
+                            &sealed.as_slice(),
+                            &t.params.algorithm.as_str(),
+                            &i16::from(t.params.digits),
+                            &i64::try_from(t.params.period).unwrap_or(i64::MAX),
+                            &t.created,
+                            &t.last_used,
+                        ],
+                    )?;
+                    summary.factors += 1;
+                }
+                for (code, used_at) in &u.recovery {
+                    tx.exec(
+                        "INSERT INTO recovery (name, salt, hash, used_at) VALUES ($1, $2, $3, $4)",
+                        &[&name, &code.salt, &code.hash, used_at],
+                    )?;
+                    summary.codes += 1;
+                }
+                for k in &u.keys {
+                    let inserted = tx.exec(
+                        "INSERT INTO keys (name, key_name, credential_id, public_key, rp_id,
+                                           sign_count, user_verification, source, created,
+                                           last_used)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         ON CONFLICT DO NOTHING",
+                        &[
+                            &name,
+                            &k.name,
+                            &k.credential_id,
+                            &k.public_key_cose,
+                            &k.rp_id,
+                            &i64::from(k.sign_count),
+                            &k.user_verification,
+                            &k.source,
+                            &k.created,
+                            &k.last_used,
+                        ],
+                    )?;
+                    if inserted != 1 {
+                        return Err(StoreError(format!(
+                            "the security key {:?} of {name} is already registered in the fleet \
+                             (for another user): nothing was copied",
+                            k.name
+                        ))
+                        .into());
+                    }
+                    summary.keys += 1;
+                }
+                summary.users += 1;
+            }
+            for r in &export.audit {
+                insert_audit(tx, r, &host)?;
+                summary.audit += 1;
+            }
+            for u in &export.users {
+                let record = AuditRecord {
+                    time: now,
+                    uid: u.state.uid,
+                    user: u.name.clone(),
+                    event: "migrated".into(),
+                    result: "ok".into(),
+                    actor: "twofactord migrate".into(),
+                    detail: format!("from {source}"),
+                    ..Default::default()
+                };
+                insert_audit(tx, &record, &host)?;
+            }
+            Ok(summary)
+        })
     }
 }
 

@@ -659,6 +659,88 @@ impl SqliteStore {
         }
     }
 
+    /// Opens a stopped daemon's state read-only (`twofactord migrate`; the caller holds the
+    /// state directory's lock): nothing is created, upgraded or sealed. A missing file, a file
+    /// that is not this daemon's state, another schema version, or a key that does not open it
+    /// is refused.
+    pub fn open_read_only(state_dir: &Path, key: Option<SealingKey>) -> StoreResult<SqliteStore> {
+        use rusqlite::OpenFlags;
+        let path = state_dir.join(STATE_FILE);
+        let shown = path.display();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(_) => return Err(StoreError(format!("{shown} is not a regular file"))),
+            Err(e) => return Err(StoreError(format!("{shown}: {e}"))),
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(|e| StoreError(format!("{shown}: {e}")))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| StoreError(format!("{shown} is not a twofactord state: {e}")))?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError(format!(
+                "{shown} has schema version {version}, not {SCHEMA_VERSION}: it is not a \
+                 twofactord state, or another version's (start this version's daemon on it \
+                 once, stop it, then try again)"
+            )));
+        }
+        let check: Option<Vec<u8>> = conn
+            .query_row("SELECT key_check FROM sealing WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| StoreError(format!("{shown}: {e}")))?;
+        let key = match (key, check) {
+            (_, None) => None,
+            (None, Some(_)) => {
+                return Err(StoreError(format!(
+                    "the secrets in {shown} are sealed: give the key file they were sealed \
+                     under (--secret-key-file)"
+                )));
+            }
+            (Some(k), Some(check)) => {
+                if !k
+                    .open(&check, KEY_CHECK)
+                    .is_ok_and(|t| t.as_slice() == KEY_CHECK_TEXT)
+                {
+                    return Err(StoreError(format!(
+                        "the key does not open {shown}: its secrets were sealed under another key"
+                    )));
+                }
+                Some(k)
+            }
+        };
+        Ok(SqliteStore {
+            conn,
+            dir: Some(state_dir.to_path_buf()),
+            key,
+            sealed_at_open: None,
+        })
+    }
+
+    /// Every recovery code of `uid`, used ones with the time they were used, oldest first.
+    pub fn all_recovery(&self, uid: u32) -> StoreResult<Vec<(StoredCode, Option<i64>)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, salt, hash, used_at FROM recovery WHERE uid = ?1 ORDER BY id")?;
+        let rows = stmt.query_map(params![uid], |r| {
+            Ok((
+                StoredCode {
+                    id: r.get(0)?,
+                    salt: r.get(1)?,
+                    hash: r.get(2)?,
+                },
+                r.get(3)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     fn ensure_user(tx: &Connection, uid: u32, name: &str) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT INTO users (uid, name) VALUES (?1, ?2)
