@@ -81,6 +81,7 @@ fn profile(n: usize) {
     seed(
         &db,
         uids[&template],
+        &Sealer::of(&env, &secret),
         pool.iter().map(|n| (uids[n], n.clone())),
     );
     env.start_daemon();
@@ -616,9 +617,65 @@ fn write_ga_files(dir: &Path, secret: &str, users: &[String]) {
     }
 }
 
+/// What `seed` writes as each user's secret: the daemon seals secrets at rest, bound to the
+/// user (a row copied to another uid does not open, by design), so each copy is sealed anew
+/// under the daemon's key for its own uid.
+struct Sealer {
+    key: Option<twofactord::store::seal::SealingKey>,
+    raw: Vec<u8>,
+}
+
+impl Sealer {
+    /// The key of `env`'s daemon and the base32 `secret` shared by every seeded user.
+    fn of(env: &Env, secret: &str) -> Sealer {
+        let key = env
+            .key_file
+            .as_ref()
+            .map(|k| twofactord::store::seal::SealingKey::from_file(k).expect("the daemon's key"));
+        let raw = base32_decode(secret);
+        Sealer { key, raw }
+    }
+
+    fn secret_for(&self, uid: u32) -> Vec<u8> {
+        match &self.key {
+            None => self.raw.clone(),
+            Some(k) => k
+                .seal(
+                    &self.raw,
+                    twofactord::store::seal::Binding {
+                        user: &uid.to_string(),
+                        factor: "totp",
+                    },
+                )
+                .expect("seal"),
+        }
+    }
+}
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    let mut bits = 0u64;
+    let mut n = 0u32;
+    let mut out = Vec::new();
+    for c in s.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => panic!("not base32: {s}"),
+        };
+        bits = (bits << 5) | u64::from(v);
+        n += 5;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}
+
 /// Copies the rows of the enrolled `template` (users, totp) for every (uid, name): the same
-/// secret and parameters, no step used yet. The daemon must be stopped.
-fn seed(db: &Path, template: u32, users: impl Iterator<Item = (u32, String)>) {
+/// secret (sealed for each user) and parameters, no step used yet. The daemon must be stopped.
+fn seed(db: &Path, template: u32, sealer: &Sealer, users: impl Iterator<Item = (u32, String)>) {
     let mut conn = rusqlite::Connection::open(db).expect("open the daemon's store");
     // Seeding only: durability of the seed itself does not matter (the daemon reopens it with
     // its own settings).
@@ -637,7 +694,7 @@ fn seed(db: &Path, template: u32, users: impl Iterator<Item = (u32, String)>) {
         let mut t = tx
             .prepare(
                 "INSERT INTO totp (uid, secret, algorithm, digits, period, created, last_used)
-                 SELECT ?1, secret, algorithm, digits, period, created, 0
+                 SELECT ?1, ?3, algorithm, digits, period, created, 0
                  FROM totp WHERE uid = ?2",
             )
             .expect("prepare");
@@ -648,7 +705,8 @@ fn seed(db: &Path, template: u32, users: impl Iterator<Item = (u32, String)>) {
                 1
             );
             assert_eq!(
-                t.execute(rusqlite::params![uid, template]).expect("totp"),
+                t.execute(rusqlite::params![uid, template, sealer.secret_for(uid)])
+                    .expect("totp"),
                 1
             );
         }
@@ -746,6 +804,7 @@ fn run() {
     seed(
         &db,
         uids[&template],
+        &Sealer::of(&env, &secret),
         pool_names.iter().map(|n| (uids[n], n.clone())),
     );
     env.start_daemon();
@@ -1047,9 +1106,11 @@ fn scale_run(s: &Settings, accounts: &[String], uids: &HashMap<String, u32>) -> 
     let secret = env.enroll(&accounts[0]).secret;
     env.stop_daemon();
     let db = env.state.join("state.sqlite3");
+    let sealer = Sealer::of(&env, &secret);
     seed(
         &db,
         uids[&accounts[0]],
+        &sealer,
         real.iter().map(|n| (uids[n], n.clone())),
     );
     write_services(&env, &env.dir.path().join("ga-unused"));
@@ -1062,6 +1123,7 @@ fn scale_run(s: &Settings, accounts: &[String], uids: &HashMap<String, u32>) -> 
             seed(
                 &db,
                 uids[&accounts[0]],
+                &sealer,
                 (have..target).map(|j| (3_000_000_000 + j as u32, format!("tfscale{j:07}"))),
             );
             eprintln!(
