@@ -175,13 +175,16 @@ fn with_closed_stdout(env: Option<&Env>, args: &[&str]) -> (Option<i32>, Option<
     if let Some(env) = env {
         cmd.args(["--bus", &env.address]);
     }
+    // The reading end is closed before the child starts: its first write fails, whatever the
+    // timing (closing it after the spawn raced the child's writes into the pipe's buffer).
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(writer))
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    // The only reading end (the child's copy is close-on-exec).
-    drop(child.stdout.take());
+    let child = cmd.spawn().expect("spawn");
+    drop(cmd);
     let out = child.wait_with_output().expect("wait");
     (
         out.status.code(),
