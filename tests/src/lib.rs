@@ -987,6 +987,87 @@ fn run_with_stdin(mut cmd: Command, stdin: Option<&str>) -> Out {
     Out::from(child.wait_with_output().expect("wait"))
 }
 
+/// pam_u2f authfiles as `pamu2fcfg` writes them, from credentials made on a soft key (for the
+/// `admin import pam-u2f` tests).
+pub mod pam_u2f {
+    use super::TestKey;
+    use std::time::Duration;
+    use twofactor_key::Authenticator;
+
+    /// This host's default pam_u2f origin and rp id, `pam://HOSTNAME`.
+    pub fn default_rp_id() -> String {
+        format!(
+            "pam://{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .expect("hostname")
+                .trim()
+        )
+    }
+
+    /// Registers a credential on `key` for this host's default pam_u2f rp id; its
+    /// authenticatorData.
+    pub fn credential(key: &TestKey, user: &str) -> Vec<u8> {
+        let rp_id = default_rp_id();
+        key.key
+            .register(
+                &twofactor_key::RegistrationRequest {
+                    rp_id: &rp_id,
+                    client_data: b"{}",
+                    user_id: user.as_bytes(),
+                    user_name: user,
+                    exclude_credential_ids: &[],
+                    algorithms: &[-7],
+                    user_verification: twofactor_key::UserVerification::Discouraged,
+                    timeout: Duration::from_secs(5),
+                },
+                &mut |_: &str| None,
+            )
+            .expect("register")
+            .authenticator_data
+    }
+
+    /// A pam_u2f authfile line (`user:keyhandle,pubkey,es256,+presence`) for a credential, from
+    /// its registration authenticatorData: base64 key handle and base64 raw x||y public key.
+    pub fn line(user: &str, auth_data: &[u8]) -> String {
+        // authData: rpIdHash(32) flags(1) counter(4) aaguid(16) idlen(2) id COSE-key
+        let id_len = usize::from(u16::from_be_bytes([auth_data[53], auth_data[54]]));
+        let id = &auth_data[55..55 + id_len];
+        let cose = &auth_data[55 + id_len..];
+        // x (-2, 0x21) and y (-3, 0x22) of the EC2 COSE key, each a 32-byte byte string.
+        let coordinate = |label: u8| -> &[u8] {
+            let pos = cose
+                .windows(3)
+                .position(|w| w == [label, 0x58, 0x20])
+                .expect("coordinate");
+            &cose[pos + 3..pos + 35]
+        };
+        let xy = [coordinate(0x21), coordinate(0x22)].concat();
+        format!("{user}:{},{},es256,+presence", b64(id), b64(&xy))
+    }
+
+    /// Standard base64 with padding.
+    pub fn b64(bytes: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
 pub mod pam;
 pub mod postgres;
 pub mod sshd;

@@ -8,9 +8,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use twofactor_key::Authenticator;
 use twofactor_tests::*;
 
 fn policy() -> String {
@@ -283,7 +281,10 @@ fn every_admin_command_prints_json() {
     let authfile = env.dir.path().join("u2f_keys");
     std::fs::write(
         &authfile,
-        format!("{}\n", pam_u2f_line(ALICE, &credential(&key, ALICE))),
+        format!(
+            "{}\n",
+            pam_u2f::line(ALICE, &pam_u2f::credential(&key, ALICE))
+        ),
     )
     .expect("write");
     set_mode(&authfile, 0o600);
@@ -487,72 +488,4 @@ fn a_daemon_the_bus_fails_to_start_is_said_in_words() {
 fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-// ---------------------------------------------------------------- pam_u2f line helpers
-// (as in import_attacks.rs: a credential made on the soft key, written as pamu2fcfg does)
-
-/// Registers a credential on `key` for this host's default pam_u2f rp id; its
-/// authenticatorData.
-fn credential(key: &TestKey, user: &str) -> Vec<u8> {
-    let rp_id = format!(
-        "pam://{}",
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .expect("hostname")
-            .trim()
-    );
-    key.key
-        .register(
-            &twofactor_key::RegistrationRequest {
-                rp_id: &rp_id,
-                client_data: b"{}",
-                user_id: user.as_bytes(),
-                user_name: user,
-                exclude_credential_ids: &[],
-                algorithms: &[-7],
-                user_verification: twofactor_key::UserVerification::Discouraged,
-                timeout: Duration::from_secs(5),
-            },
-            &mut |_: &str| None,
-        )
-        .expect("register")
-        .authenticator_data
-}
-
-/// A pam_u2f authfile line (`user:keyhandle,pubkey,es256,+presence`).
-fn pam_u2f_line(user: &str, auth_data: &[u8]) -> String {
-    // authData: rpIdHash(32) flags(1) counter(4) aaguid(16) idlen(2) id COSE-key
-    let id_len = usize::from(u16::from_be_bytes([auth_data[53], auth_data[54]]));
-    let id = &auth_data[55..55 + id_len];
-    let cose = &auth_data[55 + id_len..];
-    let coordinate = |label: u8| -> &[u8] {
-        let pos = cose
-            .windows(3)
-            .position(|w| w == [label, 0x58, 0x20])
-            .expect("coordinate");
-        &cose[pos + 3..pos + 35]
-    };
-    let xy = [coordinate(0x21), coordinate(0x22)].concat();
-    format!("{user}:{},{},es256,+presence", b64(id), b64(&xy))
-}
-
-fn b64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use twofactor_key::Authenticator;
 use twofactor_tests::*;
 
 const OPTIONAL: &str = "default_mode = \"optional\"\n";
@@ -110,14 +109,14 @@ fn a_line_for_another_user_in_a_users_own_authfile_is_refused_and_plants_nothing
     let bob = env.enroll(BOB);
     // alice's own key, with a credential for this host's default rp id (as pamu2fcfg makes).
     let key = env.soft_key("alice", false);
-    let alice_cred = credential(&key, ALICE);
+    let alice_cred = pam_u2f::credential(&key, ALICE);
     let dir = home(&env);
     let file = dir.join("u2f_keys");
 
     // The attack: alice's own file holds bob's name with alice's credential.
     user_file(
         &file,
-        &format!("{}\n", pam_u2f_line(BOB, &alice_cred)),
+        &format!("{}\n", pam_u2f::line(BOB, &alice_cred)),
         ALICE,
         0o644,
     );
@@ -132,8 +131,8 @@ fn a_line_for_another_user_in_a_users_own_authfile_is_refused_and_plants_nothing
     // With alice's line too: still all or nothing; the planted line is named.
     let both = format!(
         "{}\n{}\n",
-        pam_u2f_line(ALICE, &alice_cred),
-        pam_u2f_line(BOB, &alice_cred)
+        pam_u2f::line(ALICE, &alice_cred),
+        pam_u2f::line(BOB, &alice_cred)
     );
     user_file(&file, &both, ALICE, 0o644);
     for args in [
@@ -176,7 +175,7 @@ fn a_line_for_another_user_in_a_users_own_authfile_is_refused_and_plants_nothing
     // The same file with only alice's line: imported, for alice.
     user_file(
         &file,
-        &format!("{}\n", pam_u2f_line(ALICE, &alice_cred)),
+        &format!("{}\n", pam_u2f::line(ALICE, &alice_cred)),
         ALICE,
         0o600,
     );
@@ -198,8 +197,8 @@ fn a_root_owned_central_authfile_may_name_anyone_and_user_selects_one() {
     let file = home(&env).join("u2f_mappings");
     let text = format!(
         "{}\n{}\n",
-        pam_u2f_line(ALICE, &credential(&a, ALICE)),
-        pam_u2f_line(BOB, &credential(&b, BOB))
+        pam_u2f::line(ALICE, &pam_u2f::credential(&a, ALICE)),
+        pam_u2f::line(BOB, &pam_u2f::credential(&b, BOB))
     );
     user_file(&file, &text, "root", 0o644);
     ctl_quick(
@@ -324,7 +323,7 @@ fn google_authenticator_import_refuses_symlinks_fifos_and_foreign_files_quickly(
 fn pam_u2f_import_refuses_fifos_symlinks_and_writable_files_quickly() {
     let env = Env::new(OPTIONAL);
     let key = env.soft_key("k", false);
-    let line = pam_u2f_line(ALICE, &credential(&key, ALICE));
+    let line = pam_u2f::line(ALICE, &pam_u2f::credential(&key, ALICE));
     let dir = home(&env);
     let path = dir.join("u2f_keys");
     let real = dir.join("real_keys");
@@ -360,74 +359,4 @@ fn pam_u2f_import_refuses_fifos_symlinks_and_writable_files_quickly() {
         run("writable by its group or by everyone");
     }
     assert!(key_names(&env, ALICE).is_empty());
-}
-
-// ---------------------------------------------------------------- pam_u2f line helpers
-// (as in keys.rs: a credential made on the soft key, written as pamu2fcfg writes it)
-
-/// Registers a credential on `key` for this host's default pam_u2f rp id; its
-/// authenticatorData.
-fn credential(key: &TestKey, user: &str) -> Vec<u8> {
-    let rp_id = format!(
-        "pam://{}",
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .expect("hostname")
-            .trim()
-    );
-    key.key
-        .register(
-            &twofactor_key::RegistrationRequest {
-                rp_id: &rp_id,
-                client_data: b"{}",
-                user_id: user.as_bytes(),
-                user_name: user,
-                exclude_credential_ids: &[],
-                algorithms: &[-7],
-                user_verification: twofactor_key::UserVerification::Discouraged,
-                timeout: Duration::from_secs(5),
-            },
-            &mut |_: &str| None,
-        )
-        .expect("register")
-        .authenticator_data
-}
-
-/// A pam_u2f authfile line (`user:keyhandle,pubkey,es256,+presence`) for a credential, from its
-/// registration authenticatorData.
-fn pam_u2f_line(user: &str, auth_data: &[u8]) -> String {
-    // authData: rpIdHash(32) flags(1) counter(4) aaguid(16) idlen(2) id COSE-key
-    let id_len = usize::from(u16::from_be_bytes([auth_data[53], auth_data[54]]));
-    let id = &auth_data[55..55 + id_len];
-    let cose = &auth_data[55 + id_len..];
-    let coordinate = |label: u8| -> &[u8] {
-        // -2 is 0x21, -3 is 0x22; each followed by a 32-byte byte string (0x58 0x20).
-        let pos = cose
-            .windows(3)
-            .position(|w| w == [label, 0x58, 0x20])
-            .expect("coordinate");
-        &cose[pos + 3..pos + 35]
-    };
-    let xy = [coordinate(0x21), coordinate(0x22)].concat();
-    format!("{user}:{},{},es256,+presence", b64(id), b64(&xy))
-}
-
-fn b64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

@@ -404,7 +404,7 @@ fn a_pam_u2f_authfile_imports_keys_that_then_log_in() {
             &mut |_: &str| None,
         )
         .expect("register");
-    let line = pam_u2f_line(ALICE, &reg.authenticator_data);
+    let line = pam_u2f::line(ALICE, &reg.authenticator_data);
     let file = env.dir.path().join("u2f_keys");
     std::fs::write(&file, format!("# pamu2fcfg output\n{line}\n")).expect("authfile");
     let out = env.ctl(&["admin", "import", "pam-u2f", file.to_str().expect("path")]);
@@ -426,51 +426,4 @@ fn nix_hostname() -> String {
         .expect("hostname")
         .trim()
         .to_string()
-}
-
-/// A pam_u2f authfile line (`user:keyhandle,pubkey,es256,+presence`) for a credential, from its
-/// registration authenticatorData: base64 key handle and base64 raw x||y public key.
-fn pam_u2f_line(user: &str, auth_data: &[u8]) -> String {
-    // authData: rpIdHash(32) flags(1) counter(4) aaguid(16) idlen(2) id COSE-key
-    let id_len = usize::from(u16::from_be_bytes([auth_data[53], auth_data[54]]));
-    let id = &auth_data[55..55 + id_len];
-    let cose = &auth_data[55 + id_len..];
-    let (x, y) = cose_xy(cose);
-    let mut xy = x;
-    xy.extend_from_slice(&y);
-    format!("{user}:{},{},es256,+presence", b64(id), b64(&xy))
-}
-
-/// x and y of an EC2 COSE key (a small CBOR map; test data from our own soft key).
-fn cose_xy(cose: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let find = |label: u8| -> Vec<u8> {
-        // -2 is 0x21, -3 is 0x22; each followed by a 32-byte byte string (0x58 0x20).
-        let pos = cose
-            .windows(3)
-            .position(|w| w == [label, 0x58, 0x20])
-            .expect("coordinate");
-        cose[pos + 3..pos + 35].to_vec()
-    };
-    (find(0x21), find(0x22))
-}
-
-fn b64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

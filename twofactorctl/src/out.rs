@@ -102,8 +102,8 @@ pub fn path(p: &std::path::Path) -> String {
 
 /// JSON text whose strings carry no raw terminal controls. serde_json escapes the C0 controls
 /// already; DEL, the C1 controls and the bidi controls are valid raw in JSON, so they become
-/// `\uXXXX` here (all are in the Basic Multilingual Plane, and outside strings JSON text is
-/// ASCII). A parser reads the same value.
+/// `\u` escapes of four hex digits here (all are in the Basic Multilingual Plane, and outside
+/// strings JSON text is ASCII). A parser reads the same value.
 pub fn json_safe(text: &str) -> Cow<'_, str> {
     // C0 controls are escaped inside strings by serde_json, and newlines outside them are the
     // pretty printer's.
