@@ -530,9 +530,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(n) = Some(sealed).filter(|n| *n > 0) {
+    if sealed > 0 {
         log::warn(&format!(
-            "the state was in clear: sealed {n} secrets in place under the key (first start \
+            "the state was in clear: sealed {sealed} secrets in place under the key (first start \
              with a key)"
         ));
     }

@@ -1265,25 +1265,7 @@ impl PostgresStore {
                     summary.codes += 1;
                 }
                 for k in &u.keys {
-                    let inserted = tx.exec(
-                        "INSERT INTO keys (name, key_name, credential_id, public_key, rp_id,
-                                           sign_count, user_verification, source, created,
-                                           last_used)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                         ON CONFLICT DO NOTHING",
-                        &[
-                            &name,
-                            &k.name,
-                            &k.credential_id,
-                            &k.public_key_cose,
-                            &k.rp_id,
-                            &i64::from(k.sign_count),
-                            &k.user_verification,
-                            &k.source,
-                            &k.created,
-                            &k.last_used,
-                        ],
-                    )?;
+                    let inserted = insert_key(tx, name, k)?;
                     if inserted != 1 {
                         return Err(StoreError(format!(
                             "the security key {:?} of {name} is already registered in the fleet \
@@ -1356,6 +1338,29 @@ fn check_known(tx: &mut Tx<'_>, name: &str, uid: u32) -> Res<bool> {
         Some(r) => check_uid(name, get(&r, 0)?, uid).map(|()| true),
         None => Ok(false),
     }
+}
+
+/// Inserts one key of `name`; 0 rows when its name or credential is already taken (the caller
+/// decides what that means).
+fn insert_key(tx: &mut Tx<'_>, name: &str, k: &KeyFactor) -> Res<u64> {
+    tx.exec(
+        "INSERT INTO keys (name, key_name, credential_id, public_key, rp_id, sign_count,
+                           user_verification, source, created, last_used)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT DO NOTHING",
+        &[
+            &name,
+            &k.name,
+            &k.credential_id,
+            &k.public_key_cose,
+            &k.rp_id,
+            &i64::from(k.sign_count),
+            &k.user_verification,
+            &k.source,
+            &k.created,
+            &k.last_used,
+        ],
+    )
 }
 
 fn insert_audit(tx: &mut Tx<'_>, r: &AuditRecord, host: &str) -> Res<()> {
@@ -1861,24 +1866,7 @@ impl Store for PostgresStore {
                 }
                 // Another host adding the same credential at this moment: the unique index
                 // refuses one of them, reported as taken (the transaction is rolled back).
-                let inserted = tx.exec(
-                    "INSERT INTO keys (name, key_name, credential_id, public_key, rp_id,
-                                       sign_count, user_verification, source, created, last_used)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                     ON CONFLICT DO NOTHING",
-                    &[
-                        &name,
-                        &k.name,
-                        &k.credential_id,
-                        &k.public_key_cose,
-                        &k.rp_id,
-                        &i64::from(k.sign_count),
-                        &k.user_verification,
-                        &k.source,
-                        &k.created,
-                        &k.last_used,
-                    ],
-                )?;
+                let inserted = insert_key(tx, name, k)?;
                 if inserted != 1 {
                     return Err(Fail::Rollback(Activation::Taken));
                 }
