@@ -766,7 +766,15 @@ impl Engine {
             ));
         }
         identity::validate_name(user).map_err(BusError::InvalidArgument)?;
-        let Some(account) = self.accounts.user_by_name(user) else {
+        // The groups are the costly part of a lookup: only when the policy's answer for this
+        // login depends on them (the Login methods' authorization never reads the target's).
+        let policy = self.policy();
+        let account = if policy.login_reads_groups() {
+            self.accounts.user_by_name(user)
+        } else {
+            self.accounts.user_by_name_without_groups(user)
+        };
+        let Some(account) = account else {
             // Only root may learn that a name does not exist.
             if caller.uid != 0 {
                 return Err(BusError::AccessDenied(NOT_YOURS.into()));
@@ -787,7 +795,6 @@ impl Engine {
         };
         // One read of the user's state serves the admin requirement and the lockout below.
         let state = store.user_state(account.uid).map_err(store_err)?;
-        let policy = self.policy();
         let eff = policy.resolve_login(
             &account,
             state.as_ref().is_some_and(|s| s.admin_required),
@@ -891,6 +898,22 @@ impl Engine {
         session.enter(stage, now);
         sessions.insert(handle.clone(), session);
         Ok((handle, step))
+    }
+
+    /// `account` (a login's, looked up at `BeginLogin`) with its groups for a policy question
+    /// asked later in the login: it was looked up without them if the policy then named no
+    /// group, and a reload since may have added group rules.
+    fn with_groups(&self, account: &Account) -> Account {
+        if account.groups.is_empty()
+            && self.policy().login_reads_groups()
+            && let Some(full) = self
+                .accounts
+                .user_by_name(&account.name)
+                .filter(|a| a.uid == account.uid)
+        {
+            return full;
+        }
+        account.clone()
     }
 
     /// Which cap, if any, keeps `caller` from opening a login of `target` now (expired logins
@@ -1136,7 +1159,11 @@ impl Engine {
                 CodeVerdict::Recovery { left } => left,
                 _ => 0,
             };
-            if self.policy().onboarding(&session.account).enroll_at_login {
+            if self
+                .policy()
+                .onboarding(&self.with_groups(&session.account))
+                .enroll_at_login
+            {
                 let (pending_id, step) = self.start_login_enrollment(
                     store.as_mut(),
                     &session.account,

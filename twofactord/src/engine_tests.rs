@@ -786,3 +786,21 @@ fn only_guesses_count_toward_the_lockout() {
     let _ = login(&e, "alice", &["000000", "999999"]);
     assert!(locked(&e));
 }
+
+#[test]
+fn a_login_reads_groups_only_when_the_policy_names_one() {
+    let (e, _) = engine("default_mode = \"optional\"\n[groups.wheel]\nmode = \"required\"\n");
+    // Looked up without groups (the policy named none then), the login's account gets them
+    // for a later question once the policy names a group.
+    let bare = e
+        .accounts
+        .user_by_name_without_groups("alice")
+        .expect("alice");
+    assert!(bare.groups.is_empty());
+    assert_eq!(e.with_groups(&bare).groups, ["wheel"]);
+    let (e, _) = engine("default_mode = \"optional\"\n");
+    assert!(!e.policy().login_reads_groups());
+    assert!(e.with_groups(&bare).groups.is_empty());
+    let (e, _) = engine("[exemptions]\ngroups = [\"wheel\"]\n");
+    assert!(e.policy().login_reads_groups());
+}

@@ -9,6 +9,11 @@
 //! name NSS did not know (misses are not kept), and at once after a policy reload (SIGHUP or
 //! `twofactorctl admin reload`), which empties the cache. A login looks its user up once, at
 //! `BeginLogin`, and keeps the account for the rest of the conversation.
+//!
+//! A login whose policy names no group (no group rule, no exempt group) looks the user up
+//! without groups ([`Accounts::user_by_name_without_groups`]): the supplementary groups are the
+//! expensive part of a lookup (initgroups asks every NSS source), and nothing in that login's
+//! decision reads them.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -24,10 +29,11 @@ pub struct Account {
     pub name: String,
     /// The identity.
     pub uid: u32,
-    /// Primary and supplementary gids.
+    /// Primary and supplementary gids (only the primary one when looked up without groups).
     pub gids: Vec<u32>,
     /// The names of those groups, as NSS reported them at lookup time (a gid without a name is
-    /// left out). Policy group rules match these.
+    /// left out). Policy group rules match these. Empty when the account was looked up with
+    /// [`Accounts::user_by_name_without_groups`].
     pub groups: Vec<String>,
 }
 
@@ -35,6 +41,12 @@ pub struct Account {
 pub trait Accounts: Send + Sync {
     /// Looks up a user by name, with their groups.
     fn user_by_name(&self, name: &str) -> Option<Account>;
+    /// Looks up a user by name when no decision will read their groups: `gids` holds the
+    /// primary gid only and `groups` is empty (an implementation may fill them in anyway).
+    /// Never use the answer for a group rule or an admin check.
+    fn user_by_name_without_groups(&self, name: &str) -> Option<Account> {
+        self.user_by_name(name)
+    }
     /// Looks up a user by uid, with their groups.
     fn user_by_uid(&self, uid: u32) -> Option<Account>;
     /// Looks up a group's gid (the policy asks, to warn about names NSS does not know).
@@ -124,6 +136,8 @@ pub struct Cached<A> {
     inner: A,
     by_name: Kept<String, Account>,
     by_uid: Kept<u32, Account>,
+    /// Accounts looked up without groups: served only to lookups without groups.
+    bare_by_name: Kept<String, Account>,
     watched: Vec<std::path::PathBuf>,
     seen: std::sync::Mutex<Vec<Option<FileStamp>>>,
 }
@@ -151,6 +165,7 @@ impl<A: Accounts> Cached<A> {
             inner,
             by_name: Kept::new(ttl),
             by_uid: Kept::new(ttl),
+            bare_by_name: Kept::new(ttl),
             watched,
             seen: std::sync::Mutex::new(seen),
         }
@@ -165,6 +180,7 @@ impl<A: Accounts> Cached<A> {
             *seen = now;
             self.by_name.clear();
             self.by_uid.clear();
+            self.bare_by_name.clear();
         }
     }
 
@@ -186,6 +202,24 @@ impl<A: Accounts> Accounts for Cached<A> {
             self.by_name.put(name.to_string(), a.clone());
         }
         self.keep(&a);
+        Some(a)
+    }
+
+    fn user_by_name_without_groups(&self, name: &str) -> Option<Account> {
+        self.check_files();
+        let key = name.to_string();
+        if let Some(a) = self
+            .by_name
+            .get(&key)
+            .or_else(|| self.bare_by_name.get(&key))
+        {
+            return Some(a);
+        }
+        let a = self.inner.user_by_name_without_groups(name)?;
+        if a.name != name {
+            self.bare_by_name.put(key, a.clone());
+        }
+        self.bare_by_name.put(a.name.clone(), a.clone());
         Some(a)
     }
 
@@ -226,6 +260,7 @@ impl<A: Accounts> Accounts for Cached<A> {
     fn invalidate(&self) {
         self.by_name.clear();
         self.by_uid.clear();
+        self.bare_by_name.clear();
         self.inner.invalidate();
     }
 }
@@ -342,6 +377,16 @@ impl Accounts for Nss {
         User::from_name(name).ok().flatten().map(account_of)
     }
 
+    fn user_by_name_without_groups(&self, name: &str) -> Option<Account> {
+        validate_name(name).ok()?;
+        User::from_name(name).ok().flatten().map(|user| Account {
+            gids: vec![user.gid.as_raw()],
+            uid: user.uid.as_raw(),
+            name: user.name,
+            groups: Vec::new(),
+        })
+    }
+
     fn user_by_uid(&self, uid: u32) -> Option<Account> {
         User::from_uid(Uid::from_raw(uid))
             .ok()
@@ -423,6 +468,11 @@ pub(crate) mod tests {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.table.user_by_name(name)
         }
+        fn user_by_name_without_groups(&self, name: &str) -> Option<Account> {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.table.user_by_name_without_groups(name)
+        }
         fn user_by_uid(&self, uid: u32) -> Option<Account> {
             self.asked
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -464,6 +514,28 @@ pub(crate) mod tests {
         c.invalidate();
         assert_eq!(c.user_by_name("alice"), Some(a));
         assert_eq!(asked(&c), 4);
+    }
+
+    #[test]
+    fn an_account_kept_without_groups_never_answers_a_lookup_that_needs_them() {
+        let c = Cached::new(counting(), ACCOUNT_TTL);
+        let bare = c.user_by_name_without_groups("alice").expect("alice");
+        assert_eq!((bare.uid, bare.gids.as_slice()), (1000, &[1000][..]));
+        assert!(bare.groups.is_empty());
+        assert_eq!(c.user_by_name_without_groups("alice"), Some(bare));
+        assert_eq!(asked(&c), 1, "kept for lookups without groups");
+        // A lookup that needs the groups asks again, and is not served the bare account by
+        // name or by uid.
+        let full = c.user_by_name("alice").expect("alice");
+        assert_eq!(full.groups, ["alice", "sudo"]);
+        assert_eq!(c.user_by_uid(1000), Some(full.clone()));
+        assert_eq!(asked(&c), 2);
+        // The full account serves a lookup without groups too.
+        assert_eq!(c.user_by_name_without_groups("alice"), Some(full));
+        assert_eq!(asked(&c), 2);
+        c.invalidate();
+        assert!(c.user_by_name_without_groups("alice").is_some());
+        assert_eq!(asked(&c), 3, "a reload empties both tables");
     }
 
     #[test]

@@ -54,16 +54,19 @@ fn field(v: &str) -> String {
 }
 
 fn emit(priority: u8, level: &str, msg: &str) {
+    use std::fmt::Write as _;
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let mut err = std::io::stderr().lock();
     let msg = escape_controls(msg);
+    // One write for the whole event (stderr is unbuffered: one write per piece otherwise).
+    let mut text = String::with_capacity(msg.len() + 32);
     for line in msg.lines() {
         let _ = if journal {
-            writeln!(err, "<{priority}>{line}")
+            writeln!(text, "<{priority}>{line}")
         } else {
-            writeln!(err, "twofactord: {level}: {line}")
+            writeln!(text, "twofactord: {level}: {line}")
         };
     }
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// An error the admin should look at.

@@ -1275,6 +1275,12 @@ impl Policy {
         names
     }
 
+    /// Whether a login's decision reads the user's groups: a group rule or an exempt group.
+    /// When not, `BeginLogin` looks the user up without them (the costly part of a lookup).
+    pub fn login_reads_groups(&self) -> bool {
+        !self.groups.is_empty() || !self.exempt_groups.is_empty()
+    }
+
     /// Whether `account` may call admin methods: root, or a member of an `admin_groups` group
     /// by the group names NSS reported when `account` was looked up.
     pub fn is_admin(&self, account: &Account) -> bool {

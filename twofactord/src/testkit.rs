@@ -67,6 +67,15 @@ impl Accounts for FakeAccounts {
         let a = self.users.iter().find(|a| a.name == name)?;
         Some(self.looked_up(a))
     }
+    /// As [`crate::identity::Nss`]: the primary gid only, no group names.
+    fn user_by_name_without_groups(&self, name: &str) -> Option<Account> {
+        let a = self.users.iter().find(|a| a.name == name)?;
+        Some(Account {
+            gids: a.gids.first().copied().into_iter().collect(),
+            groups: Vec::new(),
+            ..a.clone()
+        })
+    }
     fn user_by_uid(&self, uid: u32) -> Option<Account> {
         let a = self.users.iter().find(|a| a.uid == uid)?;
         Some(self.looked_up(a))

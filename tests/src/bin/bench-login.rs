@@ -17,12 +17,13 @@
 //! protection allows one login per user per step (twofactor, google-authenticator): each run
 //! takes users not used in the current step, waiting for the next step when none are left.
 //!
-//! usage: bench-login [run] | cleanup | profile [N] | worker …   (run as root)
+//! usage: bench-login [run] | cleanup | profile [N [floor]] | worker …   (run as root)
 //!
 //! `profile N`: for a profiler attached to the daemon (`strace -c -f -p PID`, `perf stat -p
 //! PID`): sets up as `run` does, prints `bench: profile daemon pid PID`, waits 3 s, runs N
 //! successful twofactor logins one after another, prints their p50 and `bench: profile done`,
-//! waits 3 s.
+//! waits 3 s. `profile N floor`: the same with the floor module and service instead (`perf
+//! record -a` on both runs shows where twofactor's login spends more than the floor's).
 //! environment: BENCH_QUICK=1 (smaller run), BENCH_ROUNDS (3), BENCH_SCALE_MAX (1000000; 100000
 //! with BENCH_QUICK)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -57,16 +58,23 @@ fn main() {
             println!("bench: removed {n} bench accounts");
         }
         None | Some("run") => run(),
-        Some("profile") => profile(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(200)),
+        Some("profile") => profile(
+            args.get(1).and_then(|n| n.parse().ok()).unwrap_or(200),
+            if args.get(2).map(String::as_str) == Some("floor") {
+                Module::Floor
+            } else {
+                Module::TwoFactor
+            },
+        ),
         Some(_) => {
-            eprintln!("usage: bench-login [run] | cleanup | profile [N]");
+            eprintln!("usage: bench-login [run] | cleanup | profile [N [floor]]");
             std::process::exit(2);
         }
     }
 }
 
-/// `profile N` (see the top of this file).
-fn profile(n: usize) {
+/// `profile N [floor]` (see the top of this file): `module` is twofactor or the floor.
+fn profile(n: usize, module: Module) {
     // SAFETY: geteuid(2) has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "bench-login needs root (useradd, PAM as root)");
@@ -74,7 +82,10 @@ fn profile(n: usize) {
     let uids = bench_uids();
     let template = accounts.0[0].clone();
     let pool: Vec<String> = accounts.0[1..].to_vec();
-    let mut env = Env::without_test_accounts(POLICY, "");
+    let rules = format!(
+        "<policy user=\"root\"><allow own=\"{FLOOR_NAME}\"/><allow send_destination=\"{FLOOR_NAME}\"/></policy>"
+    );
+    let mut env = Env::without_test_accounts(POLICY, &rules);
     let secret = env.enroll(&template).secret;
     env.stop_daemon();
     let db = env.state.join("state.sqlite3");
@@ -85,9 +96,11 @@ fn profile(n: usize) {
         pool.iter().map(|n| (uids[n], n.clone())),
     );
     env.start_daemon();
+    let floor = (module == Module::Floor)
+        .then(|| FloorService::start(&env.address, &env.dir.path().join("floor.sqlite3")));
     write_services(&env, &env.dir.path().join("ga"));
     let mut codes = Codes::new(&secret);
-    let service = Module::TwoFactor.service();
+    let service = module.service();
     let warm = run_workers(
         &env.pamd,
         service,
@@ -99,7 +112,10 @@ fn profile(n: usize) {
     if left_in_step() < 10.0 {
         sleep_into_next_step();
     }
-    let pid = env.daemon_pid().expect("the daemon's pid");
+    let pid = match &floor {
+        Some(f) => f.0.id(),
+        None => env.daemon_pid().expect("the daemon's pid"),
+    };
     println!("bench: profile daemon pid {pid}");
     std::io::stdout().flush().expect("stdout");
     std::thread::sleep(Duration::from_secs(3));

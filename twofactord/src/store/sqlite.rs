@@ -804,47 +804,46 @@ fn insert_audit(conn: &Connection, r: &AuditRecord) -> rusqlite::Result<()> {
 
 impl Store for SqliteStore {
     fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>> {
+        // Every login reads these: statements kept prepared (parsed once per connection).
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT name, admin_required, failures, lock_level, locked_until, last_totp_step,
                         required_since
                  FROM users WHERE uid = ?1",
-                params![uid],
-                |r| {
-                    Ok(UserState {
-                        uid,
-                        name: r.get(0)?,
-                        admin_required: r.get(1)?,
-                        failures: r.get(2)?,
-                        lock_level: r.get(3)?,
-                        locked_until: r.get(4)?,
-                        last_totp_step: r.get::<_, Option<i64>>(5)?.map(|s| s as u64),
-                        required_since: r.get(6)?,
-                    })
-                },
-            )
+            )?
+            .query_row(params![uid], |r| {
+                Ok(UserState {
+                    uid,
+                    name: r.get(0)?,
+                    admin_required: r.get(1)?,
+                    failures: r.get(2)?,
+                    lock_level: r.get(3)?,
+                    locked_until: r.get(4)?,
+                    last_totp_step: r.get::<_, Option<i64>>(5)?.map(|s| s as u64),
+                    required_since: r.get(6)?,
+                })
+            })
             .optional()?)
     }
 
     fn totp(&self, uid: u32) -> StoreResult<Option<TotpFactor>> {
         let row = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT secret, algorithm, digits, period, created, last_used
                  FROM totp WHERE uid = ?1",
-                params![uid],
-                |r| {
-                    let alg: String = r.get(1)?;
-                    let value: Vec<u8> = r.get(0)?;
-                    Ok((
-                        value,
-                        params_from_row(&alg, r.get(2)?, r.get(3)?)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                },
-            )
+            )?
+            .query_row(params![uid], |r| {
+                let alg: String = r.get(1)?;
+                let value: Vec<u8> = r.get(0)?;
+                Ok((
+                    value,
+                    params_from_row(&alg, r.get(2)?, r.get(3)?)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
             .optional()?;
         row.map(|(value, params, created, last_used)| {
             Ok(TotpFactor {
@@ -986,16 +985,15 @@ impl Store for SqliteStore {
         audit: &AuditRecord,
     ) -> StoreResult<bool> {
         let tx = self.conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE users SET last_totp_step = ?2, failures = 0, lock_level = 0
-             WHERE uid = ?1 AND (last_totp_step IS NULL OR last_totp_step < ?2)",
-            params![uid, step as i64],
-        )?;
+        let changed = tx
+            .prepare_cached(
+                "UPDATE users SET last_totp_step = ?2, failures = 0, lock_level = 0
+                 WHERE uid = ?1 AND (last_totp_step IS NULL OR last_totp_step < ?2)",
+            )?
+            .execute(params![uid, step as i64])?;
         if changed == 1 {
-            tx.execute(
-                "UPDATE totp SET last_used = ?2 WHERE uid = ?1",
-                params![uid, now],
-            )?;
+            tx.prepare_cached("UPDATE totp SET last_used = ?2 WHERE uid = ?1")?
+                .execute(params![uid, now])?;
             insert_audit(&tx, audit)?;
         }
         tx.commit()?;
@@ -1057,11 +1055,9 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         Self::ensure_user(&tx, uid, name)?;
         insert_audit(&tx, audit)?;
-        let (failures, level): (u32, u32) = tx.query_row(
-            "SELECT failures, lock_level FROM users WHERE uid = ?1",
-            params![uid],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (failures, level): (u32, u32) = tx
+            .prepare_cached("SELECT failures, lock_level FROM users WHERE uid = ?1")?
+            .query_row(params![uid], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let failures = failures.saturating_add(1);
         let outcome = if failures >= limit.max_failures {
             let level = level.saturating_add(1);
@@ -1076,10 +1072,8 @@ impl Store for SqliteStore {
                 locked_until: Some(until),
             }
         } else {
-            tx.execute(
-                "UPDATE users SET failures = ?2 WHERE uid = ?1",
-                params![uid, failures],
-            )?;
+            tx.prepare_cached("UPDATE users SET failures = ?2 WHERE uid = ?1")?
+                .execute(params![uid, failures])?;
             FailureOutcome {
                 failures,
                 locked_until: None,
