@@ -3,11 +3,11 @@
 //! every other connection's calls (their caller lookups, their sessions, their replies).
 #![forbid(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use twofactor_bus::BusError;
@@ -18,40 +18,65 @@ pub const WORKERS: usize = 4;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The queue the threads take jobs from. A job wakes one idle thread, and only that one (a
+/// receiver shared behind a mutex would wake a second thread each time, to wait in its turn:
+/// one more thread competing for the CPU just when the job runs).
+struct Queue {
+    jobs: Mutex<Jobs>,
+    ready: Condvar,
+}
+
+struct Jobs {
+    waiting: VecDeque<Job>,
+    /// The pool was dropped: the threads end once the jobs already queued have run.
+    closed: bool,
+}
+
 /// The pool. Jobs run in the order they came, on whichever thread is free.
 pub struct Workers {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    queue: Arc<Queue>,
 }
 
 impl Workers {
     /// Starts `n` threads (at least one).
     pub fn start(n: usize) -> std::io::Result<Workers> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue {
+            jobs: Mutex::new(Jobs {
+                waiting: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
         for i in 0..n.max(1) {
-            let rx = Arc::clone(&rx);
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("engine-{i}"))
                 .spawn(move || {
                     loop {
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            // A job that panics drops its reply slot (the caller gets an
-                            // error); the thread goes on serving.
-                            Ok(job) => {
-                                let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                        let job = {
+                            let Ok(mut jobs) = queue.jobs.lock() else {
+                                return;
+                            };
+                            loop {
+                                if let Some(job) = jobs.waiting.pop_front() {
+                                    break job;
+                                }
+                                if jobs.closed {
+                                    return;
+                                }
+                                jobs = match queue.ready.wait(jobs) {
+                                    Ok(j) => j,
+                                    Err(_) => return,
+                                };
                             }
-                            Err(_) => return,
-                        }
+                        };
+                        // A job that panics drops its reply slot (the caller gets an error);
+                        // the thread goes on serving.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
                     }
                 })?;
         }
-        Ok(Workers {
-            jobs: Mutex::new(tx),
-        })
+        Ok(Workers { queue })
     }
 
     /// Runs `f` on the pool and waits (asynchronously) for its answer.
@@ -69,13 +94,23 @@ impl Workers {
             let r = f();
             reply.send(r);
         });
-        let sent = self
+        self.queue
             .jobs
             .lock()
-            .map_err(|_| gone())
-            .and_then(|tx| tx.send(job).map_err(|_| gone()));
-        sent?;
+            .map_err(|_| gone())?
+            .waiting
+            .push_back(job);
+        self.queue.ready.notify_one();
         Answer(slot).await
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.queue.jobs.lock() {
+            jobs.closed = true;
+        }
+        self.queue.ready.notify_all();
     }
 }
 
