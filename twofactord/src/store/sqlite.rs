@@ -1369,6 +1369,43 @@ mod tests {
     use crate::store::conformance;
 
     #[test]
+    fn keys_come_oldest_first_then_by_name() {
+        let mut s = SqliteStore::in_memory().expect("store");
+        let key = |name: &str, id: u8, created: i64| KeyFactor {
+            name: name.into(),
+            credential_id: vec![id; 40],
+            public_key_cose: vec![0xa0],
+            rp_id: "pam://h".into(),
+            sign_count: 0,
+            user_verification: false,
+            source: "enrolled".into(),
+            created,
+            last_used: 0,
+        };
+        let audit = AuditRecord {
+            uid: 1000,
+            event: "test".into(),
+            ..Default::default()
+        };
+        let added = s.add_keys(
+            1000,
+            "alice",
+            &[key("b", 1, 300), key("z", 2, 200), key("a", 3, 300)],
+            Codes::Keep,
+            Existing::NoFactor,
+            &audit,
+        );
+        assert!(matches!(added, Ok(Activation::Done { .. })), "{added:?}");
+        let names: Vec<String> = s
+            .keys(1000)
+            .expect("keys")
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(names, ["z", "a", "b"]);
+    }
+
+    #[test]
     fn sqlite_in_memory_passes_the_conformance_suite() {
         conformance::run_all(|| SqliteStore::in_memory().expect("in-memory db"));
     }
