@@ -12,6 +12,7 @@ pub mod clock;
 pub mod engine;
 pub mod fido2;
 pub mod identity;
+pub mod local_passwd;
 pub mod log;
 pub mod notify;
 pub mod nss_enum;

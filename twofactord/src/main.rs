@@ -9,7 +9,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
 use twofactord::engine::{Clock, Engine, SystemClock};
-use twofactord::identity::{ACCOUNT_TTL, Cached, Nss};
+use twofactord::identity::{ACCOUNT_TTL, Cached};
+use twofactord::local_passwd::FilesFirst;
 use twofactord::policy::Policy;
 use twofactord::policy::StorePolicy;
 use twofactord::store::{SealingKey, SqliteStore};
@@ -541,7 +542,7 @@ fn main() -> ExitCode {
         store,
         policy,
         policy_path,
-        Box::new(Cached::new(Nss, ACCOUNT_TTL)),
+        Box::new(Cached::new(FilesFirst::default(), ACCOUNT_TTL)),
         Box::new(SystemClock),
     )
     .with_last_good_copy(last_good);
