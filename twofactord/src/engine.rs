@@ -158,6 +158,29 @@ fn random_handle() -> Result<String, BusError> {
 }
 
 /// What a user is told while locked out.
+/// Whether a call may wait (NSS, the store's lock, a commit): on a worker thread yes, on the
+/// bus executor no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waits {
+    Allowed,
+    NotAllowed,
+}
+
+/// Why a call that may not wait gave no answer.
+#[derive(Debug)]
+enum Deferred {
+    /// The answer (an error).
+    Bus(BusError),
+    /// It would have had to wait: nothing was done.
+    WouldWait,
+}
+
+impl From<BusError> for Deferred {
+    fn from(e: BusError) -> Self {
+        Deferred::Bus(e)
+    }
+}
+
 fn locked_message(until: i64, now: i64) -> String {
     format!(
         "Too many failed attempts. Try again in {}.",
@@ -753,6 +776,52 @@ impl Engine {
         user: &str,
         context: &HashMap<String, String>,
     ) -> Result<(String, LoginStep), BusError> {
+        self.begin_login_as(Waits::Allowed, caller, user, context)
+            .map_err(|e| match e {
+                Deferred::Bus(e) => e,
+                // Unreachable when waiting is allowed; a denial if it ever came.
+                Deferred::WouldWait => {
+                    BusError::StateUnavailable("the login could not be started".into())
+                }
+            })
+    }
+
+    /// `Login.BeginLogin` if it can be answered at once, without waiting for anything (the
+    /// account known without asking NSS, the store free, nothing to write); `None`: nothing
+    /// was done, ask [`Engine::begin_login`] (on a worker thread). The bus executor answers the
+    /// common case itself this way: no hand-off to a worker and back.
+    pub fn try_begin_login(
+        &self,
+        caller: &Caller,
+        user: &str,
+        context: &HashMap<String, String>,
+    ) -> Option<Result<(String, LoginStep), BusError>> {
+        match self.begin_login_as(Waits::NotAllowed, caller, user, context) {
+            Ok(r) => Some(Ok(r)),
+            Err(Deferred::Bus(e)) => Some(Err(e)),
+            Err(Deferred::WouldWait) => None,
+        }
+    }
+
+    /// The login state machine's first step. With [`Waits::NotAllowed`] it stops with
+    /// [`Deferred::WouldWait`] before anything that could wait (NSS, a busy store, a commit),
+    /// having changed nothing.
+    fn begin_login_as(
+        &self,
+        waits: Waits,
+        caller: &Caller,
+        user: &str,
+        context: &HashMap<String, String>,
+    ) -> Result<(String, LoginStep), Deferred> {
+        let now_only = waits == Waits::NotAllowed;
+        // Stops an answer that cannot wait before a step that might.
+        let wait = |needed: bool| {
+            if needed && now_only {
+                Err(Deferred::WouldWait)
+            } else {
+                Ok(())
+            }
+        };
         check_context(context, &["service", "rhost", "tty", "ruser", "session"])?;
         let ctx = LoginContext {
             service: context.get("service").cloned().unwrap_or_default(),
@@ -761,15 +830,19 @@ impl Engine {
             session: remember_session(caller, context),
         };
         if user.is_empty() {
-            return Err(BusError::InvalidArgument(
-                "a login needs a user name".into(),
-            ));
+            return Err(BusError::InvalidArgument("a login needs a user name".into()).into());
         }
         identity::validate_name(user).map_err(BusError::InvalidArgument)?;
         // The groups are the costly part of a lookup: only when the policy's answer for this
         // login depends on them (the Login methods' authorization never reads the target's).
         let policy = self.policy();
-        let account = if policy.login_reads_groups() {
+        let account = if now_only {
+            // Only an account known without asking NSS; groups always ask it.
+            wait(policy.login_reads_groups())?;
+            let known = self.accounts.user_by_name_without_groups_now(user);
+            wait(known.is_none())?;
+            known
+        } else if policy.login_reads_groups() {
             self.accounts.user_by_name(user)
         } else {
             self.accounts.user_by_name_without_groups(user)
@@ -777,7 +850,7 @@ impl Engine {
         let Some(account) = account else {
             // Only root may learn that a name does not exist.
             if caller.uid != 0 {
-                return Err(BusError::AccessDenied(NOT_YOURS.into()));
+                return Err(BusError::AccessDenied(NOT_YOURS.into()).into());
             }
             return Ok((String::new(), LoginStep::done(Outcome::Denied)));
         };
@@ -785,10 +858,19 @@ impl Engine {
         // A caller over a cap is refused before anything is done for it (such as replacing the
         // user's pending enrollment at login); checked again when the login is stored.
         if let Some(cap) = self.session_cap(caller, account.uid)? {
-            return Err(self.over_cap(cap, &account, caller, Some(&ctx)));
+            wait(true)?;
+            return Err(self.over_cap(cap, &account, caller, Some(&ctx)).into());
         }
 
-        let mut store = self.store()?;
+        let mut store = if now_only {
+            match self.store.try_lock() {
+                Ok(s) => s,
+                Err(std::sync::TryLockError::WouldBlock) => return Err(Deferred::WouldWait),
+                Err(std::sync::TryLockError::Poisoned(_)) => self.store()?,
+            }
+        } else {
+            self.store()?
+        };
         let login = Context {
             service: &ctx.service,
             rhost: &ctx.rhost,
@@ -803,6 +885,7 @@ impl Engine {
         let factors = self.factors_of(store.as_ref(), account.uid)?;
         let enrolled = factors.enrolled(&policy);
         if matches!(eff.reason, Reason::Exempt(_)) {
+            wait(true)?;
             let r = self.record(
                 &account,
                 caller,
@@ -821,6 +904,7 @@ impl Engine {
         }
         let now = self.clock.now();
         if let Some(state) = state.filter(|s| s.locked_until > now) {
+            wait(true)?;
             let r = self.record(
                 &account,
                 caller,
@@ -839,6 +923,7 @@ impl Engine {
             if let Some((window, source)) = policy.remember_window(&ctx.service)
                 && self.is_remembered(account.uid, &ctx, now)
             {
+                wait(true)?;
                 let r = self.record(
                     &account,
                     caller,
@@ -870,6 +955,7 @@ impl Engine {
                 (Stage::Code, LoginStep::prompt(policy.prompt.clone(), false))
             }
         } else {
+            wait(true)?;
             match self.onboard(store.as_mut(), &account, caller, &ctx, &eff, now)? {
                 Onboard::Done(step) => return Ok((String::new(), step)),
                 Onboard::Converse(stage, step) => (stage, step),
@@ -882,7 +968,8 @@ impl Engine {
         sessions.retain(|_, s| s.expires > now);
         if let Some(cap) = limits::session_cap(&sessions, caller, account.uid) {
             drop(sessions);
-            return Err(self.over_cap(cap, &account, caller, Some(&ctx)));
+            wait(true)?;
+            return Err(self.over_cap(cap, &account, caller, Some(&ctx)).into());
         }
         let mut session = LoginSession {
             sender: caller.sender.clone(),

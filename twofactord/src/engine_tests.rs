@@ -804,3 +804,70 @@ fn a_login_reads_groups_only_when_the_policy_names_one() {
     let (e, _) = engine("[exemptions]\ngroups = [\"wheel\"]\n");
     assert!(e.policy().login_reads_groups());
 }
+
+/// An engine whose accounts answer from a cache once looked up (as the daemon's).
+fn engine_with_cache(policy: &str) -> (Engine, FakeClock) {
+    let clock = FakeClock(Arc::new(AtomicI64::new(T0)));
+    let policy =
+        Policy::parse(Path::new("/test/policy.toml"), policy, &accounts()).expect("policy");
+    let e = Engine::new(
+        Box::new(SqliteStore::in_memory().expect("store")),
+        policy,
+        None,
+        Box::new(crate::identity::Cached::new(
+            accounts(),
+            crate::identity::ACCOUNT_TTL,
+        )),
+        Box::new(clock.clone()),
+    );
+    (e, clock)
+}
+
+fn audit_count(e: &Engine) -> usize {
+    e.audit_log(&root(), "alice", 0, 1000).expect("audit").len()
+}
+
+#[test]
+fn a_login_is_begun_at_once_only_when_nothing_has_to_wait() {
+    let (e, clock) = engine_with_cache(
+        "default_mode = \"optional\"\n[exemptions]\nnetworks = [\"192.0.2.0/24\"]\n",
+    );
+    // Not looked up yet: NSS would be asked.
+    assert!(e.try_begin_login(&root(), "alice", &ctx()).is_none());
+    let secret = enroll(&e, &clock, 1000);
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert!(matches!(step.kind, StepKind::Prompt { .. }));
+    // Known now: answered at once, a login like any other.
+    let (handle, step) = e
+        .try_begin_login(&root(), "alice", &ctx())
+        .expect("at once")
+        .expect("begin");
+    assert!(matches!(step.kind, StepKind::Prompt { .. }));
+    clock.advance(30);
+    let done = e
+        .continue_login(&root(), &handle, &code(&secret, clock.now()))
+        .expect("continue");
+    assert_eq!(outcome(&done), Some(Outcome::Success));
+    // The store busy (a commit in progress): not at once.
+    {
+        let _busy = e.store.lock().expect("store");
+        assert!(e.try_begin_login(&root(), "alice", &ctx()).is_none());
+    }
+    // Anything that writes (here an exemption, which is audited) is left to the worker, and
+    // nothing is written meanwhile.
+    let remote = HashMap::from([
+        ("service".to_string(), "sshd".to_string()),
+        ("rhost".to_string(), "192.0.2.7".to_string()),
+    ]);
+    let before = audit_count(&e);
+    assert!(e.try_begin_login(&root(), "alice", &remote).is_none());
+    assert_eq!(audit_count(&e), before);
+    let (_, step) = e.begin_login(&root(), "alice", &remote).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::NotRequired));
+    assert_eq!(audit_count(&e), before + 1);
+    // Errors are answers too: another caller's login of alice.
+    assert!(matches!(
+        e.try_begin_login(&caller(1001), "alice", &ctx()),
+        Some(Err(BusError::AccessDenied(_)))
+    ));
+}

@@ -47,6 +47,13 @@ pub trait Accounts: Send + Sync {
     fn user_by_name_without_groups(&self, name: &str) -> Option<Account> {
         self.user_by_name(name)
     }
+    /// As [`Accounts::user_by_name_without_groups`], only if the answer is at hand without
+    /// waiting (kept from an earlier lookup, or read from a local index): `None` means "ask",
+    /// not "no such user".
+    fn user_by_name_without_groups_now(&self, name: &str) -> Option<Account> {
+        let _ = name;
+        None
+    }
     /// Looks up a user by uid, with their groups.
     fn user_by_uid(&self, uid: u32) -> Option<Account>;
     /// Looks up a group's gid (the policy asks, to warn about names NSS does not know).
@@ -221,6 +228,15 @@ impl<A: Accounts> Accounts for Cached<A> {
         }
         self.bare_by_name.put(a.name.clone(), a.clone());
         Some(a)
+    }
+
+    fn user_by_name_without_groups_now(&self, name: &str) -> Option<Account> {
+        self.check_files();
+        let key = name.to_string();
+        self.by_name
+            .get(&key)
+            .or_else(|| self.bare_by_name.get(&key))
+            .or_else(|| self.inner.user_by_name_without_groups_now(name))
     }
 
     fn user_by_uid(&self, uid: u32) -> Option<Account> {

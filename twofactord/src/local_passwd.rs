@@ -71,15 +71,32 @@ impl FilesFirst {
         }
     }
 
-    /// The entry for `name`, re-reading the files if they changed; `None`: ask NSS.
-    fn entry(&self, name: &str) -> Option<Entry> {
+    /// The entry for `name`; `None`: ask NSS. If the files changed, they are read again, or,
+    /// without `reread` (no time to wait), the answer is `None`.
+    fn entry(&self, name: &str, reread: bool) -> Option<Entry> {
         let stamps = (stamp(&self.nsswitch), stamp(&self.passwd));
         let mut index = self.index.lock().ok()?;
         if index.stamps != stamps {
+            if !reread {
+                return None;
+            }
             index.by_name = self.build(stamps.1);
             index.stamps = stamps;
         }
         index.by_name.as_ref()?.get(name).copied()
+    }
+
+    fn account(&self, name: &str, reread: bool) -> Option<Account> {
+        validate_name(name).ok()?;
+        match self.entry(name, reread)? {
+            Entry::User { uid, gid } => Some(Account {
+                name: name.to_string(),
+                uid,
+                gids: vec![gid],
+                groups: Vec::new(),
+            }),
+            Entry::Unsure => None,
+        }
     }
 
     fn build(&self, passwd: Option<Stamp>) -> Option<HashMap<String, Entry>> {
@@ -160,16 +177,13 @@ impl Accounts for FilesFirst {
     }
 
     fn user_by_name_without_groups(&self, name: &str) -> Option<Account> {
-        validate_name(name).ok()?;
-        match self.entry(name) {
-            Some(Entry::User { uid, gid }) => Some(Account {
-                name: name.to_string(),
-                uid,
-                gids: vec![gid],
-                groups: Vec::new(),
-            }),
-            _ => Nss.user_by_name_without_groups(name),
-        }
+        self.account(name, true)
+            .or_else(|| Nss.user_by_name_without_groups(name))
+    }
+
+    /// From the index only, and only if it is up to date (reading the files could wait).
+    fn user_by_name_without_groups_now(&self, name: &str) -> Option<Account> {
+        self.account(name, false)
     }
 
     fn user_by_uid(&self, uid: u32) -> Option<Account> {
@@ -259,12 +273,27 @@ mod tests {
         std::fs::write(&nsswitch, "passwd: files\n").unwrap();
         std::fs::write(&passwd, "zed:x:5000:5000::/:/bin/sh\n").unwrap();
         let f = FilesFirst::at(&passwd, &nsswitch);
+        assert_eq!(
+            f.user_by_name_without_groups_now("zed"),
+            None,
+            "not read yet"
+        );
         let zed = f.user_by_name_without_groups("zed").expect("zed");
+        assert_eq!(f.user_by_name_without_groups_now("zed"), Some(zed.clone()));
         assert_eq!((zed.uid, zed.gids.as_slice()), (5000, &[5000][..]));
         std::fs::write(&passwd, "zed:x:5001:5000::/:/bin/sh\nxy:x:1:1::/:/bin/sh\n").unwrap();
         assert_eq!(
+            f.user_by_name_without_groups_now("zed"),
+            None,
+            "changed: not at hand"
+        );
+        assert_eq!(
             f.user_by_name_without_groups("zed").map(|a| a.uid),
             Some(5001)
+        );
+        assert_eq!(
+            f.user_by_name_without_groups_now("xy").map(|a| a.uid),
+            Some(1)
         );
         // Not files first: NSS answers (it has no zed).
         std::fs::write(&nsswitch, "passwd: sss files\n").unwrap();

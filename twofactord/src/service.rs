@@ -180,10 +180,16 @@ impl LoginIface {
         let caller = self.0.callers.identify(&hdr).await?;
         plain_text(&[("user", &user)])?;
         plain_map("context", &context)?;
-        let r = self
-            .0
-            .run(&caller, move |e, c| e.begin_login(c, &user, &context))
-            .await;
+        // The common case is answered here, without a hand-off to a worker and back; anything
+        // that could wait (NSS, a busy store, a commit) goes to the pool.
+        let r = match self.0.engine.try_begin_login(&caller, &user, &context) {
+            Some(r) => r,
+            None => {
+                self.0
+                    .run(&caller, move |e, c| e.begin_login(c, &user, &context))
+                    .await
+            }
+        };
         log_denied("BeginLogin", &caller, r).map(|(h, s)| (h, s.into()))
     }
 
