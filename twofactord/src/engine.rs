@@ -1024,7 +1024,9 @@ impl Engine {
         now: i64,
     ) -> Result<Onboard, BusError> {
         let policy = self.policy();
-        let onboarding = policy.onboarding(account);
+        // The login's account may have been looked up without groups under a policy that
+        // named none; this policy may (a reload in between).
+        let onboarding = policy.onboarding(&self.with_groups(account));
         let starter = store.unused_recovery(account.uid).map_err(store_err)?.len();
         if starter > 0 {
             return Ok(Onboard::Converse(
