@@ -143,10 +143,16 @@ pub struct Engine {
     cap_audits: Mutex<limits::CapAudits>,
     /// The offline snapshot and the last good policy copy.
     persisted: offline::Persisted,
+    /// The store keeps copies of the users it served (the fleet's offline cache).
+    keeps_copies: bool,
 }
 
 fn store_err(e: StoreError) -> BusError {
     crate::log::error(&format!("{e}"));
+    if e.is_unreachable() {
+        // The fleet's database is down: say so (what waits, what goes on), never more.
+        return BusError::StateUnavailable(format!("{}; nothing was changed", e.0));
+    }
     BusError::StateUnavailable("the daemon cannot access its state; nothing was changed".into())
 }
 
@@ -272,6 +278,7 @@ impl Engine {
         clock: Box<dyn Clock>,
     ) -> Engine {
         Engine {
+            keeps_copies: store.keeps_offline_copies(),
             store: Mutex::new(store),
             policy: RwLock::new(Arc::new(policy)),
             policy_path,
@@ -746,8 +753,8 @@ impl Engine {
         Ok(failure.locked_until)
     }
 
-    /// `Login.BeginLogin`.
-    pub fn begin_login(
+    /// `Login.BeginLogin` (see [`Engine::begin_login`]).
+    fn begin_login_inner(
         &self,
         caller: &Caller,
         user: &str,
@@ -1093,8 +1100,8 @@ impl Engine {
         }
     }
 
-    /// `Login.Continue`: the answer to the current prompt.
-    pub fn continue_login(
+    /// `Login.Continue` (see [`Engine::continue_login`]).
+    fn continue_login_inner(
         &self,
         caller: &Caller,
         handle: &str,
@@ -2034,6 +2041,8 @@ mod keys;
 
 #[path = "engine_offline.rs"]
 mod offline;
+#[path = "engine_fleet.rs"]
+mod fleet;
 pub use offline::write_private;
 #[path = "engine_backup.rs"]
 pub mod backup;

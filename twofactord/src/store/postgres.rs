@@ -147,6 +147,7 @@ pub fn nss_name_of(uid: u32) -> Option<String> {
 }
 
 /// What a [`PostgresStore`] is opened with.
+#[derive(Clone)]
 pub struct PgOptions {
     /// The policy's `store.url` (no password in it).
     pub url: String,
@@ -682,6 +683,18 @@ fn pg_error(e: &::postgres::Error, sql: &str) -> StoreError {
     StoreError(format!("PostgreSQL: {}", describe(e)))
 }
 
+/// Whether an error says the database could not be used at all (the connection failed,
+/// dropped or the server is shutting down), rather than refusing a statement.
+fn is_transport(e: &::postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+    }
+}
+
 /// A connection with its prepared statements.
 struct Conn {
     client: Client,
@@ -767,6 +780,11 @@ pub struct PostgresStore {
     names: Mutex<HashMap<u32, (String, Instant)>>,
     conn: Mutex<Option<Conn>>,
     breaker: Breaker,
+    /// Opened during an outage ([`Self::open_deferred`]): the schema is still to be created or
+    /// checked, at the first connection.
+    schema_pending: std::sync::atomic::AtomicBool,
+    /// Create or upgrade the schema if needed.
+    create_schema: bool,
 }
 
 /// After a failed connection, calls fail at once for a while instead of each waiting for the
@@ -853,6 +871,8 @@ impl PostgresStore {
                 open_until: Mutex::new(None),
                 skipped: std::sync::atomic::AtomicU64::new(0),
             },
+            schema_pending: std::sync::atomic::AtomicBool::new(false),
+            create_schema: options.create_schema,
         };
         let mut client = store.connect()?;
         store.prepare_schema(&mut client, options.create_schema)?;
@@ -861,6 +881,44 @@ impl PostgresStore {
             statements: HashMap::new(),
         });
         Ok(store)
+    }
+
+    /// As [`Self::open`], but a database that cannot be reached now is not fatal (a host
+    /// starting during an outage, with an offline cache to serve from): the store is returned
+    /// with the connection error, and the schema is created or checked at the first connection.
+    pub fn open_deferred(options: PgOptions) -> StoreResult<(PostgresStore, Option<StoreError>)> {
+        let create = options.create_schema;
+        let url = options.url.clone();
+        match Self::open(options.clone()) {
+            Ok(store) => Ok((store, None)),
+            Err(e) if e.0.starts_with("cannot connect to PostgreSQL") => {
+                let parsed = parse_url(&url)?;
+                let tls = tls::connector(&parsed)?;
+                let password = match options.password {
+                    Some(p) => Some(p),
+                    None => pgpass_password(&parsed.config)?,
+                };
+                let store = PostgresStore {
+                    url: parsed,
+                    tls,
+                    password,
+                    key: options.key,
+                    host: options.host,
+                    name_of: options.name_of,
+                    names: Mutex::new(HashMap::new()),
+                    conn: Mutex::new(None),
+                    breaker: Breaker {
+                        hold: BREAKER_HOLD,
+                        open_until: Mutex::new(Some(Instant::now() + BREAKER_HOLD)),
+                        skipped: std::sync::atomic::AtomicU64::new(0),
+                    },
+                    schema_pending: std::sync::atomic::AtomicBool::new(true),
+                    create_schema: create,
+                };
+                Ok((store, Some(StoreError::unreachable(e.0))))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets how long the database is not tried after a failed connection (default
@@ -916,7 +974,7 @@ impl PostgresStore {
             }
             Err(e) => {
                 *open = Some(now + self.breaker.hold);
-                Err(StoreError(format!(
+                Err(StoreError::unreachable(format_args!(
                     "{}; not tried again for {} s",
                     e.0,
                     self.breaker.hold.as_secs()
@@ -1083,7 +1141,15 @@ impl PostgresStore {
         let mut guard = self.lock_conn()?;
         if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
             *guard = None;
-            let client = self.connect_or_skip()?;
+            let mut client = self.connect_or_skip()?;
+            if self
+                .schema_pending
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                self.prepare_schema(&mut client, self.create_schema)?;
+                self.schema_pending
+                    .store(false, std::sync::atomic::Ordering::Release);
+            }
             *guard = Some(Conn {
                 client,
                 statements: HashMap::new(),
@@ -1111,7 +1177,11 @@ impl PostgresStore {
                 if e.is_closed() || conn.client.is_closed() {
                     *guard = None;
                 }
-                Err(Fail::Store(pg_error(&e, sql)))
+                let err = pg_error(&e, sql);
+                if is_transport(&e) {
+                    return Err(Fail::Store(StoreError::unreachable(err.0)));
+                }
+                Err(Fail::Store(err))
             }
             Err(other @ (Fail::Store(_) | Fail::Rollback(_))) => Err(other),
             Err(Fail::Mismatch { name, fleet, here }) => {

@@ -1,0 +1,1288 @@
+//! The fleet store with its offline cache: the fleet's database (a [`Store`], PostgreSQL in the
+//! daemon) in front, and a private SQLite file in the state directory that lets a host go on
+//! serving, while the database is unreachable, the users it has served recently.
+//!
+//! Online, every call goes to the database. After a login there ends in success (or 2FA did
+//! not apply), [`Store::served`] copies the user's login state into the cache: the state row,
+//! the TOTP factor (secret sealed under the store key, bound to the user and `cache-totp`),
+//! the security keys and the unused recovery codes, with the time the user was served.
+//!
+//! When the database cannot be reached ([`StoreError::is_unreachable`]):
+//! - the reads a login makes are answered from the cache for users served within the
+//!   `max_age` (`store.offline_max_age`); anyone else is refused (fail closed);
+//! - a TOTP step, a recovery code or a key counter is accepted against the cache, with the
+//!   cache's own replay protection (the last step, used codes and counters as last seen in the
+//!   database, and everything accepted offline since), and recorded in a journal in the same
+//!   durable transaction; failures count toward a local lockout and are journaled;
+//! - audit records are journaled, marked `offline`;
+//! - every other change (enrollment, admin actions) is refused with a clear message.
+//!
+//! Before any change goes to the database again, the journal is pushed, oldest first: the
+//! steps, codes and counters are applied with the database's own conditional updates (a step
+//! already superseded there is only audited), failures are counted toward the fleet-wide
+//! lockout, audit records are appended. A code used offline on this host is then refused on
+//! every host. [`Store::maintain`] pushes the journal, drops copies older than `max_age` and
+//! refreshes the others from the database, so an admin's change on another host reaches the
+//! cache within [`REFRESH_EVERY`].
+//!
+//! Limits (stated in the README): while hosts are cut off from the database, each can accept
+//! a code that another host accepts too (at most once per host); an admin's reset reaches a
+//! cut-off host only when it is back.
+#![forbid(unsafe_code)]
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::seal::{Binding, SealingKey};
+use super::*;
+
+/// The cache's file in the state directory.
+pub const CACHE_FILE: &str = "fleet-cache.sqlite3";
+
+/// How often [`Store::maintain`] refreshes a cached user from the database.
+pub const REFRESH_EVERY: i64 = 300;
+
+/// At most this many users are refreshed per [`Store::maintain`] call.
+const REFRESH_BATCH: usize = 100;
+
+const CACHE_SCHEMA_VERSION: i64 = 1;
+
+const CACHE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    uid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    served_at INTEGER NOT NULL,
+    refreshed_at INTEGER NOT NULL,
+    has_state INTEGER NOT NULL,
+    admin_required INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    lock_level INTEGER NOT NULL DEFAULT 0,
+    locked_until INTEGER NOT NULL DEFAULT 0,
+    last_totp_step INTEGER,
+    required_since INTEGER
+);
+CREATE TABLE IF NOT EXISTS totp (
+    uid INTEGER PRIMARY KEY REFERENCES users (uid) ON DELETE CASCADE,
+    secret BLOB NOT NULL,
+    algorithm TEXT NOT NULL,
+    digits INTEGER NOT NULL,
+    period INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    last_used INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recovery (
+    uid INTEGER NOT NULL REFERENCES users (uid) ON DELETE CASCADE,
+    id INTEGER NOT NULL,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    used_at INTEGER,
+    PRIMARY KEY (uid, id)
+);
+CREATE TABLE IF NOT EXISTS keys (
+    uid INTEGER NOT NULL REFERENCES users (uid) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    credential_id BLOB NOT NULL,
+    public_key BLOB NOT NULL,
+    rp_id TEXT NOT NULL,
+    sign_count INTEGER NOT NULL,
+    user_verification INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    last_used INTEGER NOT NULL,
+    PRIMARY KEY (uid, name)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    value INTEGER NOT NULL DEFAULT 0,
+    credential_id BLOB,
+    max_failures INTEGER NOT NULL DEFAULT 0,
+    lockout INTEGER NOT NULL DEFAULT 0,
+    escalation INTEGER NOT NULL DEFAULT 0,
+    max_lockout INTEGER NOT NULL DEFAULT 0,
+    time INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    event TEXT NOT NULL,
+    result TEXT NOT NULL,
+    service TEXT NOT NULL,
+    rhost TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    failed TEXT
+);
+CREATE TABLE IF NOT EXISTS sealing (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key_check BLOB NOT NULL
+);
+";
+
+const KEY_CHECK: Binding<'static> = Binding {
+    user: "",
+    factor: "cache-key-check",
+};
+const KEY_CHECK_TEXT: &[u8] = b"twofactor fleet cache key check";
+
+/// What the cache holds of one user: what a login reads.
+#[derive(Debug, Clone)]
+pub struct UserCopy {
+    /// The user's state row, if the database has one.
+    pub state: Option<UserState>,
+    /// The authenticator app.
+    pub totp: Option<TotpFactor>,
+    /// Security keys.
+    pub keys: Vec<KeyFactor>,
+    /// Unused recovery codes.
+    pub recovery: Vec<StoredCode>,
+}
+
+/// One journaled offline change, as pushed.
+#[derive(Debug, Clone)]
+enum Change {
+    Totp(u64),
+    Recovery(i64),
+    Key(Vec<u8>, u32),
+    Failure(RateLimit),
+    Audit,
+}
+
+/// The offline cache: a private SQLite file. See the module documentation.
+pub struct OfflineCache {
+    conn: Connection,
+    key: SealingKey,
+}
+
+impl fmt::Debug for OfflineCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OfflineCache")
+    }
+}
+
+fn seal_binding<'a>(name: &'a str) -> Binding<'a> {
+    Binding {
+        user: name,
+        factor: "cache-totp",
+    }
+}
+
+fn audit_of(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        time: row.get(at)?,
+        uid: row.get(at + 1)?,
+        user: row.get(at + 2)?,
+        event: row.get(at + 3)?,
+        result: row.get(at + 4)?,
+        service: row.get(at + 5)?,
+        rhost: row.get(at + 6)?,
+        actor: row.get(at + 7)?,
+        detail: row.get(at + 8)?,
+    })
+}
+
+/// `detail` marked as written while the database was unreachable.
+fn offline_detail(detail: &str) -> String {
+    if detail.is_empty() {
+        "offline".to_string()
+    } else {
+        format!("{detail}; offline")
+    }
+}
+
+impl OfflineCache {
+    /// Opens (creating if needed) the cache in `state_dir` (which the daemon has prepared:
+    /// root-only). Copies sealed under another key are dropped (the journal is kept: it holds
+    /// no secret).
+    pub fn open(state_dir: &Path, key: SealingKey) -> StoreResult<OfflineCache> {
+        let path = state_dir.join(CACHE_FILE);
+        if let Ok(m) = std::fs::symlink_metadata(&path)
+            && !m.file_type().is_file()
+        {
+            return Err(StoreError(format!(
+                "{} is not a regular file: refused",
+                path.display()
+            )));
+        }
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        );
+        nix::sys::stat::umask(old);
+        let conn = conn.map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        Self::init(conn, key)
+    }
+
+    /// A cache in memory (tests).
+    pub fn in_memory(key: SealingKey) -> StoreResult<OfflineCache> {
+        Self::init(Connection::open_in_memory()?, key)
+    }
+
+    fn init(conn: Connection, key: SealingKey) -> StoreResult<OfflineCache> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Offline acceptances and the journal must survive a power cut: a code accepted is
+        // never accepted again.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > CACHE_SCHEMA_VERSION {
+            return Err(StoreError(format!(
+                "the offline cache has schema version {version}, newer than this daemon's \
+                 ({CACHE_SCHEMA_VERSION})"
+            )));
+        }
+        conn.execute_batch(CACHE_SCHEMA)?;
+        conn.pragma_update(None, "user_version", CACHE_SCHEMA_VERSION)?;
+        let check: Option<Vec<u8>> = conn
+            .query_row("SELECT key_check FROM sealing WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let opens = check
+            .as_deref()
+            .is_some_and(|c| key.open(c, KEY_CHECK).is_ok_and(|t| t.as_slice() == KEY_CHECK_TEXT));
+        if !opens {
+            // Another key (rotated) or a new cache: the copies are dropped, never misread.
+            let sealed = key.seal(KEY_CHECK_TEXT, KEY_CHECK)?;
+            let tx = conn.unchecked_transaction()?;
+            tx.execute("DELETE FROM users", [])?;
+            tx.execute(
+                "INSERT INTO sealing (id, key_check) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET key_check = excluded.key_check",
+                params![sealed],
+            )?;
+            tx.commit()?;
+        }
+        Ok(OfflineCache { conn, key })
+    }
+
+    /// Stores `copy` of `uid` (`name`), served at `served_at` (`None`: keeps the time it was
+    /// last served; nothing is stored for a user not cached yet), refreshed at `now`.
+    pub fn put(
+        &mut self,
+        uid: u32,
+        name: &str,
+        copy: &UserCopy,
+        served_at: Option<i64>,
+        now: i64,
+    ) -> StoreResult<()> {
+        let secret = match &copy.totp {
+            Some(t) => Some(self.key.seal(t.secret.as_bytes(), seal_binding(name))?),
+            None => None,
+        };
+        let tx = self.conn.transaction()?;
+        let served: Option<i64> = match served_at {
+            Some(at) => Some(at),
+            None => tx
+                .query_row(
+                    "SELECT served_at FROM users WHERE uid = ?1",
+                    params![uid],
+                    |r| r.get(0),
+                )
+                .optional()?,
+        };
+        let Some(served) = served else {
+            return Ok(());
+        };
+        // Offline acceptances not yet pushed stay in force over an older copy.
+        let local: Option<(Option<i64>, u32, u32, i64)> = tx
+            .query_row(
+                "SELECT last_totp_step, failures, lock_level, locked_until FROM users
+                 WHERE uid = ?1",
+                params![uid],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let pending = journal_has(&tx, uid)?;
+        tx.execute("DELETE FROM users WHERE uid = ?1", params![uid])?;
+        let st = copy.state.clone().unwrap_or_default();
+        let mut last_step = st.last_totp_step.map(|s| s as i64);
+        let (mut failures, mut level, mut until) = (st.failures, st.lock_level, st.locked_until);
+        if let (true, Some((step, f, l, u))) = (pending, local) {
+            last_step = last_step.max(step);
+            failures = failures.max(f);
+            level = level.max(l);
+            until = until.max(u);
+        }
+        tx.execute(
+            "INSERT INTO users (uid, name, served_at, refreshed_at, has_state, admin_required,
+                                failures, lock_level, locked_until, last_totp_step,
+                                required_since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                uid,
+                name,
+                served,
+                now,
+                copy.state.is_some(),
+                st.admin_required,
+                failures,
+                level,
+                until,
+                last_step,
+                st.required_since
+            ],
+        )?;
+        if let (Some(t), Some(secret)) = (&copy.totp, secret) {
+            tx.execute(
+                "INSERT INTO totp (uid, secret, algorithm, digits, period, created, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    uid,
+                    secret,
+                    t.params.algorithm.as_str(),
+                    t.params.digits,
+                    t.params.period as i64,
+                    t.created,
+                    t.last_used
+                ],
+            )?;
+        }
+        let used_here = used_offline(&tx, uid)?;
+        for c in &copy.recovery {
+            if used_here.contains(&c.id) {
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO recovery (uid, id, salt, hash) VALUES (?1, ?2, ?3, ?4)",
+                params![uid, c.id, c.salt, c.hash],
+            )?;
+        }
+        let counters = counters_offline(&tx, uid)?;
+        for k in &copy.keys {
+            let count = counters
+                .iter()
+                .filter(|(id, _)| id == &k.credential_id)
+                .map(|(_, c)| *c)
+                .fold(k.sign_count, u32::max);
+            tx.execute(
+                "INSERT INTO keys (uid, name, credential_id, public_key, rp_id, sign_count,
+                                   user_verification, source, created, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    uid,
+                    k.name,
+                    k.credential_id,
+                    k.public_key_cose,
+                    k.rp_id,
+                    count,
+                    k.user_verification,
+                    k.source,
+                    k.created,
+                    k.last_used
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether `uid` was served at or after `since`.
+    fn fresh(&self, uid: u32, since: i64) -> StoreResult<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT served_at >= ?2 FROM users WHERE uid = ?1",
+                params![uid, since],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    /// The cached state of `uid` (`None`: the database had no state row).
+    fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, has_state, admin_required, failures, lock_level, locked_until,
+                        last_totp_step, required_since
+                 FROM users WHERE uid = ?1",
+                params![uid],
+                |r| {
+                    let has: bool = r.get(1)?;
+                    Ok(has.then_some(()).map(|()| -> rusqlite::Result<UserState> {
+                        Ok(UserState {
+                            uid,
+                            name: r.get(0)?,
+                            admin_required: r.get(2)?,
+                            failures: r.get(3)?,
+                            lock_level: r.get(4)?,
+                            locked_until: r.get(5)?,
+                            last_totp_step: r.get::<_, Option<i64>>(6)?.map(|s| s as u64),
+                            required_since: r.get(7)?,
+                        })
+                    }))
+                },
+            )
+            .optional()?
+            .flatten()
+            .transpose()?)
+    }
+
+    fn totp(&self, uid: u32) -> StoreResult<Option<TotpFactor>> {
+        let row: Option<(String, Vec<u8>, String, u8, i64, i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT u.name, t.secret, t.algorithm, t.digits, t.period, t.created,
+                        t.last_used
+                 FROM totp t JOIN users u ON u.uid = t.uid WHERE t.uid = ?1",
+                params![uid],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((name, sealed, alg, digits, period, created, last_used)) = row else {
+            return Ok(None);
+        };
+        let open = self.key.open(&sealed, seal_binding(&name))?;
+        let algorithm = Algorithm::parse(&alg)
+            .ok_or_else(|| StoreError(format!("offline cache: unknown algorithm {alg:?}")))?;
+        let period = u64::try_from(period)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| StoreError("offline cache: a bad TOTP period".into()))?;
+        Ok(Some(TotpFactor {
+            secret: TotpSecret::from_bytes(open.to_vec()),
+            params: TotpParams {
+                algorithm,
+                digits,
+                period,
+            },
+            created,
+            last_used,
+        }))
+    }
+
+    fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, credential_id, public_key, rp_id, sign_count, user_verification,
+                    source, created, last_used
+             FROM keys WHERE uid = ?1 ORDER BY created, name",
+        )?;
+        let rows = stmt.query_map(params![uid], |r| {
+            Ok(KeyFactor {
+                name: r.get(0)?,
+                credential_id: r.get(1)?,
+                public_key_cose: r.get(2)?,
+                rp_id: r.get(3)?,
+                sign_count: r.get(4)?,
+                user_verification: r.get(5)?,
+                source: r.get(6)?,
+                created: r.get(7)?,
+                last_used: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![uid], |r| {
+            Ok(StoredCode {
+                id: r.get(0)?,
+                salt: r.get(1)?,
+                hash: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Accepts `change` for `uid` against the cache and journals it with `audit`, in one
+    /// durable transaction. False when the cache refuses it (a replay; the journal is not
+    /// touched).
+    fn accept(&mut self, uid: u32, change: &Change, now: i64, audit: &AuditRecord) -> StoreResult<bool> {
+        let tx = self.conn.transaction()?;
+        let changed = match change {
+            Change::Totp(step) => {
+                let step = i64::try_from(*step)
+                    .map_err(|_| StoreError("a TOTP step out of range".into()))?;
+                let n = tx.execute(
+                    "UPDATE users SET last_totp_step = ?2, failures = 0, lock_level = 0
+                     WHERE uid = ?1 AND (last_totp_step IS NULL OR last_totp_step < ?2)",
+                    params![uid, step],
+                )?;
+                if n == 1 {
+                    tx.execute(
+                        "UPDATE totp SET last_used = ?2 WHERE uid = ?1",
+                        params![uid, now],
+                    )?;
+                }
+                n
+            }
+            Change::Recovery(id) => {
+                let n = tx.execute(
+                    "UPDATE recovery SET used_at = ?3 WHERE uid = ?1 AND id = ?2
+                     AND used_at IS NULL",
+                    params![uid, id, now],
+                )?;
+                if n == 1 {
+                    tx.execute(
+                        "UPDATE users SET failures = 0, lock_level = 0 WHERE uid = ?1",
+                        params![uid],
+                    )?;
+                }
+                n
+            }
+            Change::Key(credential, count) => {
+                let n = tx.execute(
+                    "UPDATE keys SET sign_count = ?3, last_used = ?4
+                     WHERE uid = ?1 AND credential_id = ?2
+                       AND (sign_count < ?3 OR (sign_count = 0 AND ?3 = 0))",
+                    params![uid, credential, count, now],
+                )?;
+                if n == 1 {
+                    tx.execute(
+                        "UPDATE users SET failures = 0, lock_level = 0 WHERE uid = ?1",
+                        params![uid],
+                    )?;
+                }
+                n
+            }
+            Change::Failure(_) | Change::Audit => 1,
+        };
+        if changed != 1 {
+            return Ok(false);
+        }
+        journal(&tx, uid, change, audit)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Counts a failure against the cached state and journals it.
+    fn record_failure(
+        &mut self,
+        uid: u32,
+        now: i64,
+        limit: &RateLimit,
+        audit: &AuditRecord,
+    ) -> StoreResult<FailureOutcome> {
+        let tx = self.conn.transaction()?;
+        let (failures, level): (u32, u32) = tx
+            .query_row(
+                "SELECT failures, lock_level FROM users WHERE uid = ?1",
+                params![uid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, 0));
+        let failures = failures.saturating_add(1);
+        let outcome = if failures >= limit.max_failures {
+            let level = level.saturating_add(1);
+            let secs = i64::try_from(limit.lockout_for(level).as_secs()).unwrap_or(i64::MAX);
+            let until = now.saturating_add(secs);
+            tx.execute(
+                "UPDATE users SET failures = 0, lock_level = ?2, locked_until = ?3 WHERE uid = ?1",
+                params![uid, level, until],
+            )?;
+            FailureOutcome {
+                failures,
+                locked_until: Some(until),
+            }
+        } else {
+            tx.execute(
+                "UPDATE users SET failures = ?2 WHERE uid = ?1",
+                params![uid, failures],
+            )?;
+            FailureOutcome {
+                failures,
+                locked_until: None,
+            }
+        };
+        journal(&tx, uid, &Change::Failure(limit.clone()), audit)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Journals an audit record.
+    fn journal_audit(&mut self, record: &AuditRecord) -> StoreResult<()> {
+        let tx = self.conn.transaction()?;
+        journal(&tx, record.uid, &Change::Audit, record)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The journal entries not yet pushed, oldest first.
+    fn pending(&self) -> StoreResult<Vec<(i64, u32, Change, AuditRecord)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, kind, uid, value, credential_id, max_failures, lockout, escalation,
+                    max_lockout, time, uid, user, event, result, service, rhost, actor, detail
+             FROM journal WHERE failed IS NULL ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let kind: String = r.get(1)?;
+            let value: i64 = r.get(3)?;
+            let change = match kind.as_str() {
+                "totp" => Some(Change::Totp(value as u64)),
+                "recovery" => Some(Change::Recovery(value)),
+                "key" => Some(Change::Key(
+                    r.get::<_, Option<Vec<u8>>>(4)?.unwrap_or_default(),
+                    u32::try_from(value).unwrap_or(u32::MAX),
+                )),
+                "failure" => Some(Change::Failure(RateLimit {
+                    max_failures: r.get(5)?,
+                    lockout: std::time::Duration::from_secs(r.get::<_, i64>(6)?.max(0) as u64),
+                    escalation: r.get(7)?,
+                    max_lockout: std::time::Duration::from_secs(r.get::<_, i64>(8)?.max(0) as u64),
+                })),
+                "audit" => Some(Change::Audit),
+                _ => None,
+            };
+            Ok((r.get(0)?, r.get(2)?, change, kind, audit_of(r, 9)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, uid, change, kind, audit) = row?;
+            match change {
+                Some(c) => out.push((seq, uid, c, audit)),
+                None => self.mark_failed(seq, &format!("unknown kind {kind:?}"))?,
+            }
+        }
+        Ok(out)
+    }
+
+    fn done(&self, seq: i64) -> StoreResult<()> {
+        self.conn
+            .execute("DELETE FROM journal WHERE seq = ?1", params![seq])?;
+        Ok(())
+    }
+
+    fn mark_failed(&self, seq: i64, why: &str) -> StoreResult<()> {
+        self.conn.execute(
+            "UPDATE journal SET failed = ?2 WHERE seq = ?1",
+            params![seq, why],
+        )?;
+        Ok(())
+    }
+
+    fn has_pending(&self) -> StoreResult<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM journal WHERE failed IS NULL)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Drops the copies of users not served since `before`; returns how many.
+    fn expire(&mut self, before: i64) -> StoreResult<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM users WHERE served_at < ?1", params![before])?)
+    }
+
+    /// Users cached, with their names, whose copy was refreshed before `before`, oldest
+    /// first, at most `n`.
+    fn stale(&self, before: i64, n: usize) -> StoreResult<Vec<(u32, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT uid, name FROM users WHERE refreshed_at < ?1 ORDER BY refreshed_at LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![before, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every cached uid (the users this host may serve offline).
+    fn uids(&self) -> StoreResult<Vec<u32>> {
+        let mut stmt = self.conn.prepare("SELECT uid FROM users ORDER BY uid")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn journal_has(tx: &Transaction<'_>, uid: u32) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM journal WHERE uid = ?1 AND failed IS NULL)",
+        params![uid],
+        |r| r.get(0),
+    )
+}
+
+/// Recovery code ids used offline and not yet pushed.
+fn used_offline(tx: &Transaction<'_>, uid: u32) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = tx.prepare(
+        "SELECT value FROM journal WHERE uid = ?1 AND kind = 'recovery' AND failed IS NULL",
+    )?;
+    let rows = stmt.query_map(params![uid], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Key counters accepted offline and not yet pushed.
+fn counters_offline(tx: &Transaction<'_>, uid: u32) -> rusqlite::Result<Vec<(Vec<u8>, u32)>> {
+    let mut stmt = tx.prepare(
+        "SELECT credential_id, value FROM journal WHERE uid = ?1 AND kind = 'key'
+         AND failed IS NULL",
+    )?;
+    let rows = stmt.query_map(params![uid], |r| {
+        Ok((
+            r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
+            u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
+        ))
+    })?;
+    rows.collect()
+}
+
+fn journal(tx: &Transaction<'_>, uid: u32, change: &Change, a: &AuditRecord) -> StoreResult<()> {
+    let (kind, value, credential, limit): (&str, i64, Option<&[u8]>, Option<&RateLimit>) =
+        match change {
+            Change::Totp(step) => (
+                "totp",
+                i64::try_from(*step).map_err(|_| StoreError("a TOTP step out of range".into()))?,
+                None,
+                None,
+            ),
+            Change::Recovery(id) => ("recovery", *id, None, None),
+            Change::Key(c, n) => ("key", i64::from(*n), Some(c.as_slice()), None),
+            Change::Failure(l) => ("failure", 0, None, Some(l)),
+            Change::Audit => ("audit", 0, None, None),
+        };
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO journal (kind, uid, value, credential_id, max_failures, lockout, escalation,
+                              max_lockout, time, user, event, result, service, rhost, actor,
+                              detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        params![
+            kind,
+            uid,
+            value,
+            credential,
+            limit.map_or(0, |l| l.max_failures),
+            limit.map_or(0, |l| secs(l.lockout)),
+            limit.map_or(0, |l| l.escalation),
+            limit.map_or(0, |l| secs(l.max_lockout)),
+            a.time,
+            a.user,
+            a.event,
+            a.result,
+            a.service,
+            a.rhost,
+            a.actor,
+            offline_detail(&a.detail)
+        ],
+    )?;
+    Ok(())
+}
+
+/// The fleet's database with an offline cache in front of it. See the module documentation.
+pub struct FleetStore {
+    remote: Box<dyn Store>,
+    cache: OfflineCache,
+    /// Users served longer ago than this (seconds) are not served offline.
+    max_age: i64,
+    /// The clock for "served within max_age" on reads (which get no `now`).
+    clock: fn() -> i64,
+    /// Whether the last call found the database unreachable (for the log: one line per
+    /// outage, not one per call).
+    offline: Cell<bool>,
+    /// What the daemon should log, handed over by [`Store::maintain`] (the store imports no
+    /// log).
+    notes: RefCell<Vec<String>>,
+}
+
+impl fmt::Debug for FleetStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetStore")
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+fn system_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// What is refused while the database is unreachable.
+fn refused(what: &str, e: &StoreError) -> StoreError {
+    let _ = e;
+    StoreError::unreachable(format_args!(
+        "{what} must wait until it is back (logins of users this host served recently go on)"
+    ))
+}
+
+impl FleetStore {
+    /// The database `remote` with `cache` in front; users served within `max_age` seconds
+    /// are served offline.
+    pub fn new(remote: Box<dyn Store>, cache: OfflineCache, max_age: i64) -> FleetStore {
+        FleetStore {
+            remote,
+            cache,
+            max_age,
+            clock: system_now,
+            offline: Cell::new(false),
+            notes: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Uses `clock` for the age of cached users on reads (tests).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> FleetStore {
+        self.clock = clock;
+        self
+    }
+
+    /// Something for the daemon's log (bounded: a flood keeps the first lines).
+    fn say(&self, line: String) {
+        let mut notes = self.notes.borrow_mut();
+        if notes.len() < 100 {
+            notes.push(line);
+        }
+    }
+
+    /// Notes whether the database answered; the change goes to the log.
+    fn note(&self, reachable: bool, e: Option<&StoreError>) {
+        if self.offline.get() == reachable {
+            self.offline.set(!reachable);
+            if reachable {
+                self.say("the fleet database is reachable again".into());
+            } else if let Some(e) = e {
+                self.say(format!(
+                    "{e}; serving the users this host served recently from its offline cache"
+                ));
+            }
+        }
+    }
+
+    /// A read: the database, else the cache for a recently served user.
+    fn read<T>(
+        &self,
+        uid: u32,
+        online: impl FnOnce(&dyn Store) -> StoreResult<T>,
+        offline: impl FnOnce(&OfflineCache) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        match online(self.remote.as_ref()) {
+            Err(e) if e.is_unreachable() => {
+                self.note(false, Some(&e));
+                let since = (self.clock)().saturating_sub(self.max_age);
+                if self.cache.fresh(uid, since)? {
+                    offline(&self.cache)
+                } else {
+                    Err(StoreError::unreachable(format_args!(
+                        "uid {uid} was not served by this host in the last {} s \
+                         (store.offline_max_age): refused",
+                        self.max_age
+                    )))
+                }
+            }
+            other => {
+                if other.is_ok() {
+                    self.note(true, None);
+                }
+                other
+            }
+        }
+    }
+
+    /// Pushes the journal to the database, oldest first. An unreachable database stops the
+    /// push (the rest waits); an entry the database refuses otherwise is set aside and logged.
+    fn push(&mut self) -> StoreResult<()> {
+        if !self.cache.has_pending()? {
+            return Ok(());
+        }
+        let entries = self.cache.pending()?;
+        let mut pushed = 0usize;
+        let mut users = Vec::new();
+        for (seq, uid, change, audit) in entries {
+            let r = match &change {
+                Change::Totp(step) => self
+                    .remote
+                    .accept_totp_step(uid, *step, audit.time, &audit)
+                    .map(|ok| (!ok).then_some("the step was already used (superseded)")),
+                Change::Recovery(id) => self
+                    .remote
+                    .consume_recovery(uid, *id, audit.time, &audit)
+                    .map(|ok| {
+                        (!ok).then_some(
+                            "the recovery code was used elsewhere too, or removed, while this \
+                             host was offline",
+                        )
+                    }),
+                Change::Key(credential, count) => self
+                    .remote
+                    .accept_key_assertion(uid, credential, *count, audit.time, &audit)
+                    .map(|ok| (!ok).then_some("the key's counter had moved on (superseded)")),
+                Change::Failure(limit) => self
+                    .remote
+                    .record_failure(uid, &audit.user, audit.time, limit, &audit)
+                    .map(|_| None),
+                Change::Audit => self.remote.append_audit(&audit).map(|()| None),
+            };
+            match r {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    // Not applied: audited as it happened, with why.
+                    let record = AuditRecord {
+                        detail: format!("{}; not applied: {why}", audit.detail),
+                        ..audit.clone()
+                    };
+                    if let Err(e) = self.remote.append_audit(&record) {
+                        if e.is_unreachable() {
+                            self.note(false, Some(&e));
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(e) if e.is_unreachable() => {
+                    self.note(false, Some(&e));
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.say(format!(
+                        "offline journal entry {seq} (uid {uid}) refused by the fleet database: \
+                         {e}; set aside"
+                    ));
+                    self.cache.mark_failed(seq, &e.0)?;
+                    continue;
+                }
+            }
+            self.cache.done(seq)?;
+            pushed += 1;
+            if !users.contains(&(uid, audit.user.clone())) {
+                users.push((uid, audit.user.clone()));
+            }
+        }
+        self.note(true, None);
+        if pushed > 0 {
+            self.say(format!(
+                "pushed {pushed} offline changes to the fleet database"
+            ));
+        }
+        let now = (self.clock)();
+        for (uid, name) in users {
+            self.refresh(uid, &name, None, now)?;
+        }
+        Ok(())
+    }
+
+    /// A change: the journal is pushed first (what was accepted offline is in the database
+    /// before anything else), then `online`; `offline` when the database is unreachable.
+    fn change<T>(
+        &mut self,
+        online: impl FnOnce(&mut dyn Store) -> StoreResult<T>,
+        offline: impl FnOnce(&mut Self, StoreError) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let r = match self.push() {
+            Ok(()) => online(self.remote.as_mut()),
+            Err(e) => Err(e),
+        };
+        match r {
+            Err(e) if e.is_unreachable() => {
+                self.note(false, Some(&e));
+                offline(self, e)
+            }
+            other => {
+                if other.is_ok() {
+                    self.note(true, None);
+                }
+                other
+            }
+        }
+    }
+
+    /// A change that only the database may make.
+    fn online_only<T>(
+        &mut self,
+        what: &str,
+        online: impl FnOnce(&mut dyn Store) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.change(online, |_, e| Err(refused(what, &e)))
+    }
+
+    /// An offline acceptance for a user served recently.
+    fn accept_offline(
+        &mut self,
+        uid: u32,
+        change: &Change,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool> {
+        if !self.cache.fresh(uid, now.saturating_sub(self.max_age))? {
+            return Err(StoreError::unreachable(format_args!(
+                "uid {uid} was not served by this host recently: refused"
+            )));
+        }
+        self.cache.accept(uid, change, now, audit)
+    }
+
+    /// Copies the user from the database into the cache (`served_at`: `None` keeps the time
+    /// they were last served, and caches no one new). An unreachable database leaves the copy
+    /// as it is.
+    fn refresh(&mut self, uid: u32, name: &str, served_at: Option<i64>, now: i64) -> StoreResult<()> {
+        let copy = (|| {
+            Ok::<_, StoreError>(UserCopy {
+                state: self.remote.user_state(uid)?,
+                totp: self.remote.totp(uid)?,
+                keys: self.remote.keys(uid)?,
+                recovery: self.remote.unused_recovery(uid)?,
+            })
+        })();
+        match copy {
+            Ok(copy) => self.cache.put(uid, name, &copy, served_at, now),
+            Err(e) if e.is_unreachable() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+
+impl Store for FleetStore {
+    fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>> {
+        self.read(uid, |r| r.user_state(uid), |c| c.user_state(uid))
+    }
+
+    fn totp(&self, uid: u32) -> StoreResult<Option<TotpFactor>> {
+        self.read(uid, |r| r.totp(uid), |c| c.totp(uid))
+    }
+
+    fn put_pending_totp(&mut self, pending: &PendingTotp) -> StoreResult<()> {
+        self.online_only("enrollment", |r| r.put_pending_totp(pending))
+    }
+
+    fn pending_totp(&self, id: &str) -> StoreResult<Option<PendingTotp>> {
+        self.remote.pending_totp(id)
+    }
+
+    fn drop_expired_pending(&mut self, now: i64) -> StoreResult<usize> {
+        self.online_only("dropping expired enrollments", |r| {
+            r.drop_expired_pending(now)
+        })
+    }
+
+    fn activate_totp(
+        &mut self,
+        uid: u32,
+        name: &str,
+        pending_id: &str,
+        accepted_step: u64,
+        now: i64,
+        codes: Codes<'_>,
+        existing: Existing,
+    ) -> StoreResult<Activation> {
+        self.online_only("enrollment", |r| {
+            r.activate_totp(uid, name, pending_id, accepted_step, now, codes, existing)
+        })
+    }
+
+    fn accept_totp_step(
+        &mut self,
+        uid: u32,
+        step: u64,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool> {
+        self.change(
+            |r| r.accept_totp_step(uid, step, now, audit),
+            |s, _| s.accept_offline(uid, &Change::Totp(step), now, audit),
+        )
+    }
+
+    fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
+        self.read(uid, |r| r.unused_recovery(uid), |c| c.unused_recovery(uid))
+    }
+
+    fn consume_recovery(
+        &mut self,
+        uid: u32,
+        id: i64,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool> {
+        self.change(
+            |r| r.consume_recovery(uid, id, now, audit),
+            |s, _| s.accept_offline(uid, &Change::Recovery(id), now, audit),
+        )
+    }
+
+    fn replace_recovery(&mut self, uid: u32, codes: &[StoredCode]) -> StoreResult<()> {
+        self.online_only("new recovery codes", |r| r.replace_recovery(uid, codes))?;
+        self.after_admin_change(uid)
+    }
+
+    fn record_failure(
+        &mut self,
+        uid: u32,
+        name: &str,
+        now: i64,
+        limit: &RateLimit,
+        audit: &AuditRecord,
+    ) -> StoreResult<FailureOutcome> {
+        self.change(
+            |r| r.record_failure(uid, name, now, limit, audit),
+            |s, e| {
+                if !s.cache.fresh(uid, now.saturating_sub(s.max_age))? {
+                    return Err(e);
+                }
+                s.cache.record_failure(uid, now, limit, audit)
+            },
+        )
+    }
+
+    fn set_admin_required(&mut self, uid: u32, name: &str, required: bool) -> StoreResult<()> {
+        self.online_only("an admin's change", |r| {
+            r.set_admin_required(uid, name, required)
+        })?;
+        self.after_admin_change(uid)
+    }
+
+    fn start_grace(&mut self, uid: u32, name: &str, now: i64) -> StoreResult<i64> {
+        self.online_only("starting a grace period", |r| r.start_grace(uid, name, now))
+    }
+
+    fn set_grace_start(&mut self, uid: u32, name: &str, since: Option<i64>) -> StoreResult<()> {
+        self.online_only("an admin's change", |r| r.set_grace_start(uid, name, since))
+    }
+
+    fn reset(&mut self, uid: u32) -> StoreResult<()> {
+        self.online_only("an admin's reset", |r| r.reset(uid))?;
+        self.after_admin_change(uid)
+    }
+
+    fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>> {
+        self.read(uid, |r| r.keys(uid), |c| c.keys(uid))
+    }
+
+    fn add_keys(
+        &mut self,
+        uid: u32,
+        name: &str,
+        keys: &[KeyFactor],
+        codes: Codes<'_>,
+        existing: Existing,
+        audit: &AuditRecord,
+    ) -> StoreResult<Activation> {
+        self.online_only("enrollment", |r| {
+            r.add_keys(uid, name, keys, codes, existing, audit)
+        })
+    }
+
+    fn accept_key_assertion(
+        &mut self,
+        uid: u32,
+        credential_id: &[u8],
+        sign_count: u32,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool> {
+        self.change(
+            |r| r.accept_key_assertion(uid, credential_id, sign_count, now, audit),
+            |s, _| {
+                s.accept_offline(
+                    uid,
+                    &Change::Key(credential_id.to_vec(), sign_count),
+                    now,
+                    audit,
+                )
+            },
+        )
+    }
+
+    fn remove_key(&mut self, uid: u32, name: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        let removed = self.online_only("removing a key", |r| r.remove_key(uid, name, audit))?;
+        self.after_admin_change(uid)?;
+        Ok(removed)
+    }
+
+    fn unlock(&mut self, uid: u32) -> StoreResult<()> {
+        self.online_only("an admin's unlock", |r| r.unlock(uid))?;
+        self.after_admin_change(uid)
+    }
+
+    fn append_audit(&mut self, record: &AuditRecord) -> StoreResult<()> {
+        self.change(
+            |r| r.append_audit(record),
+            |s, _| s.cache.journal_audit(record),
+        )
+    }
+
+    fn prune_audit(&mut self, before: i64, keep_max: u64, batch: u32) -> StoreResult<u64> {
+        self.online_only("audit retention", |r| r.prune_audit(before, keep_max, batch))
+    }
+
+    fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        self.remote.audit(uid, since, limit)
+    }
+
+    fn known_uids(&self) -> StoreResult<Vec<u32>> {
+        self.remote.known_uids()
+    }
+
+    fn offline_uids(&self) -> StoreResult<Vec<u32>> {
+        match self.remote.offline_uids() {
+            // The module's snapshot (for a stopped daemon) keeps asking the users this host
+            // can still serve.
+            Err(e) if e.is_unreachable() => self.cache.uids(),
+            other => other,
+        }
+    }
+
+    fn keeps_offline_copies(&self) -> bool {
+        true
+    }
+
+    fn served(&mut self, uid: u32, name: &str, now: i64) -> StoreResult<()> {
+        if self.offline.get() {
+            // Served from the cache: the time it was served online stays (offline logins do
+            // not extend how long a user is served offline).
+            return Ok(());
+        }
+        self.refresh(uid, name, Some(now), now)
+    }
+
+    fn maintain(&mut self, now: i64) -> StoreResult<Vec<String>> {
+        let upkeep = (|| {
+            match self.push() {
+                Err(e) if e.is_unreachable() => return Ok(()),
+                other => other?,
+            }
+            let expired = self.cache.expire(now.saturating_sub(self.max_age))?;
+            if expired > 0 {
+                self.say(format!(
+                    "offline cache: dropped {expired} users not served within \
+                     store.offline_max_age"
+                ));
+            }
+            for (uid, name) in self
+                .cache
+                .stale(now.saturating_sub(REFRESH_EVERY), REFRESH_BATCH)?
+            {
+                self.refresh(uid, &name, None, now)?;
+            }
+            Ok(())
+        })();
+        let notes = std::mem::take(&mut *self.notes.borrow_mut());
+        upkeep.map(|()| notes)
+    }
+}
+
+impl FleetStore {
+    /// After an admin's change made through this host: the cached copy follows at once.
+    fn after_admin_change(&mut self, uid: u32) -> StoreResult<()> {
+        let name: Option<String> = self
+            .cache
+            .conn
+            .query_row("SELECT name FROM users WHERE uid = ?1", params![uid], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match name {
+            Some(name) => self.refresh(uid, &name, None, (self.clock)()),
+            None => Ok(()),
+        }
+    }
+}
