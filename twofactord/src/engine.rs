@@ -2039,10 +2039,10 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
 #[path = "engine_keys.rs"]
 mod keys;
 
-#[path = "engine_offline.rs"]
-mod offline;
 #[path = "engine_fleet.rs"]
 mod fleet;
+#[path = "engine_offline.rs"]
+mod offline;
 pub use offline::write_private;
 #[path = "engine_backup.rs"]
 pub mod backup;

@@ -30,10 +30,11 @@ impl Engine {
         context: &HashMap<String, String>,
     ) -> Result<(String, LoginStep), BusError> {
         let (handle, step) = self.begin_login_inner(caller, user, context)?;
-        if self.keeps_copies && lets_in(&step) {
-            if let Some(account) = self.accounts.user_by_name(user) {
-                self.served(account.uid, &account.name);
-            }
+        if self.keeps_copies
+            && lets_in(&step)
+            && let Some(account) = self.accounts.user_by_name(user)
+        {
+            self.served(account.uid, &account.name);
         }
         Ok((handle, step))
     }

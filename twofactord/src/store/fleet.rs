@@ -244,9 +244,10 @@ impl OfflineCache {
                 r.get(0)
             })
             .optional()?;
-        let opens = check
-            .as_deref()
-            .is_some_and(|c| key.open(c, KEY_CHECK).is_ok_and(|t| t.as_slice() == KEY_CHECK_TEXT));
+        let opens = check.as_deref().is_some_and(|c| {
+            key.open(c, KEY_CHECK)
+                .is_ok_and(|t| t.as_slice() == KEY_CHECK_TEXT)
+        });
         if !opens {
             // Another key (rotated) or a new cache: the copies are dropped, never misread.
             let sealed = key.seal(KEY_CHECK_TEXT, KEY_CHECK)?;
@@ -427,7 +428,8 @@ impl OfflineCache {
     }
 
     fn totp(&self, uid: u32) -> StoreResult<Option<TotpFactor>> {
-        let row: Option<(String, Vec<u8>, String, u8, i64, i64, i64)> = self
+        type Row = (String, Vec<u8>, String, u8, i64, i64, i64);
+        let row: Option<Row> = self
             .conn
             .query_row(
                 "SELECT u.name, t.secret, t.algorithm, t.digits, t.period, t.created,
@@ -508,7 +510,13 @@ impl OfflineCache {
     /// Accepts `change` for `uid` against the cache and journals it with `audit`, in one
     /// durable transaction. False when the cache refuses it (a replay; the journal is not
     /// touched).
-    fn accept(&mut self, uid: u32, change: &Change, now: i64, audit: &AuditRecord) -> StoreResult<bool> {
+    fn accept(
+        &mut self,
+        uid: u32,
+        change: &Change,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> StoreResult<bool> {
         let tx = self.conn.transaction()?;
         let changed = match change {
             Change::Totp(step) => {
@@ -809,11 +817,18 @@ fn system_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Why the database is unreachable (the error without its common beginning).
+fn cause(e: &StoreError) -> &str {
+    e.0.strip_prefix(UNREACHABLE)
+        .map_or(e.0.as_str(), |rest| rest.trim_start_matches(": "))
+}
+
 /// What is refused while the database is unreachable.
 fn refused(what: &str, e: &StoreError) -> StoreError {
-    let _ = e;
     StoreError::unreachable(format_args!(
-        "{what} must wait until it is back (logins of users this host served recently go on)"
+        "{what} must wait until it is back (logins of users this host served recently go \
+         on): {}",
+        cause(e)
     ))
 }
 
@@ -874,9 +889,12 @@ impl FleetStore {
                     offline(&self.cache)
                 } else {
                     Err(StoreError::unreachable(format_args!(
-                        "uid {uid} was not served by this host in the last {} s \
-                         (store.offline_max_age): refused",
-                        self.max_age
+                        "uid {uid} was not served by this host in the last {} \
+                         (store.offline_max_age): refused ({})",
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            self.max_age.max(0) as u64
+                        )),
+                        cause(&e)
                     )))
                 }
             }
@@ -931,11 +949,11 @@ impl FleetStore {
                         detail: format!("{}; not applied: {why}", audit.detail),
                         ..audit.clone()
                     };
-                    if let Err(e) = self.remote.append_audit(&record) {
-                        if e.is_unreachable() {
-                            self.note(false, Some(&e));
-                            return Err(e);
-                        }
+                    if let Err(e) = self.remote.append_audit(&record)
+                        && e.is_unreachable()
+                    {
+                        self.note(false, Some(&e));
+                        return Err(e);
                     }
                 }
                 Err(e) if e.is_unreachable() => {
@@ -1023,7 +1041,13 @@ impl FleetStore {
     /// Copies the user from the database into the cache (`served_at`: `None` keeps the time
     /// they were last served, and caches no one new). An unreachable database leaves the copy
     /// as it is.
-    fn refresh(&mut self, uid: u32, name: &str, served_at: Option<i64>, now: i64) -> StoreResult<()> {
+    fn refresh(
+        &mut self,
+        uid: u32,
+        name: &str,
+        served_at: Option<i64>,
+        now: i64,
+    ) -> StoreResult<()> {
         let copy = (|| {
             Ok::<_, StoreError>(UserCopy {
                 state: self.remote.user_state(uid)?,
@@ -1039,7 +1063,6 @@ impl FleetStore {
         }
     }
 }
-
 
 impl Store for FleetStore {
     fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>> {
@@ -1211,7 +1234,9 @@ impl Store for FleetStore {
     }
 
     fn prune_audit(&mut self, before: i64, keep_max: u64, batch: u32) -> StoreResult<u64> {
-        self.online_only("audit retention", |r| r.prune_audit(before, keep_max, batch))
+        self.online_only("audit retention", |r| {
+            r.prune_audit(before, keep_max, batch)
+        })
     }
 
     fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
@@ -1284,5 +1309,526 @@ impl FleetStore {
             Some(name) => self.refresh(uid, &name, None, (self.clock)()),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::SqliteStore;
+
+    /// A database that can be cut off: every call fails as unreachable while `down`.
+    struct Switch {
+        inner: SqliteStore,
+        down: Arc<AtomicBool>,
+    }
+
+    impl Switch {
+        fn up(&self) -> StoreResult<()> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::unreachable(
+                    "cannot connect to PostgreSQL (test)",
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    macro_rules! pass {
+        ($self:ident . $m:ident ( $($a:expr),* )) => {{
+            $self.up()?;
+            $self.inner.$m($($a),*)
+        }};
+    }
+
+    impl Store for Switch {
+        fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>> {
+            pass!(self.user_state(uid))
+        }
+        fn totp(&self, uid: u32) -> StoreResult<Option<TotpFactor>> {
+            pass!(self.totp(uid))
+        }
+        fn put_pending_totp(&mut self, p: &PendingTotp) -> StoreResult<()> {
+            pass!(self.put_pending_totp(p))
+        }
+        fn pending_totp(&self, id: &str) -> StoreResult<Option<PendingTotp>> {
+            pass!(self.pending_totp(id))
+        }
+        fn drop_expired_pending(&mut self, now: i64) -> StoreResult<usize> {
+            pass!(self.drop_expired_pending(now))
+        }
+        fn activate_totp(
+            &mut self,
+            uid: u32,
+            name: &str,
+            id: &str,
+            step: u64,
+            now: i64,
+            codes: Codes<'_>,
+            existing: Existing,
+        ) -> StoreResult<Activation> {
+            pass!(self.activate_totp(uid, name, id, step, now, codes, existing))
+        }
+        fn accept_totp_step(
+            &mut self,
+            uid: u32,
+            step: u64,
+            now: i64,
+            a: &AuditRecord,
+        ) -> StoreResult<bool> {
+            pass!(self.accept_totp_step(uid, step, now, a))
+        }
+        fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
+            pass!(self.unused_recovery(uid))
+        }
+        fn consume_recovery(
+            &mut self,
+            uid: u32,
+            id: i64,
+            now: i64,
+            a: &AuditRecord,
+        ) -> StoreResult<bool> {
+            pass!(self.consume_recovery(uid, id, now, a))
+        }
+        fn replace_recovery(&mut self, uid: u32, codes: &[StoredCode]) -> StoreResult<()> {
+            pass!(self.replace_recovery(uid, codes))
+        }
+        fn record_failure(
+            &mut self,
+            uid: u32,
+            name: &str,
+            now: i64,
+            limit: &RateLimit,
+            a: &AuditRecord,
+        ) -> StoreResult<FailureOutcome> {
+            pass!(self.record_failure(uid, name, now, limit, a))
+        }
+        fn set_admin_required(&mut self, uid: u32, name: &str, r: bool) -> StoreResult<()> {
+            pass!(self.set_admin_required(uid, name, r))
+        }
+        fn start_grace(&mut self, uid: u32, name: &str, now: i64) -> StoreResult<i64> {
+            pass!(self.start_grace(uid, name, now))
+        }
+        fn set_grace_start(&mut self, uid: u32, name: &str, s: Option<i64>) -> StoreResult<()> {
+            pass!(self.set_grace_start(uid, name, s))
+        }
+        fn reset(&mut self, uid: u32) -> StoreResult<()> {
+            pass!(self.reset(uid))
+        }
+        fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>> {
+            pass!(self.keys(uid))
+        }
+        fn add_keys(
+            &mut self,
+            uid: u32,
+            name: &str,
+            keys: &[KeyFactor],
+            codes: Codes<'_>,
+            existing: Existing,
+            a: &AuditRecord,
+        ) -> StoreResult<Activation> {
+            pass!(self.add_keys(uid, name, keys, codes, existing, a))
+        }
+        fn accept_key_assertion(
+            &mut self,
+            uid: u32,
+            c: &[u8],
+            n: u32,
+            now: i64,
+            a: &AuditRecord,
+        ) -> StoreResult<bool> {
+            pass!(self.accept_key_assertion(uid, c, n, now, a))
+        }
+        fn remove_key(&mut self, uid: u32, name: &str, a: &AuditRecord) -> StoreResult<bool> {
+            pass!(self.remove_key(uid, name, a))
+        }
+        fn unlock(&mut self, uid: u32) -> StoreResult<()> {
+            pass!(self.unlock(uid))
+        }
+        fn append_audit(&mut self, r: &AuditRecord) -> StoreResult<()> {
+            pass!(self.append_audit(r))
+        }
+        fn prune_audit(&mut self, before: i64, keep: u64, batch: u32) -> StoreResult<u64> {
+            pass!(self.prune_audit(before, keep, batch))
+        }
+        fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+            pass!(self.audit(uid, since, limit))
+        }
+        fn known_uids(&self) -> StoreResult<Vec<u32>> {
+            pass!(self.known_uids())
+        }
+        fn offline_uids(&self) -> StoreResult<Vec<u32>> {
+            pass!(self.offline_uids())
+        }
+    }
+
+    const UID: u32 = 1000;
+    const OTHER: u32 = 1001;
+    static NOW: AtomicI64 = AtomicI64::new(1_000_000);
+
+    fn now() -> i64 {
+        NOW.load(Ordering::SeqCst)
+    }
+
+    fn key() -> SealingKey {
+        SealingKey::from_bytes([9; 32])
+    }
+
+    fn limit() -> RateLimit {
+        RateLimit {
+            max_failures: 3,
+            lockout: Duration::from_secs(60),
+            escalation: 2,
+            max_lockout: Duration::from_secs(3600),
+        }
+    }
+
+    fn login(uid: u32, detail: &str) -> AuditRecord {
+        AuditRecord {
+            time: now(),
+            uid,
+            user: format!("user{uid}"),
+            event: "login".into(),
+            result: "success".into(),
+            detail: detail.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A fleet store over a database where `UID` and `OTHER` have an app (last step 100) and
+    /// three recovery codes; both are served once `serve` is called.
+    fn world() -> (FleetStore, Arc<AtomicBool>) {
+        let down = Arc::new(AtomicBool::new(false));
+        let mut db = SqliteStore::in_memory().unwrap();
+        for uid in [UID, OTHER] {
+            let p = PendingTotp {
+                id: format!("p{uid}"),
+                uid,
+                secret: TotpSecret::from_bytes(vec![uid as u8; 20]),
+                params: TotpParams {
+                    algorithm: Algorithm::SHA1,
+                    digits: 6,
+                    period: 30,
+                },
+                expires: i64::MAX,
+                proven: false,
+            };
+            db.put_pending_totp(&p).unwrap();
+            let codes: Vec<StoredCode> = (0..3)
+                .map(|i| StoredCode {
+                    id: 0,
+                    salt: vec![i; 16],
+                    hash: vec![i; 32],
+                })
+                .collect();
+            let done = db
+                .activate_totp(
+                    uid,
+                    &format!("user{uid}"),
+                    &p.id,
+                    100,
+                    now(),
+                    Codes::IfNone(&codes),
+                    Existing::NoFactor,
+                )
+                .unwrap();
+            assert_eq!(done, Activation::Done { codes_set: true });
+        }
+        let remote = Switch {
+            inner: db,
+            down: Arc::clone(&down),
+        };
+        let cache = OfflineCache::in_memory(key()).unwrap();
+        (
+            FleetStore::new(Box::new(remote), cache, 3600).with_clock(now),
+            down,
+        )
+    }
+
+    #[test]
+    fn online_it_passes_the_conformance_suite() {
+        crate::store::conformance::run_all(|| {
+            FleetStore::new(
+                Box::new(SqliteStore::in_memory().unwrap()),
+                OfflineCache::in_memory(key()).unwrap(),
+                3600,
+            )
+        });
+    }
+
+    #[test]
+    fn served_users_log_in_offline_once_per_step_and_the_journal_reaches_the_database() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        let secret = s.totp(UID).unwrap().unwrap().secret;
+        down.store(true, Ordering::SeqCst);
+        // Served: the reads a login makes are answered from the cache.
+        assert_eq!(s.totp(UID).unwrap().unwrap().secret, secret);
+        assert_eq!(
+            s.user_state(UID).unwrap().unwrap().last_totp_step,
+            Some(100)
+        );
+        assert_eq!(s.unused_recovery(UID).unwrap().len(), 3);
+        // Never served here: refused, never "not enrolled".
+        let e = s.totp(OTHER).unwrap_err();
+        assert!(e.is_unreachable() && e.0.contains("not served"), "{e}");
+        assert!(s.user_state(OTHER).is_err());
+        assert!(
+            s.accept_totp_step(OTHER, 105, now(), &login(OTHER, ""))
+                .is_err()
+        );
+        // One acceptance per step, offline too; older steps refused.
+        assert!(
+            s.accept_totp_step(UID, 101, now(), &login(UID, "code"))
+                .unwrap()
+        );
+        assert!(
+            !s.accept_totp_step(UID, 101, now(), &login(UID, "code"))
+                .unwrap()
+        );
+        assert!(
+            !s.accept_totp_step(UID, 99, now(), &login(UID, "code"))
+                .unwrap()
+        );
+        let code = s.unused_recovery(UID).unwrap()[0].id;
+        assert!(
+            s.consume_recovery(UID, code, now(), &login(UID, "recovery"))
+                .unwrap()
+        );
+        assert!(
+            !s.consume_recovery(UID, code, now(), &login(UID, "recovery"))
+                .unwrap()
+        );
+        assert_eq!(s.unused_recovery(UID).unwrap().len(), 2);
+        s.append_audit(&login(UID, "remembered")).unwrap();
+        // Changes wait for the database, with a clear message.
+        for e in [
+            s.reset(UID).unwrap_err(),
+            s.set_admin_required(UID, "user1000", true).unwrap_err(),
+            s.put_pending_totp(&PendingTotp {
+                id: "x".into(),
+                uid: UID,
+                secret: TotpSecret::from_bytes(vec![1; 20]),
+                params: TotpParams {
+                    algorithm: Algorithm::SHA1,
+                    digits: 6,
+                    period: 30,
+                },
+                expires: i64::MAX,
+                proven: true,
+            })
+            .unwrap_err(),
+        ] {
+            assert!(e.is_unreachable() && e.0.contains("must wait"), "{e}");
+        }
+        // Back: the next change pushes the journal first.
+        down.store(false, Ordering::SeqCst);
+        assert!(
+            s.maintain(now())
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("pushed 3"))
+        );
+        assert!(
+            !s.accept_totp_step(UID, 101, now(), &login(UID, ""))
+                .unwrap()
+        );
+        assert!(
+            !s.consume_recovery(UID, code, now(), &login(UID, ""))
+                .unwrap()
+        );
+        assert_eq!(s.unused_recovery(UID).unwrap().len(), 2);
+        let audit = s.audit(Some(UID), 0, 100).unwrap();
+        let offline: Vec<&str> = audit
+            .iter()
+            .filter(|r| r.detail.ends_with("offline"))
+            .map(|r| r.detail.as_str())
+            .collect();
+        assert_eq!(
+            offline,
+            ["code; offline", "recovery; offline", "remembered; offline"]
+        );
+        assert!(
+            s.accept_totp_step(UID, 102, now(), &login(UID, ""))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_step_used_elsewhere_meanwhile_is_audited_not_applied() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        down.store(true, Ordering::SeqCst);
+        assert!(
+            s.accept_totp_step(UID, 101, now(), &login(UID, "here"))
+                .unwrap()
+        );
+        let code = s.unused_recovery(UID).unwrap()[0].id;
+        assert!(
+            s.consume_recovery(UID, code, now(), &login(UID, "here"))
+                .unwrap()
+        );
+        down.store(false, Ordering::SeqCst);
+        // Another host took step 105 and the same recovery code meanwhile (partitioned).
+        assert!(
+            s.remote
+                .accept_totp_step(UID, 105, now(), &login(UID, "there"))
+                .unwrap()
+        );
+        assert!(
+            s.remote
+                .consume_recovery(UID, code, now(), &login(UID, "there"))
+                .unwrap()
+        );
+        s.maintain(now()).unwrap();
+        assert_eq!(
+            s.user_state(UID).unwrap().unwrap().last_totp_step,
+            Some(105)
+        );
+        let audit = s.audit(Some(UID), 0, 100).unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|r| r.detail.contains("not applied: the step was already used")),
+            "{audit:?}"
+        );
+        assert!(
+            audit
+                .iter()
+                .any(|r| r.detail.contains("recovery code was used elsewhere")),
+            "{audit:?}"
+        );
+    }
+
+    #[test]
+    fn offline_failures_lock_locally_and_count_in_the_fleet_afterwards() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        down.store(true, Ordering::SeqCst);
+        let mut locked = None;
+        for _ in 0..3 {
+            let f = s
+                .record_failure(UID, "user1000", now(), &limit(), &login(UID, "wrong"))
+                .unwrap();
+            locked = f.locked_until;
+        }
+        assert_eq!(locked, Some(now() + 60));
+        assert_eq!(s.user_state(UID).unwrap().unwrap().locked_until, now() + 60);
+        down.store(false, Ordering::SeqCst);
+        s.maintain(now()).unwrap();
+        assert_eq!(s.user_state(UID).unwrap().unwrap().locked_until, now() + 60);
+    }
+
+    #[test]
+    fn users_served_longer_ago_than_the_max_age_are_refused_and_dropped() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        let later = now() + 3601;
+        down.store(true, Ordering::SeqCst);
+        s.clock = || now() + 3601;
+        let e = s.totp(UID).unwrap_err();
+        assert!(e.0.contains("not served"), "{e}");
+        assert!(
+            s.accept_totp_step(UID, 101, later, &login(UID, ""))
+                .is_err()
+        );
+        down.store(false, Ordering::SeqCst);
+        s.maintain(later).unwrap();
+        assert!(s.cache.uids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn offline_logins_do_not_extend_the_time_served() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        down.store(true, Ordering::SeqCst);
+        assert!(s.totp(UID).is_ok());
+        s.served(UID, "user1000", now() + 100).unwrap();
+        let at: i64 = s
+            .cache
+            .conn
+            .query_row("SELECT served_at FROM users WHERE uid = ?1", [UID], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(at, now());
+    }
+
+    #[test]
+    fn an_admin_reset_elsewhere_reaches_the_cache_at_the_next_refresh() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        s.remote.reset(UID).unwrap();
+        s.maintain(now() + REFRESH_EVERY + 1).unwrap();
+        down.store(true, Ordering::SeqCst);
+        assert_eq!(s.totp(UID).unwrap(), None);
+        assert!(s.unused_recovery(UID).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_cache_holds_no_secret_in_clear_and_another_key_drops_the_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = vec![0x42; 20];
+        {
+            let mut c = OfflineCache::open(dir.path(), key()).unwrap();
+            let copy = UserCopy {
+                state: None,
+                totp: Some(TotpFactor {
+                    secret: TotpSecret::from_bytes(secret.clone()),
+                    params: TotpParams {
+                        algorithm: Algorithm::SHA1,
+                        digits: 6,
+                        period: 30,
+                    },
+                    created: 1,
+                    last_used: 0,
+                }),
+                keys: Vec::new(),
+                recovery: Vec::new(),
+            };
+            c.put(UID, "user1000", &copy, Some(5), 5).unwrap();
+            assert_eq!(c.totp(UID).unwrap().unwrap().secret.as_bytes(), secret);
+        }
+        let mut bytes = Vec::new();
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            bytes.extend(std::fs::read(e.unwrap().path()).unwrap());
+        }
+        assert!(!bytes.windows(20).any(|w| w == secret.as_slice()));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(CACHE_FILE))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        let c = OfflineCache::open(dir.path(), SealingKey::from_bytes([1; 32])).unwrap();
+        assert!(c.uids().unwrap().is_empty());
+        assert_eq!(c.totp(UID).unwrap(), None);
+    }
+
+    #[test]
+    fn hostile_cache_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(CACHE_FILE)).unwrap();
+        let e = OfflineCache::open(dir.path(), key()).unwrap_err();
+        assert!(e.0.contains("not a regular file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join(CACHE_FILE),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(OfflineCache::open(dir.path(), key()).is_err());
+        // Garbage in the file: an error, never a panic.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CACHE_FILE), vec![0xAB; 8192]).unwrap();
+        assert!(OfflineCache::open(dir.path(), key()).is_err());
     }
 }
