@@ -619,22 +619,32 @@ impl OfflineCache {
         Ok(outcome)
     }
 
-    /// Journals an audit record.
-    fn journal_audit(&mut self, record: &AuditRecord) -> StoreResult<()> {
+    /// Journals an audit record, unless the journal already holds `cap` of them (a flood
+    /// during a long outage): then it is dropped and false returned. Acceptances and failures
+    /// are always journaled (the lockout bounds the failures).
+    fn journal_audit(&mut self, record: &AuditRecord, cap: u64) -> StoreResult<bool> {
         let tx = self.conn.transaction()?;
+        let held: i64 = tx.query_row(
+            "SELECT count(*) FROM journal WHERE kind = 'audit' AND failed IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        if u64::try_from(held).unwrap_or(u64::MAX) >= cap {
+            return Ok(false);
+        }
         journal(&tx, record.uid, &Change::Audit, record)?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
-    /// The journal entries not yet pushed, oldest first.
-    fn pending(&self) -> StoreResult<Vec<(i64, u32, Change, AuditRecord)>> {
+    /// The oldest `limit` journal entries not yet pushed, oldest first.
+    fn pending(&self, limit: u32) -> StoreResult<Vec<(i64, u32, Change, AuditRecord)>> {
         let mut stmt = self.conn.prepare(
             "SELECT seq, kind, uid, value, credential_id, max_failures, lockout, escalation,
                     max_lockout, time, uid, user, event, result, service, rhost, actor, detail
-             FROM journal WHERE failed IS NULL ORDER BY seq",
+             FROM journal WHERE failed IS NULL ORDER BY seq LIMIT ?1",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map(params![limit], |r| {
             let kind: String = r.get(1)?;
             let value: i64 = r.get(3)?;
             let change = match kind.as_str() {
@@ -801,7 +811,15 @@ pub struct FleetStore {
     /// What the daemon should log, handed over by [`Store::maintain`] (the store imports no
     /// log).
     notes: RefCell<Vec<String>>,
+    /// At most this many audit records wait in the journal ([`AUDIT_CAP`]).
+    audit_cap: u64,
+    /// Audit records dropped because the journal held `audit_cap`.
+    dropped: u64,
 }
+
+/// At most this many audit records wait in the offline journal; more are dropped (and
+/// counted in the log). Acceptances and failures are always kept.
+pub const AUDIT_CAP: u64 = 100_000;
 
 impl fmt::Debug for FleetStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -843,6 +861,8 @@ impl FleetStore {
             clock: system_now,
             offline: Cell::new(false),
             notes: RefCell::new(Vec::new()),
+            audit_cap: AUDIT_CAP,
+            dropped: 0,
         }
     }
 
@@ -913,66 +933,74 @@ impl FleetStore {
         if !self.cache.has_pending()? {
             return Ok(());
         }
-        let entries = self.cache.pending()?;
         let mut pushed = 0usize;
         let mut users = Vec::new();
-        for (seq, uid, change, audit) in entries {
-            let r = match &change {
-                Change::Totp(step) => self
-                    .remote
-                    .accept_totp_step(uid, *step, audit.time, &audit)
-                    .map(|ok| (!ok).then_some("the step was already used (superseded)")),
-                Change::Recovery(id) => self
-                    .remote
-                    .consume_recovery(uid, *id, audit.time, &audit)
-                    .map(|ok| {
-                        (!ok).then_some(
-                            "the recovery code was used elsewhere too, or removed, while this \
+        // One entry first: while the database is down, a call costs one row, not the journal.
+        let mut batch = 1;
+        loop {
+            let entries = self.cache.pending(batch)?;
+            if entries.is_empty() {
+                break;
+            }
+            batch = 500;
+            for (seq, uid, change, audit) in entries {
+                let r = match &change {
+                    Change::Totp(step) => self
+                        .remote
+                        .accept_totp_step(uid, *step, audit.time, &audit)
+                        .map(|ok| (!ok).then_some("the step was already used (superseded)")),
+                    Change::Recovery(id) => self
+                        .remote
+                        .consume_recovery(uid, *id, audit.time, &audit)
+                        .map(|ok| {
+                            (!ok).then_some(
+                                "the recovery code was used elsewhere too, or removed, while this \
                              host was offline",
-                        )
-                    }),
-                Change::Key(credential, count) => self
-                    .remote
-                    .accept_key_assertion(uid, credential, *count, audit.time, &audit)
-                    .map(|ok| (!ok).then_some("the key's counter had moved on (superseded)")),
-                Change::Failure(limit) => self
-                    .remote
-                    .record_failure(uid, &audit.user, audit.time, limit, &audit)
-                    .map(|_| None),
-                Change::Audit => self.remote.append_audit(&audit).map(|()| None),
-            };
-            match r {
-                Ok(None) => {}
-                Ok(Some(why)) => {
-                    // Not applied: audited as it happened, with why.
-                    let record = AuditRecord {
-                        detail: format!("{}; not applied: {why}", audit.detail),
-                        ..audit.clone()
-                    };
-                    if let Err(e) = self.remote.append_audit(&record)
-                        && e.is_unreachable()
-                    {
+                            )
+                        }),
+                    Change::Key(credential, count) => self
+                        .remote
+                        .accept_key_assertion(uid, credential, *count, audit.time, &audit)
+                        .map(|ok| (!ok).then_some("the key's counter had moved on (superseded)")),
+                    Change::Failure(limit) => self
+                        .remote
+                        .record_failure(uid, &audit.user, audit.time, limit, &audit)
+                        .map(|_| None),
+                    Change::Audit => self.remote.append_audit(&audit).map(|()| None),
+                };
+                match r {
+                    Ok(None) => {}
+                    Ok(Some(why)) => {
+                        // Not applied: audited as it happened, with why.
+                        let record = AuditRecord {
+                            detail: format!("{}; not applied: {why}", audit.detail),
+                            ..audit.clone()
+                        };
+                        if let Err(e) = self.remote.append_audit(&record)
+                            && e.is_unreachable()
+                        {
+                            self.note(false, Some(&e));
+                            return Err(e);
+                        }
+                    }
+                    Err(e) if e.is_unreachable() => {
                         self.note(false, Some(&e));
                         return Err(e);
                     }
-                }
-                Err(e) if e.is_unreachable() => {
-                    self.note(false, Some(&e));
-                    return Err(e);
-                }
-                Err(e) => {
-                    self.say(format!(
+                    Err(e) => {
+                        self.say(format!(
                         "offline journal entry {seq} (uid {uid}) refused by the fleet database: \
                          {e}; set aside"
                     ));
-                    self.cache.mark_failed(seq, &e.0)?;
-                    continue;
+                        self.cache.mark_failed(seq, &e.0)?;
+                        continue;
+                    }
                 }
-            }
-            self.cache.done(seq)?;
-            pushed += 1;
-            if !users.contains(&(uid, audit.user.clone())) {
-                users.push((uid, audit.user.clone()));
+                self.cache.done(seq)?;
+                pushed += 1;
+                if !users.contains(&(uid, audit.user.clone())) {
+                    users.push((uid, audit.user.clone()));
+                }
             }
         }
         self.note(true, None);
@@ -1229,7 +1257,19 @@ impl Store for FleetStore {
     fn append_audit(&mut self, record: &AuditRecord) -> StoreResult<()> {
         self.change(
             |r| r.append_audit(record),
-            |s, _| s.cache.journal_audit(record),
+            |s, _| {
+                if !s.cache.journal_audit(record, s.audit_cap)? {
+                    s.dropped = s.dropped.saturating_add(1);
+                    if s.dropped == 1 || s.dropped.is_power_of_two() {
+                        s.say(format!(
+                            "offline journal: {} audit records held, {} more dropped (the \
+                             daemon's log has them)",
+                            s.audit_cap, s.dropped
+                        ));
+                    }
+                }
+                Ok(())
+            },
         )
     }
 
@@ -1809,6 +1849,34 @@ mod tests {
         let c = OfflineCache::open(dir.path(), SealingKey::from_bytes([1; 32])).unwrap();
         assert!(c.uids().unwrap().is_empty());
         assert_eq!(c.totp(UID).unwrap(), None);
+    }
+
+    #[test]
+    fn a_flood_of_audit_records_offline_is_capped_but_acceptances_are_kept() {
+        let (mut s, down) = world();
+        s.audit_cap = 5;
+        s.served(UID, "user1000", now()).unwrap();
+        down.store(true, Ordering::SeqCst);
+        for _ in 0..50 {
+            s.append_audit(&login(UID, "locked out")).unwrap();
+        }
+        assert!(
+            s.accept_totp_step(UID, 101, now(), &login(UID, "code"))
+                .unwrap()
+        );
+        down.store(false, Ordering::SeqCst);
+        let lines = s.maintain(now()).unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("5 audit records held, 32 more dropped")),
+            "{lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.contains("pushed 6")), "{lines:?}");
+        assert_eq!(
+            s.user_state(UID).unwrap().unwrap().last_totp_step,
+            Some(101)
+        );
     }
 
     #[test]
