@@ -540,3 +540,36 @@ fn a_host_serves_its_recent_users_through_an_outage_and_pushes_what_it_accepted(
     );
     assert!(!a.log().contains(&e.secret) && !a.log().contains(&code));
 }
+
+#[test]
+fn migrate_carries_security_keys_with_their_counters() {
+    let f = fleet("[login]\nattempts = 1\n");
+    let url = f.pg.url("fleet", "tfd");
+    let mut s = Env::new("default_mode = \"optional\"\n[login]\nattempts = 1\n");
+    let key_file = s.key_file.clone().expect("key");
+    let key = s.soft_key("m", false);
+    let codes = s.enroll_key(ALICE, &key, "blue");
+    assert_eq!(codes.len(), 10);
+    for _ in 0..3 {
+        assert_eq!(s.key_login(&key, ALICE, None, &[]).rc, rc::SUCCESS);
+    }
+    s.stop_daemon();
+    let out = migrate(&s.state, &url, &key_file, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("1 security keys"), "{out:?}");
+    let stored = f.pg.sql(
+        "fleet",
+        "SELECT key_name || ':' || sign_count FROM twofactor.keys WHERE name = 'tf-alice'",
+    );
+    let counter = key.key.state().expect("state").counter;
+    assert_eq!(stored, format!("blue:{counter}"));
+    // A fleet host: the same key logs in; a cloned key (its counter behind) is refused.
+    let a = Env::with_key(&f.policy, &key_file);
+    a.write_key_service(&key.service, key.path(), "");
+    let r = a.key_login(&key, ALICE, None, &[]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    key.set(|k| k.counter_mode = twofactor_softkey::CounterMode::Rollback);
+    let r = a.key_login(&key, ALICE, None, &["000000"]);
+    assert_ne!(r.rc, rc::SUCCESS, "{r:?}");
+    assert!(r.said("possible cloned key"), "{r:?}");
+}
