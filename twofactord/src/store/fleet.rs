@@ -637,14 +637,20 @@ impl OfflineCache {
         Ok(true)
     }
 
-    /// The oldest `limit` journal entries not yet pushed, oldest first.
-    fn pending(&self, limit: u32) -> StoreResult<Vec<(i64, u32, Change, AuditRecord)>> {
+    /// The oldest `limit` journal entries not yet pushed, oldest first (audit records only
+    /// with `audit_too`).
+    fn pending(
+        &self,
+        limit: usize,
+        audit_too: bool,
+    ) -> StoreResult<Vec<(i64, u32, Change, AuditRecord)>> {
         let mut stmt = self.conn.prepare(
             "SELECT seq, kind, uid, value, credential_id, max_failures, lockout, escalation,
                     max_lockout, time, uid, user, event, result, service, rhost, actor, detail
-             FROM journal WHERE failed IS NULL ORDER BY seq LIMIT ?1",
+             FROM journal WHERE failed IS NULL AND (?2 OR kind <> 'audit')
+             ORDER BY seq LIMIT ?1",
         )?;
-        let rows = stmt.query_map(params![limit], |r| {
+        let rows = stmt.query_map(params![limit as i64, audit_too], |r| {
             let kind: String = r.get(1)?;
             let value: i64 = r.get(3)?;
             let change = match kind.as_str() {
@@ -690,10 +696,11 @@ impl OfflineCache {
         Ok(())
     }
 
-    fn has_pending(&self) -> StoreResult<bool> {
+    fn has_pending(&self, audit_too: bool) -> StoreResult<bool> {
         Ok(self.conn.query_row(
-            "SELECT EXISTS(SELECT 1 FROM journal WHERE failed IS NULL)",
-            [],
+            "SELECT EXISTS(SELECT 1 FROM journal WHERE failed IS NULL
+                           AND (?1 OR kind <> 'audit'))",
+            params![audit_too],
             |r| r.get(0),
         )?)
     }
@@ -817,6 +824,10 @@ pub struct FleetStore {
     dropped: u64,
 }
 
+/// At most this many journal entries are pushed per [`Store::maintain`] round (the store is
+/// held meanwhile; the rest follows in the next rounds).
+const PUSH_PER_ROUND: usize = 2000;
+
 /// At most this many audit records wait in the offline journal; more are dropped (and
 /// counted in the log). Acceptances and failures are always kept.
 pub const AUDIT_CAP: u64 = 100_000;
@@ -927,18 +938,20 @@ impl FleetStore {
         }
     }
 
-    /// Pushes the journal to the database, oldest first. An unreachable database stops the
-    /// push (the rest waits); an entry the database refuses otherwise is set aside and logged.
-    fn push(&mut self) -> StoreResult<()> {
-        if !self.cache.has_pending()? {
+    /// Pushes the journal to the database, oldest first: the acceptances and failures (the
+    /// decisions, few: the lockout bounds them) all, audit records too with `audit_too`, at
+    /// most `max` entries in all. An unreachable database stops the push (the rest waits); an
+    /// entry the database refuses otherwise is set aside and logged.
+    fn push(&mut self, audit_too: bool, max: usize) -> StoreResult<()> {
+        if !self.cache.has_pending(audit_too)? {
             return Ok(());
         }
         let mut pushed = 0usize;
-        let mut users = Vec::new();
+        let mut users = std::collections::BTreeSet::new();
         // One entry first: while the database is down, a call costs one row, not the journal.
         let mut batch = 1;
-        loop {
-            let entries = self.cache.pending(batch)?;
+        while pushed < max {
+            let entries = self.cache.pending(batch.min(max - pushed), audit_too)?;
             if entries.is_empty() {
                 break;
             }
@@ -998,8 +1011,8 @@ impl FleetStore {
                 }
                 self.cache.done(seq)?;
                 pushed += 1;
-                if !users.contains(&(uid, audit.user.clone())) {
-                    users.push((uid, audit.user.clone()));
+                if !matches!(change, Change::Audit) {
+                    users.insert((uid, audit.user.clone()));
                 }
             }
         }
@@ -1023,7 +1036,8 @@ impl FleetStore {
         online: impl FnOnce(&mut dyn Store) -> StoreResult<T>,
         offline: impl FnOnce(&mut Self, StoreError) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let r = match self.push() {
+        // The decisions taken offline reach the database before this change does.
+        let r = match self.push(false, usize::MAX) {
             Ok(()) => online(self.remote.as_mut()),
             Err(e) => Err(e),
         };
@@ -1311,7 +1325,7 @@ impl Store for FleetStore {
 
     fn maintain(&mut self, now: i64) -> StoreResult<Vec<String>> {
         let upkeep = (|| {
-            match self.push() {
+            match self.push(true, PUSH_PER_ROUND) {
                 Err(e) if e.is_unreachable() => return Ok(()),
                 other => other?,
             }
