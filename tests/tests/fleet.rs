@@ -517,7 +517,10 @@ fn a_host_serves_its_recent_users_through_an_outage_and_pushes_what_it_accepted(
         )
         .is_ok_and(|n| n.trim() != "0")
     });
-    assert!(a.log().contains("pushed"), "{}", a.log());
+    // And says so in its log (at its next upkeep round).
+    eventually("A logged the push", || {
+        a.log().contains("offline changes to the fleet")
+    });
     // The code and the recovery code used offline on A are refused on B.
     eventually("B reconnected", || {
         b.ctl(&["admin", "show", ALICE]).code == 0

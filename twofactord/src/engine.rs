@@ -150,8 +150,14 @@ pub struct Engine {
 fn store_err(e: StoreError) -> BusError {
     crate::log::error(&format!("{e}"));
     if e.is_unreachable() {
-        // The fleet's database is down: say so (what waits, what goes on), never more.
-        return BusError::StateUnavailable(format!("{}; nothing was changed", e.0));
+        // The fleet's database is down: the caller is told what waits and what goes on, not
+        // the database's address or the error (the log has them).
+        return BusError::StateUnavailable(
+            "the fleet database is unreachable: nothing was changed; enrollment and admin \
+             changes must wait until it is back (logins of users this host served recently go \
+             on)"
+            .into(),
+        );
     }
     BusError::StateUnavailable("the daemon cannot access its state; nothing was changed".into())
 }

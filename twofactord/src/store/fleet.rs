@@ -112,8 +112,11 @@ CREATE TABLE IF NOT EXISTS journal (
     rhost TEXT NOT NULL,
     actor TEXT NOT NULL,
     detail TEXT NOT NULL,
+    refused_since INTEGER,
     failed TEXT
 );
+CREATE INDEX IF NOT EXISTS journal_uid ON journal (uid);
+CREATE INDEX IF NOT EXISTS journal_open ON journal (failed, kind);
 CREATE TABLE IF NOT EXISTS sealing (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     key_check BLOB NOT NULL
@@ -301,9 +304,15 @@ impl OfflineCache {
             )
             .optional()?;
         let pending = journal_has(&tx, uid)?;
+        let journaled_step: Option<i64> = tx.query_row(
+            "SELECT max(value) FROM journal WHERE uid = ?1 AND kind = 'totp'",
+            params![uid],
+            |r| r.get(0),
+        )?;
         tx.execute("DELETE FROM users WHERE uid = ?1", params![uid])?;
         let st = copy.state.clone().unwrap_or_default();
-        let mut last_step = st.last_totp_step.map(|s| s as i64);
+        // A step accepted here offline (pushed or not) never goes back.
+        let mut last_step = st.last_totp_step.map(|s| s as i64).max(journaled_step);
         let (mut failures, mut level, mut until) = (st.failures, st.lock_level, st.locked_until);
         if let (true, Some((step, f, l, u))) = (pending, local) {
             last_step = last_step.max(step);
@@ -457,8 +466,13 @@ impl OfflineCache {
             .ok_or_else(|| StoreError(format!("offline cache: unknown algorithm {alg:?}")))?;
         let period = u64::try_from(period)
             .ok()
-            .filter(|p| *p > 0)
+            .filter(|p| (1..=3600).contains(p))
             .ok_or_else(|| StoreError("offline cache: a bad TOTP period".into()))?;
+        if !matches!(digits, 6 | 8) {
+            return Err(StoreError(
+                "offline cache: a bad number of TOTP digits".into(),
+            ));
+        }
         Ok(Some(TotpFactor {
             secret: TotpSecret::from_bytes(open.to_vec()),
             params: TotpParams {
@@ -507,6 +521,16 @@ impl OfflineCache {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Applies to the cached copy of `uid` an acceptance the database made online (so a step,
+    /// code or counter used online here is refused offline here too). Not journaled; a commit
+    /// without its own fsync (the database holds the durable record).
+    fn mirror(&mut self, uid: u32, change: &Change, now: i64) -> StoreResult<()> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = self.apply(uid, change, now, None);
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        r.map(|_| ())
+    }
+
     /// Accepts `change` for `uid` against the cache and journals it with `audit`, in one
     /// durable transaction. False when the cache refuses it (a replay; the journal is not
     /// touched).
@@ -516,6 +540,23 @@ impl OfflineCache {
         change: &Change,
         now: i64,
         audit: &AuditRecord,
+    ) -> StoreResult<bool> {
+        self.apply(uid, change, now, Some(audit))
+    }
+
+    /// Drops the copy of `uid` (it is no longer served offline).
+    fn forget(&mut self, uid: u32) -> StoreResult<()> {
+        self.conn
+            .execute("DELETE FROM users WHERE uid = ?1", params![uid])?;
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        uid: u32,
+        change: &Change,
+        now: i64,
+        audit: Option<&AuditRecord>,
     ) -> StoreResult<bool> {
         let tx = self.conn.transaction()?;
         let changed = match change {
@@ -569,7 +610,9 @@ impl OfflineCache {
         if changed != 1 {
             return Ok(false);
         }
-        journal(&tx, uid, change, audit)?;
+        if let Some(audit) = audit {
+            journal(&tx, uid, change, audit)?;
+        }
         tx.commit()?;
         Ok(true)
     }
@@ -654,18 +697,30 @@ impl OfflineCache {
             let kind: String = r.get(1)?;
             let value: i64 = r.get(3)?;
             let change = match kind.as_str() {
-                "totp" => Some(Change::Totp(value as u64)),
+                "totp" => u64::try_from(value).ok().map(Change::Totp),
                 "recovery" => Some(Change::Recovery(value)),
-                "key" => Some(Change::Key(
-                    r.get::<_, Option<Vec<u8>>>(4)?.unwrap_or_default(),
-                    u32::try_from(value).unwrap_or(u32::MAX),
-                )),
-                "failure" => Some(Change::Failure(RateLimit {
-                    max_failures: r.get(5)?,
-                    lockout: std::time::Duration::from_secs(r.get::<_, i64>(6)?.max(0) as u64),
-                    escalation: r.get(7)?,
-                    max_lockout: std::time::Duration::from_secs(r.get::<_, i64>(8)?.max(0) as u64),
-                })),
+                "key" => {
+                    let credential: Option<Vec<u8>> = r.get(4)?;
+                    u32::try_from(value)
+                        .ok()
+                        .map(|n| Change::Key(credential.unwrap_or_default(), n))
+                }
+                "failure" => {
+                    let int = |i: usize| -> rusqlite::Result<Option<u32>> {
+                        Ok(u32::try_from(r.get::<_, i64>(i)?).ok())
+                    };
+                    match (int(5)?, int(6)?, int(7)?, int(8)?) {
+                        (Some(max_failures), Some(lockout), Some(escalation), Some(max)) => {
+                            Some(Change::Failure(RateLimit {
+                                max_failures,
+                                lockout: std::time::Duration::from_secs(u64::from(lockout)),
+                                escalation,
+                                max_lockout: std::time::Duration::from_secs(u64::from(max)),
+                            }))
+                        }
+                        _ => None,
+                    }
+                }
                 "audit" => Some(Change::Audit),
                 _ => None,
             };
@@ -676,7 +731,7 @@ impl OfflineCache {
             let (seq, uid, change, kind, audit) = row?;
             match change {
                 Some(c) => out.push((seq, uid, c, audit)),
-                None => self.mark_failed(seq, &format!("unknown kind {kind:?}"))?,
+                None => self.mark_failed(seq, &format!("unreadable entry ({kind:?})"))?,
             }
         }
         Ok(out)
@@ -686,6 +741,16 @@ impl OfflineCache {
         self.conn
             .execute("DELETE FROM journal WHERE seq = ?1", params![seq])?;
         Ok(())
+    }
+
+    /// Notes a refused push of entry `seq` at `now`; returns since when it is refused.
+    fn refused_since(&self, seq: i64, now: i64) -> StoreResult<i64> {
+        Ok(self.conn.query_row(
+            "UPDATE journal SET refused_since = coalesce(refused_since, ?2) WHERE seq = ?1
+             RETURNING refused_since",
+            params![seq, now],
+            |r| r.get(0),
+        )?)
     }
 
     fn mark_failed(&self, seq: i64, why: &str) -> StoreResult<()> {
@@ -723,6 +788,7 @@ impl OfflineCache {
     }
 
     /// Every cached uid (the users this host may serve offline).
+    #[cfg(test)]
     fn uids(&self) -> StoreResult<Vec<u32>> {
         let mut stmt = self.conn.prepare("SELECT uid FROM users ORDER BY uid")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
@@ -738,21 +804,17 @@ fn journal_has(tx: &Transaction<'_>, uid: u32) -> rusqlite::Result<bool> {
     )
 }
 
-/// Recovery code ids used offline and not yet pushed.
+/// Recovery code ids used offline and not pushed (set-aside ones stay used).
 fn used_offline(tx: &Transaction<'_>, uid: u32) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = tx.prepare(
-        "SELECT value FROM journal WHERE uid = ?1 AND kind = 'recovery' AND failed IS NULL",
-    )?;
+    let mut stmt = tx.prepare("SELECT value FROM journal WHERE uid = ?1 AND kind = 'recovery'")?;
     let rows = stmt.query_map(params![uid], |r| r.get(0))?;
     rows.collect()
 }
 
-/// Key counters accepted offline and not yet pushed.
+/// Key counters accepted offline and not pushed (set-aside ones included).
 fn counters_offline(tx: &Transaction<'_>, uid: u32) -> rusqlite::Result<Vec<(Vec<u8>, u32)>> {
-    let mut stmt = tx.prepare(
-        "SELECT credential_id, value FROM journal WHERE uid = ?1 AND kind = 'key'
-         AND failed IS NULL",
-    )?;
+    let mut stmt =
+        tx.prepare("SELECT credential_id, value FROM journal WHERE uid = ?1 AND kind = 'key'")?;
     let rows = stmt.query_map(params![uid], |r| {
         Ok((
             r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
@@ -820,9 +882,18 @@ pub struct FleetStore {
     notes: RefCell<Vec<String>>,
     /// At most this many audit records wait in the journal ([`AUDIT_CAP`]).
     audit_cap: u64,
+    /// Users answered from the cache since their last online login: their next
+    /// [`Store::served`] does not extend how long they are served offline.
+    served_offline: RefCell<std::collections::BTreeSet<u32>>,
+    /// Whether the last change went to the cache (the database unreachable).
+    went_offline: bool,
     /// Audit records dropped because the journal held `audit_cap`.
     dropped: u64,
 }
+
+/// A journal entry the database refuses (not "unreachable") for this long (seconds) is set
+/// aside: the other entries go on.
+const SET_ASIDE_AFTER: i64 = 3600;
 
 /// At most this many journal entries are pushed per [`Store::maintain`] round (the store is
 /// held meanwhile; the rest follows in the next rounds).
@@ -873,6 +944,8 @@ impl FleetStore {
             offline: Cell::new(false),
             notes: RefCell::new(Vec::new()),
             audit_cap: AUDIT_CAP,
+            served_offline: RefCell::new(std::collections::BTreeSet::new()),
+            went_offline: false,
             dropped: 0,
         }
     }
@@ -917,6 +990,7 @@ impl FleetStore {
                 self.note(false, Some(&e));
                 let since = (self.clock)().saturating_sub(self.max_age);
                 if self.cache.fresh(uid, since)? {
+                    self.served_offline.borrow_mut().insert(uid);
                     offline(&self.cache)
                 } else {
                     Err(StoreError::unreachable(format_args!(
@@ -1001,10 +1075,25 @@ impl FleetStore {
                         return Err(e);
                     }
                     Err(e) => {
+                        // The database answered but refused: often passing (a lock or
+                        // statement timeout, a read-only standby after a failover): the push
+                        // stops and this call fails closed; tried again later. Set aside only
+                        // when refused for SET_ASIDE_AFTER (its acceptance stays in force here).
+                        let now = (self.clock)();
+                        let since = self.cache.refused_since(seq, now)?;
+                        if now.saturating_sub(since) < SET_ASIDE_AFTER {
+                            self.say(format!(
+                                "offline journal entry {seq} (uid {uid}) refused by the fleet \
+                                 database: {e}; tried again later"
+                            ));
+                            return Err(e);
+                        }
                         self.say(format!(
-                        "offline journal entry {seq} (uid {uid}) refused by the fleet database: \
-                         {e}; set aside"
-                    ));
+                            "offline journal entry {seq} (uid {uid}) refused by the fleet \
+                             database for {} s: {e}; set aside (its acceptance stays in force \
+                             on this host)",
+                            now.saturating_sub(since)
+                        ));
                         self.cache.mark_failed(seq, &e.0)?;
                         continue;
                     }
@@ -1024,7 +1113,9 @@ impl FleetStore {
         }
         let now = (self.clock)();
         for (uid, name) in users {
-            self.refresh(uid, &name, None, now)?;
+            if !matches!(self.refresh(uid, &name, None, now), Ok(true)) {
+                self.cache.forget(uid)?;
+            }
         }
         Ok(())
     }
@@ -1036,6 +1127,7 @@ impl FleetStore {
         online: impl FnOnce(&mut dyn Store) -> StoreResult<T>,
         offline: impl FnOnce(&mut Self, StoreError) -> StoreResult<T>,
     ) -> StoreResult<T> {
+        self.went_offline = false;
         // The decisions taken offline reach the database before this change does.
         let r = match self.push(false, usize::MAX) {
             Ok(()) => online(self.remote.as_mut()),
@@ -1044,6 +1136,7 @@ impl FleetStore {
         match r {
             Err(e) if e.is_unreachable() => {
                 self.note(false, Some(&e));
+                self.went_offline = true;
                 offline(self, e)
             }
             other => {
@@ -1053,6 +1146,29 @@ impl FleetStore {
                 other
             }
         }
+    }
+
+    /// An acceptance: online, mirrored into the cached copy; offline, against the cache.
+    fn acceptance(
+        &mut self,
+        uid: u32,
+        change: Change,
+        now: i64,
+        audit: &AuditRecord,
+        online: impl FnOnce(&mut dyn Store) -> StoreResult<bool>,
+    ) -> StoreResult<bool> {
+        let ok = self.change(online, |s, _| s.accept_offline(uid, &change, now, audit))?;
+        if ok
+            && !self.went_offline
+            && let Err(e) = self.cache.mirror(uid, &change, now)
+        {
+            // The copy could let this step or code through again offline: dropped.
+            self.say(format!(
+                "offline cache: uid {uid}'s copy dropped (cannot record an acceptance: {e})"
+            ));
+            self.cache.forget(uid)?;
+        }
+        Ok(ok)
     }
 
     /// A change that only the database may make.
@@ -1077,19 +1193,20 @@ impl FleetStore {
                 "uid {uid} was not served by this host recently: refused"
             )));
         }
+        self.served_offline.borrow_mut().insert(uid);
         self.cache.accept(uid, change, now, audit)
     }
 
     /// Copies the user from the database into the cache (`served_at`: `None` keeps the time
-    /// they were last served, and caches no one new). An unreachable database leaves the copy
-    /// as it is.
+    /// they were last served, and caches no one new). False when the database is unreachable
+    /// (the copy left as it is).
     fn refresh(
         &mut self,
         uid: u32,
         name: &str,
         served_at: Option<i64>,
         now: i64,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let copy = (|| {
             Ok::<_, StoreError>(UserCopy {
                 state: self.remote.user_state(uid)?,
@@ -1099,8 +1216,11 @@ impl FleetStore {
             })
         })();
         match copy {
-            Ok(copy) => self.cache.put(uid, name, &copy, served_at, now),
-            Err(e) if e.is_unreachable() => Ok(()),
+            Ok(copy) => self
+                .cache
+                .put(uid, name, &copy, served_at, now)
+                .map(|()| true),
+            Err(e) if e.is_unreachable() => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -1139,9 +1259,11 @@ impl Store for FleetStore {
         codes: Codes<'_>,
         existing: Existing,
     ) -> StoreResult<Activation> {
-        self.online_only("enrollment", |r| {
+        let done = self.online_only("enrollment", |r| {
             r.activate_totp(uid, name, pending_id, accepted_step, now, codes, existing)
-        })
+        })?;
+        self.after_admin_change(uid)?;
+        Ok(done)
     }
 
     fn accept_totp_step(
@@ -1151,10 +1273,9 @@ impl Store for FleetStore {
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool> {
-        self.change(
-            |r| r.accept_totp_step(uid, step, now, audit),
-            |s, _| s.accept_offline(uid, &Change::Totp(step), now, audit),
-        )
+        self.acceptance(uid, Change::Totp(step), now, audit, |r| {
+            r.accept_totp_step(uid, step, now, audit)
+        })
     }
 
     fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
@@ -1168,10 +1289,9 @@ impl Store for FleetStore {
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool> {
-        self.change(
-            |r| r.consume_recovery(uid, id, now, audit),
-            |s, _| s.accept_offline(uid, &Change::Recovery(id), now, audit),
-        )
+        self.acceptance(uid, Change::Recovery(id), now, audit, |r| {
+            r.consume_recovery(uid, id, now, audit)
+        })
     }
 
     fn replace_recovery(&mut self, uid: u32, codes: &[StoredCode]) -> StoreResult<()> {
@@ -1206,11 +1326,15 @@ impl Store for FleetStore {
     }
 
     fn start_grace(&mut self, uid: u32, name: &str, now: i64) -> StoreResult<i64> {
-        self.online_only("starting a grace period", |r| r.start_grace(uid, name, now))
+        let since =
+            self.online_only("starting a grace period", |r| r.start_grace(uid, name, now))?;
+        self.after_admin_change(uid)?;
+        Ok(since)
     }
 
     fn set_grace_start(&mut self, uid: u32, name: &str, since: Option<i64>) -> StoreResult<()> {
-        self.online_only("an admin's change", |r| r.set_grace_start(uid, name, since))
+        self.online_only("an admin's change", |r| r.set_grace_start(uid, name, since))?;
+        self.after_admin_change(uid)
     }
 
     fn reset(&mut self, uid: u32) -> StoreResult<()> {
@@ -1231,9 +1355,11 @@ impl Store for FleetStore {
         existing: Existing,
         audit: &AuditRecord,
     ) -> StoreResult<Activation> {
-        self.online_only("enrollment", |r| {
+        let done = self.online_only("enrollment", |r| {
             r.add_keys(uid, name, keys, codes, existing, audit)
-        })
+        })?;
+        self.after_admin_change(uid)?;
+        Ok(done)
     }
 
     fn accept_key_assertion(
@@ -1244,16 +1370,12 @@ impl Store for FleetStore {
         now: i64,
         audit: &AuditRecord,
     ) -> StoreResult<bool> {
-        self.change(
+        self.acceptance(
+            uid,
+            Change::Key(credential_id.to_vec(), sign_count),
+            now,
+            audit,
             |r| r.accept_key_assertion(uid, credential_id, sign_count, now, audit),
-            |s, _| {
-                s.accept_offline(
-                    uid,
-                    &Change::Key(credential_id.to_vec(), sign_count),
-                    now,
-                    audit,
-                )
-            },
         )
     }
 
@@ -1302,12 +1424,9 @@ impl Store for FleetStore {
     }
 
     fn offline_uids(&self) -> StoreResult<Vec<u32>> {
-        match self.remote.offline_uids() {
-            // The module's snapshot (for a stopped daemon) keeps asking the users this host
-            // can still serve.
-            Err(e) if e.is_unreachable() => self.cache.uids(),
-            other => other,
-        }
+        // Never the cache's (fewer) users: the module's snapshot must keep asking everyone
+        // with a factor; an error keeps the last snapshot.
+        self.remote.offline_uids()
     }
 
     fn keeps_offline_copies(&self) -> bool {
@@ -1315,12 +1434,12 @@ impl Store for FleetStore {
     }
 
     fn served(&mut self, uid: u32, name: &str, now: i64) -> StoreResult<()> {
-        if self.offline.get() {
+        if self.served_offline.borrow_mut().remove(&uid) {
             // Served from the cache: the time it was served online stays (offline logins do
             // not extend how long a user is served offline).
             return Ok(());
         }
-        self.refresh(uid, name, Some(now), now)
+        self.refresh(uid, name, Some(now), now).map(|_| ())
     }
 
     fn maintain(&mut self, now: i64) -> StoreResult<Vec<String>> {
@@ -1340,7 +1459,14 @@ impl Store for FleetStore {
                 .cache
                 .stale(now.saturating_sub(REFRESH_EVERY), REFRESH_BATCH)?
             {
-                self.refresh(uid, &name, None, now)?;
+                if let Err(e) = self.refresh(uid, &name, None, now) {
+                    // Never a stale copy: one that cannot be refreshed is dropped (the user is
+                    // not served offline until their next login here).
+                    self.say(format!(
+                        "offline cache: the copy of {name} was dropped (cannot refresh it: {e})"
+                    ));
+                    self.cache.forget(uid)?;
+                }
             }
             Ok(())
         })();
@@ -1350,7 +1476,8 @@ impl Store for FleetStore {
 }
 
 impl FleetStore {
-    /// After an admin's change made through this host: the cached copy follows at once.
+    /// After a change made through this host (an admin's, an enrollment): the cached copy
+    /// follows at once, or is dropped when it cannot (never a copy older than the change).
     fn after_admin_change(&mut self, uid: u32) -> StoreResult<()> {
         let name: Option<String> = self
             .cache
@@ -1359,9 +1486,12 @@ impl FleetStore {
                 r.get(0)
             })
             .optional()?;
-        match name {
-            Some(name) => self.refresh(uid, &name, None, (self.clock)()),
-            None => Ok(()),
+        let Some(name) = name else {
+            return Ok(());
+        };
+        match self.refresh(uid, &name, None, (self.clock)()) {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => self.cache.forget(uid),
         }
     }
 }
@@ -1381,6 +1511,8 @@ mod tests {
     struct Switch {
         inner: SqliteStore,
         down: Arc<AtomicBool>,
+        /// Every call refused (the database answers, but no: a read-only standby).
+        refuse: Arc<AtomicBool>,
     }
 
     impl Switch {
@@ -1388,6 +1520,13 @@ mod tests {
             if self.down.load(Ordering::SeqCst) {
                 return Err(StoreError::unreachable(
                     "cannot connect to PostgreSQL (test)",
+                ));
+            }
+            if self.refuse.load(Ordering::SeqCst) {
+                return Err(StoreError(
+                    "PostgreSQL: cannot execute UPDATE in a read-only transaction (SQLSTATE \
+                     25006)"
+                        .into(),
                 ));
             }
             Ok(())
@@ -1558,7 +1697,14 @@ mod tests {
     /// A fleet store over a database where `UID` and `OTHER` have an app (last step 100) and
     /// three recovery codes; both are served once `serve` is called.
     fn world() -> (FleetStore, Arc<AtomicBool>) {
+        let (s, down, _) = world_refusing();
+        (s, down)
+    }
+
+    /// [`world`], with the switch that makes the database refuse every call.
+    fn world_refusing() -> (FleetStore, Arc<AtomicBool>, Arc<AtomicBool>) {
         let down = Arc::new(AtomicBool::new(false));
+        let refuse = Arc::new(AtomicBool::new(false));
         let mut db = SqliteStore::in_memory().unwrap();
         for uid in [UID, OTHER] {
             let p = PendingTotp {
@@ -1597,11 +1743,13 @@ mod tests {
         let remote = Switch {
             inner: db,
             down: Arc::clone(&down),
+            refuse: Arc::clone(&refuse),
         };
         let cache = OfflineCache::in_memory(key()).unwrap();
         (
             FleetStore::new(Box::new(remote), cache, 3600).with_clock(now),
             down,
+            refuse,
         )
     }
 
@@ -1912,5 +2060,159 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CACHE_FILE), vec![0xAB; 8192]).unwrap();
         assert!(OfflineCache::open(dir.path(), key()).is_err());
+    }
+
+    #[test]
+    fn a_step_or_code_used_online_here_is_refused_offline_here() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        // Used online after the copy was made; the database drops before any refresh.
+        assert!(
+            s.accept_totp_step(UID, 101, now(), &login(UID, ""))
+                .unwrap()
+        );
+        let code = s.unused_recovery(UID).unwrap()[0].id;
+        assert!(
+            s.consume_recovery(UID, code, now(), &login(UID, ""))
+                .unwrap()
+        );
+        down.store(true, Ordering::SeqCst);
+        assert!(
+            !s.accept_totp_step(UID, 101, now(), &login(UID, ""))
+                .unwrap()
+        );
+        assert!(
+            !s.consume_recovery(UID, code, now(), &login(UID, ""))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_push_the_database_refuses_fails_closed_and_the_code_stays_used() {
+        let (mut s, down, refuse) = world_refusing();
+        s.served(UID, "user1000", now()).unwrap();
+        down.store(true, Ordering::SeqCst);
+        let code = s.unused_recovery(UID).unwrap()[0].id;
+        assert!(
+            s.consume_recovery(UID, code, now(), &login(UID, ""))
+                .unwrap()
+        );
+        down.store(false, Ordering::SeqCst);
+        refuse.store(true, Ordering::SeqCst);
+        // A read-only standby after a failover: every change fails (closed), the entry waits.
+        for _ in 0..20 {
+            assert!(
+                s.accept_totp_step(UID, 110, now(), &login(UID, ""))
+                    .is_err()
+            );
+        }
+        assert!(s.cache.has_pending(false).unwrap());
+        // Refused for an hour: set aside, logged, and the code it used stays used in the copy.
+        s.clock = || now() + SET_ASIDE_AFTER;
+        assert!(
+            s.accept_totp_step(UID, 110, now(), &login(UID, ""))
+                .is_err()
+        );
+        assert!(!s.cache.has_pending(false).unwrap());
+        let lines = s.maintain(now()).unwrap();
+        assert!(lines.iter().any(|l| l.contains("set aside")), "{lines:?}");
+        refuse.store(false, Ordering::SeqCst);
+        s.served(UID, "user1000", now()).unwrap();
+        down.store(true, Ordering::SeqCst);
+        assert!(!s.unused_recovery(UID).unwrap().iter().any(|c| c.id == code));
+        assert!(
+            !s.consume_recovery(UID, code, now(), &login(UID, ""))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_copy_that_cannot_be_refreshed_is_dropped() {
+        let (mut s, down, refuse) = world_refusing();
+        s.served(UID, "user1000", now()).unwrap();
+        refuse.store(true, Ordering::SeqCst);
+        let lines = s.maintain(now() + REFRESH_EVERY + 1).unwrap();
+        assert!(lines.iter().any(|l| l.contains("was dropped")), "{lines:?}");
+        refuse.store(false, Ordering::SeqCst);
+        down.store(true, Ordering::SeqCst);
+        assert!(s.totp(UID).is_err(), "not served offline any more");
+    }
+
+    #[test]
+    fn an_enrollment_on_this_host_updates_the_copy_at_once() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        let k = KeyFactor {
+            name: "blue".into(),
+            credential_id: vec![1, 2, 3],
+            public_key_cose: vec![4, 5],
+            rp_id: "twofactor".into(),
+            sign_count: 7,
+            user_verification: false,
+            source: "enrolled".into(),
+            created: now(),
+            last_used: 0,
+        };
+        let done = s
+            .add_keys(
+                UID,
+                "user1000",
+                &[k],
+                Codes::Keep,
+                Existing::Proven,
+                &login(UID, ""),
+            )
+            .unwrap();
+        assert_eq!(done, Activation::Done { codes_set: false });
+        down.store(true, Ordering::SeqCst);
+        assert_eq!(s.keys(UID).unwrap().len(), 1);
+        // Its counter holds offline: a clone's older counter is refused.
+        assert!(
+            !s.accept_key_assertion(UID, &[1, 2, 3], 5, now(), &login(UID, ""))
+                .unwrap()
+        );
+        assert!(
+            s.accept_key_assertion(UID, &[1, 2, 3], 8, now(), &login(UID, ""))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn the_module_snapshot_never_shrinks_to_the_cache() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        down.store(true, Ordering::SeqCst);
+        assert!(
+            s.offline_uids().is_err(),
+            "an error keeps the last snapshot"
+        );
+    }
+
+    #[test]
+    fn a_corrupted_copy_is_an_error_not_a_panic() {
+        let (mut s, down) = world();
+        s.served(UID, "user1000", now()).unwrap();
+        s.cache
+            .conn
+            .execute("UPDATE totp SET digits = 12", [])
+            .unwrap();
+        s.cache
+            .conn
+            .execute(
+                "INSERT INTO journal (kind, uid, max_failures, time, user, event, result, \
+                 service, rhost, actor, detail) VALUES ('failure', 1000, -5, 0, '', '', '', \
+                 '', '', '', '')",
+                [],
+            )
+            .unwrap();
+        down.store(true, Ordering::SeqCst);
+        assert!(s.totp(UID).is_err());
+        down.store(false, Ordering::SeqCst);
+        // The unreadable journal row is set aside; the rest goes on.
+        assert!(
+            s.accept_totp_step(UID, 120, now(), &login(UID, ""))
+                .unwrap()
+        );
+        assert!(!s.cache.has_pending(true).unwrap());
     }
 }

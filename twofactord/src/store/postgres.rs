@@ -683,16 +683,27 @@ fn pg_error(e: &::postgres::Error, sql: &str) -> StoreError {
     StoreError(format!("PostgreSQL: {}", describe(e)))
 }
 
-/// Whether an error says the database could not be used at all (the connection failed,
-/// dropped or the server is shutting down), rather than refusing a statement.
+/// Whether an error says the database could not be reached at all (no connection, a dropped
+/// one, a network timeout, the server shutting down), rather than refusing: a wrong password,
+/// a missing database or grant, a timeout of a statement or lock, a read-only standby are
+/// refusals (the daemon fails closed on them and says why; no offline serving).
 fn is_transport(e: &::postgres::Error) -> bool {
-    match e.as_db_error() {
-        None => true,
-        Some(db) => {
-            let code = db.code().code();
-            code.starts_with("08") || code.starts_with("57P")
-        }
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08") || code.starts_with("57P");
     }
+    if e.is_closed() {
+        return true;
+    }
+    // An I/O failure somewhere in the causes (refused, reset, timed out).
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A connection with its prepared statements.
@@ -796,6 +807,8 @@ struct Breaker {
     open_until: Mutex<Option<Instant>>,
     /// Calls refused without trying, since the start.
     skipped: std::sync::atomic::AtomicU64,
+    /// The last failed connection was refused by the server (not unreachable).
+    refused: std::sync::atomic::AtomicBool,
 }
 
 /// How long the database is not tried after a failed connection, by default.
@@ -870,6 +883,7 @@ impl PostgresStore {
                 hold: BREAKER_HOLD,
                 open_until: Mutex::new(None),
                 skipped: std::sync::atomic::AtomicU64::new(0),
+                refused: std::sync::atomic::AtomicBool::new(false),
             },
             schema_pending: std::sync::atomic::AtomicBool::new(false),
             create_schema: options.create_schema,
@@ -891,7 +905,7 @@ impl PostgresStore {
         let url = options.url.clone();
         match Self::open(options.clone()) {
             Ok(store) => Ok((store, None)),
-            Err(e) if e.0.starts_with("cannot connect to PostgreSQL") => {
+            Err(e) if e.is_unreachable() => {
                 let parsed = parse_url(&url)?;
                 let tls = tls::connector(&parsed)?;
                 let password = match options.password {
@@ -911,11 +925,12 @@ impl PostgresStore {
                         hold: BREAKER_HOLD,
                         open_until: Mutex::new(Some(Instant::now() + BREAKER_HOLD)),
                         skipped: std::sync::atomic::AtomicU64::new(0),
+                        refused: std::sync::atomic::AtomicBool::new(false),
                     },
                     schema_pending: std::sync::atomic::AtomicBool::new(true),
                     create_schema: create,
                 };
-                Ok((store, Some(StoreError::unreachable(e.0))))
+                Ok((store, Some(e)))
             }
             Err(e) => Err(e),
         }
@@ -961,11 +976,23 @@ impl PostgresStore {
                 .skipped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 .saturating_add(1);
-            return Err(StoreError(format!(
-                "the fleet database is unreachable: not tried again for {} s after a failed \
-                 connection ({n} calls refused without trying so far); refused",
+            let msg = format!(
+                "not tried again for {} s after a failed connection ({n} calls refused without \
+                 trying so far); refused",
                 until.duration_since(now).as_secs().saturating_add(1)
-            )));
+            );
+            // Unreachable, unless the last connection was refused (a wrong password, a missing
+            // database): then there is no offline serving either.
+            if self
+                .breaker
+                .refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return Err(StoreError(format!(
+                    "the fleet database refused the connection: {msg}"
+                )));
+            }
+            return Err(StoreError::unreachable(msg));
         }
         match self.connect() {
             Ok(client) => {
@@ -974,7 +1001,10 @@ impl PostgresStore {
             }
             Err(e) => {
                 *open = Some(now + self.breaker.hold);
-                Err(StoreError::unreachable(format_args!(
+                self.breaker
+                    .refused
+                    .store(!e.is_unreachable(), std::sync::atomic::Ordering::Relaxed);
+                Err(StoreError(format!(
                     "{}; not tried again for {} s",
                     e.0,
                     self.breaker.hold.as_secs()
@@ -995,7 +1025,12 @@ impl PostgresStore {
         }
         let mut client = config.connect(self.tls.clone()).map_err(|e| {
             // tokio-postgres's messages name the host and the cause, never the password.
-            StoreError(format!("cannot connect to PostgreSQL: {}", describe(&e)))
+            let msg = format!("cannot connect to PostgreSQL: {}", describe(&e));
+            if is_transport(&e) {
+                StoreError::unreachable(msg)
+            } else {
+                StoreError(msg)
+            }
         })?;
         let setup = format!(
             "SET statement_timeout = '5s'; SET lock_timeout = '5s'; \
