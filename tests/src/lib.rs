@@ -80,6 +80,32 @@ pub fn ensure_test_accounts() {
     });
 }
 
+/// Makes the test process's login session one that `/proc` shows, as every real login's is.
+///
+/// A login program (sshd, login, a screen locker's session) is its session's leader or runs
+/// under one. A test runner may instead start the tests in a session whose leader lives outside
+/// this pid namespace (a container's CI runner): `/proc` then shows session 0, the module
+/// rightly sends no session identity, and nothing is remembered. The test process then starts
+/// a session of its own (setsid), once, before any login; the logins it runs are in that
+/// session, as the logins of one terminal are. Panics if that is impossible.
+pub fn ensure_visible_session() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: getsid/setsid only read or change this process's session; no memory is
+        // involved.
+        let sid = unsafe { libc::getsid(0) };
+        if sid <= 0 || !Path::new(&format!("/proc/{sid}/stat")).exists() {
+            // SAFETY: as above.
+            let rc = unsafe { libc::setsid() };
+            assert!(
+                rc > 0,
+                "cannot start a session of the test's own: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    });
+}
+
 fn ok(c: &mut Command) -> bool {
     c.stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -346,6 +372,7 @@ impl Env {
     }
 
     fn build(policy: &str, extra: &str, key: Option<&Path>) -> Env {
+        ensure_visible_session();
         let dir = tempfile::Builder::new()
             .prefix("twofactor-test-")
             .tempdir()

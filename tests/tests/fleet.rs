@@ -445,3 +445,134 @@ fn while_the_database_is_down_logins_fail_closed_without_each_trying_it() {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
+
+/// Waits until `done` holds (the database back, the breaker's hold and the upkeep's round
+/// passed), at most a minute.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_host_serves_its_recent_users_through_an_outage_and_pushes_what_it_accepted() {
+    // A wide window: the code used offline is still current when B tries it after the push.
+    let mut f = fleet("[totp]\nwindow = 4\n[login]\nattempts = 1\n");
+    let mut a = f.host();
+    let b = f.host();
+    let e = a.enroll(ALICE);
+    let eb = b.enroll(BOB);
+    // alice logs in on A (with a recovery code: the app's current code stays unused); bob
+    // only ever on B.
+    let r = a.login("tf", ALICE, &[&e.recovery[0]]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    let r = b.login("tf", BOB, &[&eb.recovery[0]]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+
+    f.pg.stop();
+    // A host reboot during the outage: the daemon starts from its cache.
+    a.restart_daemon();
+    assert!(
+        a.log().contains("starting with the offline cache"),
+        "{}",
+        a.log()
+    );
+    let code = oathtool(&e.secret, 30);
+    let r = a.login("tf", ALICE, &[&code]);
+    assert_eq!(r.rc, rc::SUCCESS, "served offline: {r:?}");
+    // A's own replay protection holds offline.
+    let r = a.login("tf", ALICE, &[&code]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(r.said("already used"), "{r:?}");
+    let r = a.login("tf", ALICE, &[&e.recovery[1]]);
+    assert_eq!(r.rc, rc::SUCCESS, "recovery code offline: {r:?}");
+    // bob was never served by A: refused, fail closed.
+    let r = a.login("tf", BOB, &[&oathtool(&eb.secret, 30)]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    // Changes wait for the database, and the admin is told so.
+    let out = a.ctl(&["admin", "require", CAROL]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("fleet database is unreachable") && out.stderr.contains("must wait"),
+        "{out:?}"
+    );
+    let out = a.ctl_as(CAROL, &["enroll", "totp", "--begin"], None);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("fleet database is unreachable"),
+        "{out:?}"
+    );
+    // B knows nothing of it yet; it has no cache of alice either (never served her).
+    let r = b.login("tf", ALICE, &[&code]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+
+    f.pg.restart();
+    // A pushes what it accepted offline once the database answers again.
+    eventually("A pushed its journal", || {
+        f.pg.try_sql(
+            "fleet",
+            "SELECT count(*) FROM twofactor.audit WHERE detail LIKE '%offline%'",
+        )
+        .is_ok_and(|n| n.trim() != "0")
+    });
+    // And says so in its log (at its next upkeep round).
+    eventually("A logged the push", || {
+        a.log().contains("offline changes to the fleet")
+    });
+    // The code and the recovery code used offline on A are refused on B.
+    eventually("B reconnected", || {
+        b.ctl(&["admin", "show", ALICE]).code == 0
+    });
+    let r = b.login("tf", ALICE, &[&code]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(
+        r.said("already used"),
+        "replay across hosts after the push: {r:?}"
+    );
+    let r = b.login("tf", ALICE, &[&e.recovery[1]]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    let r = b.login("tf", ALICE, &[&e.recovery[2]]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    // The fleet's audit log says which logins were offline, and on which host.
+    let audit = b.ctl(&["admin", "audit", "--user", ALICE]).ok().stdout;
+    assert!(
+        audit.lines().filter(|l| l.contains("offline")).count() >= 2,
+        "{audit}"
+    );
+    assert!(!a.log().contains(&e.secret) && !a.log().contains(&code));
+}
+
+#[test]
+fn migrate_carries_security_keys_with_their_counters() {
+    let f = fleet("[login]\nattempts = 1\n");
+    let url = f.pg.url("fleet", "tfd");
+    let mut s = Env::new("default_mode = \"optional\"\n[login]\nattempts = 1\n");
+    let key_file = s.key_file.clone().expect("key");
+    let key = s.soft_key("m", false);
+    let codes = s.enroll_key(ALICE, &key, "blue");
+    assert_eq!(codes.len(), 10);
+    for _ in 0..3 {
+        assert_eq!(s.key_login(&key, ALICE, None, &[]).rc, rc::SUCCESS);
+    }
+    s.stop_daemon();
+    let out = migrate(&s.state, &url, &key_file, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("1 security keys"), "{out:?}");
+    let stored = f.pg.sql(
+        "fleet",
+        "SELECT key_name || ':' || sign_count FROM twofactor.keys WHERE name = 'tf-alice'",
+    );
+    let counter = key.key.state().expect("state").counter;
+    assert_eq!(stored, format!("blue:{counter}"));
+    // A fleet host: the same key logs in; a cloned key (its counter behind) is refused.
+    let a = Env::with_key(&f.policy, &key_file);
+    a.write_key_service(&key.service, key.path(), "");
+    let r = a.key_login(&key, ALICE, None, &[]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    key.set(|k| k.counter_mode = twofactor_softkey::CounterMode::Rollback);
+    let r = a.key_login(&key, ALICE, None, &["000000"]);
+    assert_ne!(r.rc, rc::SUCCESS, "{r:?}");
+    assert!(r.said("possible cloned key"), "{r:?}");
+}

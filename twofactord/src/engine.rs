@@ -143,10 +143,22 @@ pub struct Engine {
     cap_audits: Mutex<limits::CapAudits>,
     /// The offline snapshot and the last good policy copy.
     persisted: offline::Persisted,
+    /// The store keeps copies of the users it served (the fleet's offline cache).
+    keeps_copies: bool,
 }
 
 fn store_err(e: StoreError) -> BusError {
     crate::log::error(&format!("{e}"));
+    if e.is_unreachable() {
+        // The fleet's database is down: the caller is told what waits and what goes on, not
+        // the database's address or the error (the log has them).
+        return BusError::StateUnavailable(
+            "the fleet database is unreachable: nothing was changed; enrollment and admin \
+             changes must wait until it is back (logins of users this host served recently go \
+             on)"
+            .into(),
+        );
+    }
     BusError::StateUnavailable("the daemon cannot access its state; nothing was changed".into())
 }
 
@@ -295,6 +307,7 @@ impl Engine {
         clock: Box<dyn Clock>,
     ) -> Engine {
         Engine {
+            keeps_copies: store.keeps_offline_copies(),
             store: Mutex::new(store),
             policy: RwLock::new(Arc::new(policy)),
             policy_path,
@@ -769,8 +782,8 @@ impl Engine {
         Ok(failure.locked_until)
     }
 
-    /// `Login.BeginLogin`.
-    pub fn begin_login(
+    /// `Login.BeginLogin` (see [`Engine::begin_login`]).
+    fn begin_login_inner(
         &self,
         caller: &Caller,
         user: &str,
@@ -1205,8 +1218,8 @@ impl Engine {
         }
     }
 
-    /// `Login.Continue`: the answer to the current prompt.
-    pub fn continue_login(
+    /// `Login.Continue` (see [`Engine::continue_login`]).
+    fn continue_login_inner(
         &self,
         caller: &Caller,
         handle: &str,
@@ -2148,6 +2161,8 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
 #[path = "engine_keys.rs"]
 mod keys;
 
+#[path = "engine_fleet.rs"]
+mod fleet;
 #[path = "engine_offline.rs"]
 mod offline;
 pub use offline::write_private;

@@ -311,7 +311,7 @@ impl Engine {
     }
 
     /// `Login.Assert`.
-    pub fn assert_login(
+    pub(super) fn assert_login_inner(
         &self,
         caller: &Caller,
         handle: &str,
@@ -467,7 +467,7 @@ impl Engine {
     }
 
     /// `Login.SkipKey`: no assertion (no key, timeout, declined): on to the code prompt.
-    pub fn skip_key(
+    pub(super) fn skip_key_inner(
         &self,
         caller: &Caller,
         handle: &str,

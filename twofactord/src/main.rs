@@ -330,10 +330,19 @@ fn open_store(
     use twofactord::store::open;
     let s = &policy.store;
     match &s.url {
-        Some(url) => Ok((
-            open::open_store(Some(url), s.password_file.as_deref(), state_dir, key)?,
-            0,
-        )),
+        Some(url) => {
+            let (store, notes) = open::open_store(
+                Some(url),
+                s.password_file.as_deref(),
+                state_dir,
+                key,
+                s.offline_max_age,
+            )?;
+            for n in notes {
+                log::warn(&n);
+            }
+            Ok((store, 0))
+        }
         None => {
             let store = SqliteStore::open_with_key(state_dir, key)?;
             let sealed = store.sealed_at_open().unwrap_or(0);
@@ -611,6 +620,18 @@ fn main() -> ExitCode {
             .spawn(move || engine.run_audit_retention());
         if let Err(e) = spawned {
             log::error(&format!("cannot start the audit retention: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+
+    // The fleet store's upkeep (offline journal, cached copies); nothing for SQLite.
+    {
+        let engine = Arc::clone(&engine);
+        let spawned = std::thread::Builder::new()
+            .name("store-upkeep".into())
+            .spawn(move || engine.run_store_upkeep());
+        if let Err(e) = spawned {
+            log::error(&format!("cannot start the store upkeep: {e}"));
             return ExitCode::FAILURE;
         }
     }

@@ -12,6 +12,7 @@ use std::fmt;
 
 #[doc(hidden)]
 pub mod conformance;
+pub mod fleet;
 pub mod migrate;
 pub mod open;
 pub mod postgres;
@@ -39,6 +40,22 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+/// How an error of an unreachable backend begins (see [`StoreError::unreachable`]).
+pub const UNREACHABLE: &str = "the fleet database is unreachable";
+
+impl StoreError {
+    /// The backend could not be reached (no connection, a dropped one, the breaker open): the
+    /// fleet store answers from its offline cache instead, and refuses changes with this.
+    pub fn unreachable(detail: impl fmt::Display) -> StoreError {
+        StoreError(format!("{UNREACHABLE}: {detail}"))
+    }
+
+    /// Whether this error says the backend could not be reached.
+    pub fn is_unreachable(&self) -> bool {
+        self.0.starts_with(UNREACHABLE)
+    }
+}
 
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -312,6 +329,27 @@ pub trait Store: Send {
     /// Every uid with second-factor state: an admin's requirement, a TOTP factor, a key, or
     /// unused recovery codes (the offline snapshot asks them all).
     fn offline_uids(&self) -> StoreResult<Vec<u32>>;
+
+    /// Whether [`Store::served`] does anything (the engine skips the call otherwise).
+    fn keeps_offline_copies(&self) -> bool {
+        false
+    }
+
+    /// A login of `uid` (`name`) ended in success (or 2FA did not apply) at `now`: the fleet
+    /// store keeps a copy of the user for logins while its database is unreachable. Nothing
+    /// for other backends.
+    fn served(&mut self, uid: u32, name: &str, now: i64) -> StoreResult<()> {
+        let _ = (uid, name, now);
+        Ok(())
+    }
+
+    /// Periodic upkeep at `now` (the fleet store pushes what it accepted offline, refreshes
+    /// and expires its offline copies); returns lines for the daemon's log. Nothing for other
+    /// backends.
+    fn maintain(&mut self, now: i64) -> StoreResult<Vec<String>> {
+        let _ = now;
+        Ok(Vec::new())
+    }
 
     /// A consistent copy of the whole state (a backup), taken while the daemon runs: a private
     /// file, already unlinked, opened for reading from its start.

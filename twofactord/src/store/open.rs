@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 use std::path::Path;
+use std::time::Duration;
 
+use super::fleet::{FleetStore, OfflineCache};
 use super::postgres::{PgOptions, PostgresStore, parse_url};
 use super::seal::SealingKey;
 use super::{SqliteStore, Store, StoreResult};
@@ -18,25 +20,51 @@ pub fn load_key(file: &Path, named: bool) -> StoreResult<Option<SealingKey>> {
 }
 
 /// Opens the state backend: PostgreSQL at `url` (password from `password_file`, else a pgpass
-/// file), or SQLite in `state_dir`.
+/// file), or SQLite in `state_dir`. With a key and a non-zero `offline_max_age`, the fleet's
+/// database gets its offline cache in `state_dir` ([`FleetStore`]); the daemon then starts even
+/// while the database is unreachable. Returns lines for the daemon's log.
 pub fn open_store(
     url: Option<&str>,
     password_file: Option<&Path>,
     state_dir: &Path,
     key: Option<SealingKey>,
-) -> StoreResult<Box<dyn Store>> {
-    match url {
-        Some(url) => Ok(Box::new(PostgresStore::open(PgOptions::for_daemon(
-            url,
-            password_file,
-            key,
-        )?)?)),
+    offline_max_age: Duration,
+) -> StoreResult<(Box<dyn Store>, Vec<String>)> {
+    let Some(url) = url else {
         // The sealing branch hands `key` to SQLite too.
-        None => {
-            drop(key);
-            Ok(Box::new(SqliteStore::open(state_dir)?))
-        }
+        drop(key);
+        return Ok((Box::new(SqliteStore::open(state_dir)?), Vec::new()));
+    };
+    let options = PgOptions::for_daemon(url, password_file, key.clone())?;
+    let max_age = i64::try_from(offline_max_age.as_secs()).unwrap_or(i64::MAX);
+    let Some(key) = key.filter(|_| max_age > 0) else {
+        let why = if max_age > 0 {
+            "no store.secret_key_file is loaded (the cache holds secrets only sealed)"
+        } else {
+            "store.offline_max_age is 0"
+        };
+        return Ok((
+            Box::new(PostgresStore::open(options)?),
+            vec![format!(
+                "no offline cache: {why}; while the fleet database is unreachable, every login \
+                 that needs it is refused"
+            )],
+        ));
+    };
+    let (remote, down) = PostgresStore::open_deferred(options)?;
+    let cache = OfflineCache::open(state_dir, key)?;
+    let mut notes = Vec::new();
+    if let Some(e) = down {
+        notes.push(format!(
+            "{e}; starting with the offline cache: the users this host served in the last {} \
+             are served until the database is back",
+            humantime::format_duration(offline_max_age)
+        ));
     }
+    Ok((
+        Box::new(FleetStore::new(Box::new(remote), cache, max_age)),
+        notes,
+    ))
 }
 
 /// `twofactord --check` of `[store]`: the URL parses and its TLS settings load; with `connect`,

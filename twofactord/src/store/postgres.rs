@@ -147,6 +147,7 @@ pub fn nss_name_of(uid: u32) -> Option<String> {
 }
 
 /// What a [`PostgresStore`] is opened with.
+#[derive(Clone)]
 pub struct PgOptions {
     /// The policy's `store.url` (no password in it).
     pub url: String,
@@ -682,6 +683,29 @@ fn pg_error(e: &::postgres::Error, sql: &str) -> StoreError {
     StoreError(format!("PostgreSQL: {}", describe(e)))
 }
 
+/// Whether an error says the database could not be reached at all (no connection, a dropped
+/// one, a network timeout, the server shutting down), rather than refusing: a wrong password,
+/// a missing database or grant, a timeout of a statement or lock, a read-only standby are
+/// refusals (the daemon fails closed on them and says why; no offline serving).
+fn is_transport(e: &::postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08") || code.starts_with("57P");
+    }
+    if e.is_closed() {
+        return true;
+    }
+    // An I/O failure somewhere in the causes (refused, reset, timed out).
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// A connection with its prepared statements.
 struct Conn {
     client: Client,
@@ -767,6 +791,11 @@ pub struct PostgresStore {
     names: Mutex<HashMap<u32, (String, Instant)>>,
     conn: Mutex<Option<Conn>>,
     breaker: Breaker,
+    /// Opened during an outage ([`Self::open_deferred`]): the schema is still to be created or
+    /// checked, at the first connection.
+    schema_pending: std::sync::atomic::AtomicBool,
+    /// Create or upgrade the schema if needed.
+    create_schema: bool,
 }
 
 /// After a failed connection, calls fail at once for a while instead of each waiting for the
@@ -778,6 +807,8 @@ struct Breaker {
     open_until: Mutex<Option<Instant>>,
     /// Calls refused without trying, since the start.
     skipped: std::sync::atomic::AtomicU64,
+    /// The last failed connection was refused by the server (not unreachable).
+    refused: std::sync::atomic::AtomicBool,
 }
 
 /// How long the database is not tried after a failed connection, by default.
@@ -852,7 +883,10 @@ impl PostgresStore {
                 hold: BREAKER_HOLD,
                 open_until: Mutex::new(None),
                 skipped: std::sync::atomic::AtomicU64::new(0),
+                refused: std::sync::atomic::AtomicBool::new(false),
             },
+            schema_pending: std::sync::atomic::AtomicBool::new(false),
+            create_schema: options.create_schema,
         };
         let mut client = store.connect()?;
         store.prepare_schema(&mut client, options.create_schema)?;
@@ -861,6 +895,45 @@ impl PostgresStore {
             statements: HashMap::new(),
         });
         Ok(store)
+    }
+
+    /// As [`Self::open`], but a database that cannot be reached now is not fatal (a host
+    /// starting during an outage, with an offline cache to serve from): the store is returned
+    /// with the connection error, and the schema is created or checked at the first connection.
+    pub fn open_deferred(options: PgOptions) -> StoreResult<(PostgresStore, Option<StoreError>)> {
+        let create = options.create_schema;
+        let url = options.url.clone();
+        match Self::open(options.clone()) {
+            Ok(store) => Ok((store, None)),
+            Err(e) if e.is_unreachable() => {
+                let parsed = parse_url(&url)?;
+                let tls = tls::connector(&parsed)?;
+                let password = match options.password {
+                    Some(p) => Some(p),
+                    None => pgpass_password(&parsed.config)?,
+                };
+                let store = PostgresStore {
+                    url: parsed,
+                    tls,
+                    password,
+                    key: options.key,
+                    host: options.host,
+                    name_of: options.name_of,
+                    names: Mutex::new(HashMap::new()),
+                    conn: Mutex::new(None),
+                    breaker: Breaker {
+                        hold: BREAKER_HOLD,
+                        open_until: Mutex::new(Some(Instant::now() + BREAKER_HOLD)),
+                        skipped: std::sync::atomic::AtomicU64::new(0),
+                        refused: std::sync::atomic::AtomicBool::new(false),
+                    },
+                    schema_pending: std::sync::atomic::AtomicBool::new(true),
+                    create_schema: create,
+                };
+                Ok((store, Some(e)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets how long the database is not tried after a failed connection (default
@@ -903,11 +976,23 @@ impl PostgresStore {
                 .skipped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 .saturating_add(1);
-            return Err(StoreError(format!(
-                "the fleet database is unreachable: not tried again for {} s after a failed \
-                 connection ({n} calls refused without trying so far); refused",
+            let msg = format!(
+                "not tried again for {} s after a failed connection ({n} calls refused without \
+                 trying so far); refused",
                 until.duration_since(now).as_secs().saturating_add(1)
-            )));
+            );
+            // Unreachable, unless the last connection was refused (a wrong password, a missing
+            // database): then there is no offline serving either.
+            if self
+                .breaker
+                .refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return Err(StoreError(format!(
+                    "the fleet database refused the connection: {msg}"
+                )));
+            }
+            return Err(StoreError::unreachable(msg));
         }
         match self.connect() {
             Ok(client) => {
@@ -916,6 +1001,9 @@ impl PostgresStore {
             }
             Err(e) => {
                 *open = Some(now + self.breaker.hold);
+                self.breaker
+                    .refused
+                    .store(!e.is_unreachable(), std::sync::atomic::Ordering::Relaxed);
                 Err(StoreError(format!(
                     "{}; not tried again for {} s",
                     e.0,
@@ -937,7 +1025,12 @@ impl PostgresStore {
         }
         let mut client = config.connect(self.tls.clone()).map_err(|e| {
             // tokio-postgres's messages name the host and the cause, never the password.
-            StoreError(format!("cannot connect to PostgreSQL: {}", describe(&e)))
+            let msg = format!("cannot connect to PostgreSQL: {}", describe(&e));
+            if is_transport(&e) {
+                StoreError::unreachable(msg)
+            } else {
+                StoreError(msg)
+            }
         })?;
         let setup = format!(
             "SET statement_timeout = '5s'; SET lock_timeout = '5s'; \
@@ -1083,7 +1176,15 @@ impl PostgresStore {
         let mut guard = self.lock_conn()?;
         if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
             *guard = None;
-            let client = self.connect_or_skip()?;
+            let mut client = self.connect_or_skip()?;
+            if self
+                .schema_pending
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                self.prepare_schema(&mut client, self.create_schema)?;
+                self.schema_pending
+                    .store(false, std::sync::atomic::Ordering::Release);
+            }
             *guard = Some(Conn {
                 client,
                 statements: HashMap::new(),
@@ -1111,7 +1212,11 @@ impl PostgresStore {
                 if e.is_closed() || conn.client.is_closed() {
                     *guard = None;
                 }
-                Err(Fail::Store(pg_error(&e, sql)))
+                let err = pg_error(&e, sql);
+                if is_transport(&e) {
+                    return Err(Fail::Store(StoreError::unreachable(err.0)));
+                }
+                Err(Fail::Store(err))
             }
             Err(other @ (Fail::Store(_) | Fail::Rollback(_))) => Err(other),
             Err(Fail::Mismatch { name, fleet, here }) => {
