@@ -145,6 +145,9 @@ pub struct Engine {
     persisted: offline::Persisted,
     /// The store keeps copies of the users it served (the fleet's offline cache).
     keeps_copies: bool,
+    /// The store's reads wait on nothing but this host's disk (SQLite): the bus executor may
+    /// begin a login itself.
+    local_reads: bool,
 }
 
 fn store_err(e: StoreError) -> BusError {
@@ -308,6 +311,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             keeps_copies: store.keeps_offline_copies(),
+            local_reads: store.reads_are_local(),
             store: Mutex::new(store),
             policy: RwLock::new(Arc::new(policy)),
             policy_path,
@@ -799,8 +803,8 @@ impl Engine {
             })
     }
 
-    /// `Login.BeginLogin` if it can be answered at once, without waiting for anything (the
-    /// account known without asking NSS, the store free, nothing to write); `None`: nothing
+    /// `Login.BeginLogin` if it can be answered at once, without waiting for anything (a local
+    /// store, free; the account known without asking NSS; nothing to write); `None`: nothing
     /// was done, ask [`Engine::begin_login`] (on a worker thread). The bus executor answers the
     /// common case itself this way: no hand-off to a worker and back.
     pub fn try_begin_login(
@@ -809,6 +813,11 @@ impl Engine {
         user: &str,
         context: &HashMap<String, String>,
     ) -> Option<Result<(String, LoginStep), BusError>> {
+        // A fleet store reads over the network, and a login it lets in is followed by a
+        // write (its offline copy, `Engine::begin_login`): both for a worker.
+        if !self.local_reads || self.keeps_copies {
+            return None;
+        }
         match self.begin_login_as(Waits::NotAllowed, caller, user, context) {
             Ok(r) => Some(Ok(r)),
             Err(Deferred::Bus(e)) => Some(Err(e)),

@@ -335,6 +335,13 @@ pub trait Store: Send {
         false
     }
 
+    /// Whether reads wait only on this host's own disk (not on a database server across the
+    /// network): only then may the bus executor read the store itself, to answer a
+    /// `BeginLogin` at once (`Engine::try_begin_login`). No, unless a backend says so.
+    fn reads_are_local(&self) -> bool {
+        false
+    }
+
     /// A login of `uid` (`name`) ended in success (or 2FA did not apply) at `now`: the fleet
     /// store keeps a copy of the user for logins while its database is unreachable. Nothing
     /// for other backends.

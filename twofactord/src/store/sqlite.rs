@@ -803,6 +803,10 @@ fn insert_audit(conn: &Connection, r: &AuditRecord) -> rusqlite::Result<()> {
 }
 
 impl Store for SqliteStore {
+    fn reads_are_local(&self) -> bool {
+        true
+    }
+
     fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>> {
         // Every login reads these: statements kept prepared (parsed once per connection).
         Ok(self
