@@ -109,6 +109,11 @@ impl FilesFirst {
             return None;
         }
         let bytes = std::fs::read(&self.passwd).ok()?;
+        // NSS reads a line with a NUL byte as ending there, and does not care for UTF-8: a
+        // file with either is left to NSS whole (never another line's answer for a name).
+        if bytes.contains(&0) || std::str::from_utf8(&bytes).is_err() {
+            return None;
+        }
         Some(index(&bytes))
     }
 }
@@ -263,6 +268,25 @@ mod tests {
                 gid: 100
             }
         );
+    }
+
+    #[test]
+    fn a_file_with_nul_bytes_or_bad_utf8_is_left_to_nss() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        let nsswitch = dir.path().join("nsswitch.conf");
+        std::fs::write(&nsswitch, "passwd: files\n").unwrap();
+        // NSS would answer zed's first line (uid 5000) for both.
+        for first in [
+            &b"zed\0junk:x:5000:5000::/:/bin/sh\n"[..],
+            b"zed:x:5000:5000:\xff::/bin/sh\n",
+        ] {
+            let mut text = first.to_vec();
+            text.extend_from_slice(b"zed:x:6000:6000::/:/bin/sh\n");
+            std::fs::write(&passwd, &text).unwrap();
+            let f = FilesFirst::at(&passwd, &nsswitch);
+            assert_eq!(f.build(stamp(&passwd)), None);
+        }
     }
 
     #[test]
