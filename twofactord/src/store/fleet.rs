@@ -491,19 +491,7 @@ impl OfflineCache {
                     source, created, last_used
              FROM keys WHERE uid = ?1 ORDER BY created, name",
         )?;
-        let rows = stmt.query_map(params![uid], |r| {
-            Ok(KeyFactor {
-                name: r.get(0)?,
-                credential_id: r.get(1)?,
-                public_key_cose: r.get(2)?,
-                rp_id: r.get(3)?,
-                sign_count: r.get(4)?,
-                user_verification: r.get(5)?,
-                source: r.get(6)?,
-                created: r.get(7)?,
-                last_used: r.get(8)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![uid], super::sqlite::key_of_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -634,11 +622,8 @@ impl OfflineCache {
             )
             .optional()?
             .unwrap_or((0, 0));
-        let failures = failures.saturating_add(1);
-        let outcome = if failures >= limit.max_failures {
-            let level = level.saturating_add(1);
-            let secs = i64::try_from(limit.lockout_for(level).as_secs()).unwrap_or(i64::MAX);
-            let until = now.saturating_add(secs);
+        let (failures, lock) = limit.after_failure(failures, level, now);
+        let outcome = if let Some((level, until)) = lock {
             tx.execute(
                 "UPDATE users SET failures = 0, lock_level = ?2, locked_until = ?3 WHERE uid = ?1",
                 params![uid, level, until],

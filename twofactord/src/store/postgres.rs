@@ -1826,13 +1826,11 @@ impl Store for PostgresStore {
                 "SELECT failures, lock_level FROM users WHERE name = $1 FOR UPDATE",
                 &[&name],
             )?;
-            let failures = u32_of(i64::from(get::<i32>(&r, 0)?), "failures")?.saturating_add(1);
+            let failures = u32_of(i64::from(get::<i32>(&r, 0)?), "failures")?;
             let level = u32_of(i64::from(get::<i32>(&r, 1)?), "lock level")?;
             let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-            if failures >= limit.max_failures {
-                let level = level.saturating_add(1);
-                let secs = i64::try_from(limit.lockout_for(level).as_secs()).unwrap_or(i64::MAX);
-                let until = now.saturating_add(secs);
+            let (failures, lock) = limit.after_failure(failures, level, now);
+            if let Some((level, until)) = lock {
                 tx.exec(
                     "UPDATE users SET failures = 0, lock_level = $2, locked_until = $3
                      WHERE name = $1",

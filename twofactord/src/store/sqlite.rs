@@ -751,6 +751,23 @@ impl SqliteStore {
     }
 }
 
+/// A security key from a row of `name, credential_id, public_key, rp_id, sign_count,
+/// user_verification, source, created, last_used` (the columns of `keys`, here and in the
+/// fleet's offline cache).
+pub(super) fn key_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyFactor> {
+    Ok(KeyFactor {
+        name: r.get(0)?,
+        credential_id: r.get(1)?,
+        public_key_cose: r.get(2)?,
+        rp_id: r.get(3)?,
+        sign_count: r.get(4)?,
+        user_verification: r.get(5)?,
+        source: r.get(6)?,
+        created: r.get(7)?,
+        last_used: r.get(8)?,
+    })
+}
+
 /// Whether the user has an authenticator app, and whether they have a security key.
 fn factors_in(conn: &Connection, uid: u32) -> rusqlite::Result<(bool, bool)> {
     conn.query_row(
@@ -1065,11 +1082,8 @@ impl Store for SqliteStore {
         let (failures, level): (u32, u32) = tx
             .prepare_cached("SELECT failures, lock_level FROM users WHERE uid = ?1")?
             .query_row(params![uid], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let failures = failures.saturating_add(1);
-        let outcome = if failures >= limit.max_failures {
-            let level = level.saturating_add(1);
-            let secs = i64::try_from(limit.lockout_for(level).as_secs()).unwrap_or(i64::MAX);
-            let until = now.saturating_add(secs);
+        let (failures, lock) = limit.after_failure(failures, level, now);
+        let outcome = if let Some((level, until)) = lock {
             tx.execute(
                 "UPDATE users SET failures = 0, lock_level = ?2, locked_until = ?3 WHERE uid = ?1",
                 params![uid, level, until],
@@ -1262,19 +1276,7 @@ impl Store for SqliteStore {
                     source, created, last_used
              FROM keys WHERE uid = ?1",
         )?;
-        let rows = stmt.query_map(params![uid], |r| {
-            Ok(KeyFactor {
-                name: r.get(0)?,
-                credential_id: r.get(1)?,
-                public_key_cose: r.get(2)?,
-                rp_id: r.get(3)?,
-                sign_count: r.get(4)?,
-                user_verification: r.get(5)?,
-                source: r.get(6)?,
-                created: r.get(7)?,
-                last_used: r.get(8)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![uid], key_of_row)?;
         let mut keys = rows.collect::<Result<Vec<_>, _>>()?;
         // As ORDER BY created, name (BINARY collation: byte order, as `str`'s).
         keys.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));

@@ -54,6 +54,18 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// One more failure on top of `failures` counted and `level` lockouts in a row, at `now`:
+    /// the failures counted then, and the lockout it starts (its level and end), if any.
+    pub fn after_failure(&self, failures: u32, level: u32, now: i64) -> (u32, Option<(u32, i64)>) {
+        let failures = failures.saturating_add(1);
+        if failures < self.max_failures {
+            return (failures, None);
+        }
+        let level = level.saturating_add(1);
+        let secs = i64::try_from(self.lockout_for(level).as_secs()).unwrap_or(i64::MAX);
+        (failures, Some((level, now.saturating_add(secs))))
+    }
+
     /// Duration of the `level`-th lockout (1-based), escalating and capped.
     pub fn lockout_for(&self, level: u32) -> Duration {
         let factor = u64::from(self.escalation.max(1))
