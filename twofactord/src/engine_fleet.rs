@@ -32,7 +32,7 @@ impl Engine {
         let (handle, step) = self.begin_login_inner(caller, user, context)?;
         if self.keeps_copies
             && lets_in(&step)
-            && let Some(account) = self.accounts.user_by_name(user)
+            && let Some(account) = self.accounts.user_by_name_without_groups(user)
         {
             self.served(account.uid, &account.name);
         }
