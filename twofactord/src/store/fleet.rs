@@ -37,6 +37,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::seal::{Binding, SealingKey};
+use super::sqlite::{audit_of_row, code_of_row, key_of_row};
 use super::*;
 
 /// The cache's file in the state directory.
@@ -169,20 +170,6 @@ fn seal_binding<'a>(name: &'a str) -> Binding<'a> {
         user: name,
         factor: "cache-totp",
     }
-}
-
-fn audit_of(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AuditRecord> {
-    Ok(AuditRecord {
-        time: row.get(at)?,
-        uid: row.get(at + 1)?,
-        user: row.get(at + 2)?,
-        event: row.get(at + 3)?,
-        result: row.get(at + 4)?,
-        service: row.get(at + 5)?,
-        rhost: row.get(at + 6)?,
-        actor: row.get(at + 7)?,
-        detail: row.get(at + 8)?,
-    })
 }
 
 /// `detail` marked as written while the database was unreachable.
@@ -491,7 +478,7 @@ impl OfflineCache {
                     source, created, last_used
              FROM keys WHERE uid = ?1 ORDER BY created, name",
         )?;
-        let rows = stmt.query_map(params![uid], super::sqlite::key_of_row)?;
+        let rows = stmt.query_map(params![uid], key_of_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -499,13 +486,7 @@ impl OfflineCache {
         let mut stmt = self.conn.prepare(
             "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NULL ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![uid], |r| {
-            Ok(StoredCode {
-                id: r.get(0)?,
-                salt: r.get(1)?,
-                hash: r.get(2)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![uid], code_of_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -709,7 +690,7 @@ impl OfflineCache {
                 "audit" => Some(Change::Audit),
                 _ => None,
             };
-            Ok((r.get(0)?, r.get(2)?, change, kind, audit_of(r, 9)?))
+            Ok((r.get(0)?, r.get(2)?, change, kind, audit_of_row(r, 9)?))
         })?;
         let mut out = Vec::new();
         for row in rows {

@@ -768,6 +768,31 @@ pub(super) fn key_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyFactor> {
     })
 }
 
+/// A recovery code from a row of `id, salt, hash` (here and in the fleet's offline cache).
+pub(super) fn code_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCode> {
+    Ok(StoredCode {
+        id: r.get(0)?,
+        salt: r.get(1)?,
+        hash: r.get(2)?,
+    })
+}
+
+/// An audit record from the row's columns `time, uid, user, event, result, service, rhost,
+/// actor, detail` from column `at` on (here and in the fleet's offline journal).
+pub(super) fn audit_of_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        time: r.get(at)?,
+        uid: r.get(at + 1)?,
+        user: r.get(at + 2)?,
+        event: r.get(at + 3)?,
+        result: r.get(at + 4)?,
+        service: r.get(at + 5)?,
+        rhost: r.get(at + 6)?,
+        actor: r.get(at + 7)?,
+        detail: r.get(at + 8)?,
+    })
+}
+
 /// Whether the user has an authenticator app, and whether they have a security key.
 fn factors_in(conn: &Connection, uid: u32) -> rusqlite::Result<(bool, bool)> {
     conn.query_row(
@@ -1026,13 +1051,7 @@ impl Store for SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NULL",
         )?;
-        let rows = stmt.query_map(params![uid], |r| {
-            Ok(StoredCode {
-                id: r.get(0)?,
-                salt: r.get(1)?,
-                hash: r.get(2)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![uid], code_of_row)?;
         let mut codes = rows.collect::<Result<Vec<_>, _>>()?;
         codes.sort_by_key(|c| c.id);
         Ok(codes)
@@ -1195,19 +1214,7 @@ impl Store for SqliteStore {
                  ORDER BY id DESC LIMIT ?3
              ) ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![uid, since, limit], |r| {
-            Ok(AuditRecord {
-                time: r.get(0)?,
-                uid: r.get(1)?,
-                user: r.get(2)?,
-                event: r.get(3)?,
-                result: r.get(4)?,
-                service: r.get(5)?,
-                rhost: r.get(6)?,
-                actor: r.get(7)?,
-                detail: r.get(8)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![uid, since, limit], |r| audit_of_row(r, 0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
