@@ -25,16 +25,4 @@ cargo +nightly miri test -p twofactord --lib -- totp:: recovery:: authz:: \
     fido2::tests::unit::oversized fido2::tests::unit::credential_id_length \
     fido2::tests::unit::flags_must_match
 cargo +nightly miri test -p twofactorctl --lib -- import::tests
-echo "miri: skipped: needs the nightly toolchain with miri and rust-src" \
-        "(rustup toolchain install nightly --component miri,rust-src)" >&2
-    exit 0
-fi
-# Isolation off: the FIDO2 tests read the shared test vectors file.
-export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
-# Skipped under Miri for time only (hundreds of real-device signature checks, each one slow
-# when interpreted): the FIDO2 mutation loop and the test-vector sweeps. The parsers' and the
-# verifier's own unit tests (fido2::tests::unit) run.
-cargo +nightly miri test -p twofactord --lib -- totp:: recovery:: fido2:: authz:: \
-    --skip fido2::tests::fuzz --skip fido2::tests::vectors
-cargo +nightly miri test -p twofactorctl --lib
 echo "miri: twofactord (totp, recovery, authz, the FIDO2 parsers) and the google-authenticator parser are clean"

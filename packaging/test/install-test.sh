@@ -105,6 +105,26 @@ fi
 [ -f "$DEB" ] || die "no package: $DEB"
 DEB=$(cd "$(dirname "$DEB")" && pwd)/$(basename "$DEB")
 echo "install-test: package $DEB ($(stat -c %s "$DEB") bytes), $(elapsed "$t")"
+# The README states the package's size and dependencies: they must still be true (within 15%
+# for the sizes), or the README has drifted from what is shipped.
+readme_line=$(tr '\n' ' ' <"$top/README.md" | grep -o 'The package ([^)]*installed; depends on[^;]*; *recommends [^;)]*' | head -n 1)
+[ -n "$readme_line" ] || die "README: no 'The package (... MB, ... MB installed; depends on ...' sentence"
+said_mb=$(sed -n 's/.*about \([0-9.]*\) MB, .*/\1/p' <<<"$readme_line")
+said_inst=$(sed -n 's/.*, \([0-9.]*\) MB installed.*/\1/p' <<<"$readme_line")
+real_mb=$(stat -c %s "$DEB")
+real_inst=$(dpkg-deb --field "$DEB" Installed-Size)
+awk -v said="$said_mb" -v real="$real_mb" -v si="$said_inst" -v ri="$real_inst" 'BEGIN {
+    r = real / 1e6; i = ri / 1024;
+    if (said == "" || si == "" || r > said * 1.15 || r < said * 0.85 || i > si * 1.15 || i < si * 0.85) {
+        printf "README says about %s MB, %s MB installed; the package is %.1f MB, %.0f MB installed\n", said, si, r, i > "/dev/stderr"; exit 1 }
+}' || die "README: the package size is out of date"
+said_deps=$(grep -o 'depends on.*recommends' <<<"$readme_line" | grep -o '`[a-z0-9.+-]*`' | tr -d '`' | sort | tr '\n' ' ')
+real_deps=$(dpkg-deb --field "$DEB" Depends | tr ',' '\n' | sed 's/(.*//; s/ //g' | grep -v '^$' | sort | tr '\n' ' ')
+[ "$said_deps" = "$real_deps" ] || die "README says the package depends on: $said_deps; it depends on: $real_deps"
+said_recs=$(grep -o 'recommends.*' <<<"$readme_line" | grep -o '`[a-z0-9.+-]*`' | tr -d '`' | sort | tr '\n' ' ')
+real_recs=$(dpkg-deb --field "$DEB" Recommends | tr ',' '\n' | sed 's/(.*//; s/ //g' | grep -v '^$' | sort | tr '\n' ' ')
+[ "$said_recs" = "$real_recs" ] || die "README says the package recommends: $said_recs; it recommends: $real_recs"
+echo "install-test: the README's size and dependencies match the package"
 
 # --- 2. the cached Debian root ---------------------------------------------
 # The mirror apt uses here for "$SUITE main", from /etc/apt/sources.list and

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use zbus::{Type, proxy};
 
 pub mod offline;
+pub mod text;
 
 /// Well-known bus name owned by `twofactord` on the system bus.
 pub const BUS_NAME: &str = "org.twofactor.TwoFactor1";

@@ -16,10 +16,16 @@ use crate::outcome::{Verdict, pam_code};
 use crate::session;
 
 /// Writes one line to syslog (authpriv). No `openlog`: the host program's ident stays.
+/// The text of a syslog line. The service name, the user name and the daemon's words are not
+/// the module's own: every control character in them is shown as an escape (no forged syslog
+/// line, no terminal control for whoever reads the log), and so is a NUL.
+fn syslog_line(service: &str, msg: &str) -> String {
+    twofactor_bus::text::display_safe(&format!("pam_twofactor({service}): {msg}")).into_owned()
+}
+
 fn syslog(error: bool, service: &str, msg: &str) {
     let prio = libc::LOG_AUTHPRIV | if error { libc::LOG_ERR } else { libc::LOG_INFO };
-    let line = format!("pam_twofactor({service}): {msg}").replace('\0', "?");
-    if let Ok(c) = CString::new(line) {
+    if let Ok(c) = CString::new(syslog_line(service, msg)) {
         // SAFETY: the format is a literal "%s" and its one argument a valid NUL-terminated string.
         unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
     }
@@ -151,4 +157,21 @@ pub fn authenticate(
         authenticate_inner(pamh, args, flags, authenticator)
     }))
     .unwrap_or(PamResultCode::PAM_AUTHINFO_UNAVAIL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syslog_lines_cannot_be_forged_by_names_or_replies() {
+        let line = syslog_line(
+            "sshd\nx",
+            "user alice\n\rpam_twofactor(sshd): root login \x1b[2Jsuccess\0",
+        );
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert!(line.contains("\\n") && line.contains("\\x1b") && line.contains("\\x00"));
+        assert!(CString::new(line).is_ok());
+        assert_eq!(syslog_line("su", "plain"), "pam_twofactor(su): plain");
+    }
 }

@@ -16,27 +16,10 @@ pub fn set_debug(on: bool) {
 }
 
 /// `text` with every control character but the line feed (and every bidirectional-text
-/// control) shown as an escape, so that text the daemon did not write itself (a name from NSS,
-/// a path) cannot forge a log line or move the reader's cursor.
+/// control, and the backslash) shown as an escape, so that text the daemon did not write itself
+/// (a name from NSS, a path) cannot forge a log line or move the reader's cursor.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        (c.is_control() && c != '\n')
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !text.chars().any(unsafe_char) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    std::borrow::Cow::Owned(
-        text.chars()
-            .map(|c| {
-                if unsafe_char(c) {
-                    c.escape_unicode().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
+    twofactor_bus::text::display_safe_lines(text)
 }
 
 /// A field value in an audit line: as is when it is a plain word, else quoted with every
@@ -59,11 +42,14 @@ fn emit(priority: u8, level: &str, msg: &str) {
     let msg = escape_controls(msg);
     // One write for the whole event (stderr is unbuffered: one write per piece otherwise).
     let mut text = String::with_capacity(msg.len() + 32);
-    for line in msg.lines() {
+    // The lines after the first are indented: they continue this event and cannot pose as
+    // another one.
+    for (n, line) in msg.lines().enumerate() {
+        let indent = if n == 0 { "" } else { "  " };
         let _ = if journal {
-            writeln!(text, "<{priority}>{line}")
+            writeln!(text, "<{priority}>{indent}{line}")
         } else {
-            writeln!(text, "twofactord: {level}: {line}")
+            writeln!(text, "twofactord: {level}: {indent}{line}")
         };
     }
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
@@ -169,7 +155,7 @@ mod tests {
     fn log_lines_show_controls_as_escapes() {
         let e = escape_controls("user \u{1b}[2Jroot\r ok\u{202e}txt\nnext");
         assert!(!e.chars().any(|c| c.is_control() && c != '\n'), "{e}");
-        assert!(e.contains("\\u{1b}") && e.contains("\\u{202e}"), "{e}");
+        assert!(e.contains("\\x1b") && e.contains("\\u{202e}"), "{e}");
         assert_eq!(e.lines().count(), 2);
         assert!(matches!(
             escape_controls("plain"),

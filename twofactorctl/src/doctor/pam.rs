@@ -803,11 +803,16 @@ pub fn analyse(service: &str, context: &Context) -> ServiceReport {
             ));
         }
     }
+    // Each load is a login of its own: the second asks again, and refuses the code the first
+    // accepted as a replay, so an enrolled user with an app gets in only by waiting for the
+    // next code. That breaks every login of the service: an error.
     if ours.len() > 1 {
-        findings.push(Finding::warning(
+        findings.push(Finding::error(
             &check,
             format!(
-                "pam_twofactor.so is loaded {} times ({}): users are asked for a code each time",
+                "pam_twofactor.so is loaded {} times ({}): users are asked for a code each time, \
+                 and the second prompt refuses the code the first accepted (a replay), so users \
+                 with an authenticator app must wait for the next code to log in",
                 ours.len(),
                 ours.iter()
                     .map(|m| m.place())
@@ -1292,8 +1297,9 @@ auth required pam_twofactor.so
             ),
         ]);
         let r = f.analyse("sudo");
-        assert_eq!(levels(&r), [Level::Warning], "{}", text(&r));
+        assert_eq!(levels(&r), [Level::Error], "{}", text(&r));
         assert!(text(&r).contains("loaded 2 times"));
+        assert!(text(&r).contains("replay"), "{}", text(&r));
         // A `-auth` line whose module is missing is skipped by libpam: no second factor.
         let r = f.analyse("su");
         assert_eq!(levels(&r), [Level::Error], "{}", text(&r));
