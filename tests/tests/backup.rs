@@ -60,6 +60,23 @@ fn backup_while_running_then_restore_brings_the_enrollment_back() {
         "{audit}"
     );
 
+    // Under --json: one object on stdout with the file and its size, which is the file's.
+    let json_file = backup_path(&env, "state-backup-2.sqlite3");
+    let out = env
+        .ctl(&[
+            "--json",
+            "admin",
+            "backup",
+            json_file.to_str().expect("utf-8"),
+        ])
+        .ok();
+    let j = out.json();
+    assert_eq!(j["file"], json_file.to_str().expect("utf-8"), "{j}");
+    let size = std::fs::metadata(&json_file).expect("json backup").len();
+    assert!(size > 0);
+    assert_eq!(j["bytes"].as_u64(), Some(size), "{j}");
+    assert!(out.stderr.trim().is_empty(), "{out:?}");
+
     // The mishap: alice's factor is wiped.
     env.ctl(&["admin", "reset", ALICE]).ok();
     let st = env.ctl(&["--json", "admin", "show", ALICE]).ok().json();

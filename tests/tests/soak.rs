@@ -5,7 +5,7 @@
 //!   (a replayed code, or a BeginLogin over the per-user cap of open logins: `PAM_AUTH_ERR`,
 //!   never a daemon fault), and the user is not locked out (neither refusal is a guess).
 //! - 32 logins of 32 distinct users, each with its own code: 32 successes.
-//! - enroll / reset / status of one user racing: never a half state.
+//! - enroll / reset / disable / status of one user racing: never a half state.
 #![allow(clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
@@ -155,14 +155,18 @@ fn consistent_status(env: &Env) -> (bool, i64) {
 }
 
 #[test]
-fn enroll_and_reset_racing_never_leave_a_half_state() {
+fn enroll_reset_and_disable_racing_never_leave_a_half_state() {
     let env = Env::new(POLICY);
-    let confirmed = std::sync::Mutex::new(Vec::<String>::new());
+    // Each confirmed enrollment: its secret and the recovery codes it showed.
+    let confirmed = std::sync::Mutex::new(Vec::<(String, Vec<String>)>::new());
+    let disabled = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::atomic::AtomicBool::new(false);
+    let enrolling_done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        // bob enrolls again and again.
+        // bob enrolls again and again (a new app is refused while one is enrolled: it needs a
+        // proof; the resets and disables below make room).
         let enroll = s.spawn(|| {
-            for _ in 0..12 {
+            for _ in 0..24 {
                 let begin = env.ctl_as(BOB, &["--json", "enroll", "totp", "--begin"], None);
                 if begin.code != 0 {
                     continue;
@@ -177,7 +181,15 @@ fn enroll_and_reset_racing_never_leave_a_half_state() {
                     Some(&format!("{code}\n")),
                 );
                 if r.code == 0 && r.json()["accepted"] == true {
-                    confirmed.lock().expect("lock").push(secret);
+                    let codes = r.json()["recovery_codes"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|c| c.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    confirmed.lock().expect("lock").push((secret, codes));
                 }
             }
         });
@@ -185,6 +197,28 @@ fn enroll_and_reset_racing_never_leave_a_half_state() {
         let reset = s.spawn(|| {
             for _ in 0..12 {
                 env.ctl(&["admin", "reset", BOB]).ok();
+                std::thread::sleep(std::time::Duration::from_millis(60));
+            }
+        });
+        // bob removes his factor again and again, with a recovery code of the newest enrollment.
+        let disable = s.spawn(|| {
+            while !enrolling_done.load(std::sync::atomic::Ordering::SeqCst) {
+                let code = confirmed
+                    .lock()
+                    .expect("lock")
+                    .last_mut()
+                    .and_then(|(_, codes)| codes.pop());
+                let Some(code) = code else {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                };
+                let r = env.ctl_as(BOB, &["--json", "disable"], Some(&format!("{code}\n")));
+                // Refused (reset or re-enrolled meanwhile) is a clean answer; never a fault.
+                // (exit 4: not accepted; 1: refused by the state, e.g. nothing enrolled).
+                assert!(matches!(r.code, 0 | 1 | 4), "disable: {r:?}");
+                if r.code == 0 && r.json()["accepted"] == true {
+                    disabled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
             }
         });
         // status, all the while, is never half.
@@ -194,15 +228,22 @@ fn enroll_and_reset_racing_never_leave_a_half_state() {
             }
         });
         enroll.join().expect("enroll thread");
+        enrolling_done.store(true, std::sync::atomic::Ordering::SeqCst);
         reset.join().expect("reset thread");
+        disable.join().expect("disable thread");
         done.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     let confirmed = confirmed.into_inner().expect("lock");
     assert!(!confirmed.is_empty(), "no enrollment got through at all");
+    eprintln!(
+        "soak: {} enrollments confirmed, {} disabled by the user, amid 12 resets",
+        confirmed.len(),
+        disabled.load(std::sync::atomic::Ordering::SeqCst)
+    );
     let (enrolled, _) = consistent_status(&env);
     if enrolled {
         // Listed means usable: the last confirmed secret logs in (the next step's code).
-        let last = confirmed.last().expect("a secret");
+        let (last, _) = confirmed.last().expect("a secret");
         let r = env.login("tf", BOB, &[&oathtool(last, 30)]);
         assert_eq!(r.rc, rc::SUCCESS, "listed but not usable: {r:?}");
     } else {

@@ -37,8 +37,8 @@ pub fn note(text: &str) {
 /// What a shell reports for a program ended by SIGPIPE (128 + 13).
 pub const BROKEN_PIPE_EXIT: i32 = 141;
 
-pub use twofactor_bus::text::{display_safe, display_safe_lines};
 use twofactor_bus::text::needs_escape;
+pub use twofactor_bus::text::{display_safe, display_safe_lines};
 
 /// A file name, for messages (lossy for names that are not UTF-8, and escaped).
 pub fn path(p: &std::path::Path) -> String {
