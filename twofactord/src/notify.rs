@@ -355,16 +355,19 @@ impl Notifier {
         match &pushed {
             Pushed::Queued => self.wake.notify_all(),
             Pushed::Coalesced { coalesced } => crate::log::debug(&format!(
-                "notify_command: {} ({}) of {} merged into the waiting notice ({coalesced}                  merged so far)",
+                "notify_command: {} ({}) of {} merged into the waiting notice \
+                 ({coalesced} merged so far)",
                 record.event, record.result, record.user
             )),
             Pushed::Dropped => crate::log::warn(&format!(
-                "notify_command: {MAX_PENDING} notices are waiting; dropped the notice of {}                  ({}) of {} (the audit log has the event)",
+                "notify_command: {MAX_PENDING} notices are waiting; dropped the notice of {} ({}) \
+                 of {} (the audit log has the event)",
                 record.event, record.result, record.user
             )),
             Pushed::Evicted { evicted } => {
                 crate::log::warn(&format!(
-                    "notify_command: {MAX_PENDING} notices are waiting; dropped the notice of                      {} ({}) of {} to make room for {} of {} (the audit log has the event)",
+                    "notify_command: {MAX_PENDING} notices are waiting; dropped the notice of {} \
+                     ({}) of {} to make room for {} of {} (the audit log has the event)",
                     evicted.record.event,
                     evicted.record.result,
                     evicted.record.user,
