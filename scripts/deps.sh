@@ -24,6 +24,8 @@ packages=(
   postgresql
   # the Debian package and its install test in a fresh debootstrapped root
   dpkg-dev binutils debootstrap zstd iproute2
+  # notify_command mail: the documented script (twofactord(8)) submits over SMTP with curl
+  curl
 )
 
 missing=()

@@ -323,6 +323,9 @@ pub struct Env {
     /// the package makes it (root, 0600); the next start uses whatever this says (`None`: no
     /// key, the state in clear).
     pub key_file: Option<PathBuf>,
+    /// A program and arguments the daemon (as root) is started through, which must exec it in
+    /// place (e.g. `unshare --net`, to give it a network of its own). Empty: started directly.
+    pub daemon_wrapper: Vec<String>,
 }
 
 /// The bus configuration (`tests/private-bus.conf.in`, shared with the demo), with `extra`
@@ -425,6 +428,7 @@ impl Env {
             daemon_log,
             offline,
             key_file: Some(key_file),
+            daemon_wrapper: Vec::new(),
         };
         env.write_pam_services();
         env.start_daemon();
@@ -529,7 +533,15 @@ impl Env {
             .open(&self.daemon_log)
             .expect("log");
         // setpriv execs the daemon in place: the child's pid is the daemon's.
-        let mut cmd = as_user(user, &bin("twofactord"));
+        let mut cmd = match self.daemon_wrapper.split_first() {
+            None => as_user(user, &bin("twofactord")),
+            Some((program, args)) => {
+                assert_eq!(user, "root", "a wrapped daemon runs as root");
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("twofactord"));
+                c
+            }
+        };
         if let Some(o) = offset {
             // libfaketime preloaded into the daemon itself (the `faketime` wrapper would fork,
             // and the pid we stop would not be the daemon's).
