@@ -10,6 +10,12 @@
 //!
 //! The oracle is deliberately permissive (it forgets a use only when the engine reports
 //! success), so that a finding is always a real one.
+//!
+//! Security keys are outside this target: a key login needs a signature the harness would have
+//! to make with a key the engine enrolled, and what the engine parses from a key (authenticator
+//! data, COSE keys, attestations and assertions as they come over the bus) is the `fido2`
+//! target's. Key logins, counters and their races are tested end to end (tests/tests/keys.rs,
+//! crash.rs) with the software authenticator.
 
 use std::collections::HashMap;
 use std::path::Path;
