@@ -60,8 +60,20 @@ fn login_slowly(
     pause: Duration,
     answers: &[&str],
 ) -> PamResult {
+    login_slowly_in(&env.pamd, service, user, pause, answers)
+}
+
+/// [`login_slowly`] with the world's PAM service directory `pamd` (the world itself may be
+/// busy: its daemon being restarted).
+fn login_slowly_in(
+    pamd: &std::path::Path,
+    service: &str,
+    user: &str,
+    pause: Duration,
+    answers: &[&str],
+) -> PamResult {
     let out = Command::new(bin("pamdrive"))
-        .arg(&env.pamd)
+        .arg(pamd)
         .args([service, user, "--pause-ms", &pause.as_millis().to_string()])
         .args(answers)
         .output()
@@ -358,7 +370,7 @@ fn state_the_daemon_cannot_read_is_a_denial_under_both_failmodes() {
 /// Runs `login` for `ALICE` under [`OPEN_T20`] and for `BOB` under [`CLOSED_T20`] at once,
 /// each waiting `pause` before answering; calls `meanwhile` after `delay`.
 fn two_logins_while(
-    env: &Env,
+    pamd: &std::path::Path,
     pause: Duration,
     answers: (&str, &str),
     delay: Duration,
@@ -366,8 +378,8 @@ fn two_logins_while(
 ) -> (PamResult, PamResult, Duration) {
     std::thread::scope(|s| {
         let started = Instant::now();
-        let open = s.spawn(|| login_slowly(env, OPEN_T20, ALICE, pause, &[answers.0]));
-        let closed = s.spawn(|| login_slowly(env, CLOSED_T20, BOB, pause, &[answers.1]));
+        let open = s.spawn(|| login_slowly_in(pamd, OPEN_T20, ALICE, pause, &[answers.0]));
+        let closed = s.spawn(|| login_slowly_in(pamd, CLOSED_T20, BOB, pause, &[answers.1]));
         std::thread::sleep(delay);
         meanwhile();
         let open = open.join().expect("open");
@@ -377,8 +389,9 @@ fn two_logins_while(
 }
 
 /// pam_twofactor(8): a daemon that left the bus is "cannot be reached" (the bus answers for
-/// it: NoReply during a call, ServiceUnknown for a call to the connection that is gone), so
-/// failmode=open lets the login through and failmode=closed fails it as unavailable.
+/// it: NoReply during a call, ServiceUnknown for a call to the connection that is gone, even
+/// when a new daemon has taken the name since), so failmode=open lets the login through and
+/// failmode=closed fails it as unavailable.
 #[test]
 fn a_daemon_that_dies_during_a_login_is_unreachable_as_the_man_page_says() {
     let mut env = failmode_env(OPTIONAL);
@@ -386,21 +399,14 @@ fn a_daemon_that_dies_during_a_login_is_unreachable_as_the_man_page_says() {
     let bob = env.enroll(BOB);
 
     // Killed while both users wait at the prompt: the answers go to a connection that is gone.
-    let (open, closed, _) = {
-        let env_ref = &env;
-        let pid = env_ref.daemon_pid().expect("daemon pid");
-        two_logins_while(
-            env_ref,
-            Duration::from_secs(4),
-            (&alice.recovery[0], &bob.recovery[0]),
-            Duration::from_millis(1500),
-            || {
-                // SAFETY: plain kill(2) on the daemon, our child.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            },
-        )
-    };
-    env.kill_daemon();
+    let pamd = env.pamd.clone();
+    let (open, closed, _) = two_logins_while(
+        &pamd,
+        Duration::from_secs(4),
+        (&alice.recovery[0], &bob.recovery[0]),
+        Duration::from_millis(1500),
+        || env.kill_daemon(),
+    );
     assert_eq!((open.rc, open.prompts()), (IGNORED, 1), "{open:?}");
     assert_eq!(
         (closed.rc, closed.prompts()),
@@ -415,7 +421,7 @@ fn a_daemon_that_dies_during_a_login_is_unreachable_as_the_man_page_says() {
     env.freeze_daemon(true);
     let pid = env.daemon_pid().expect("daemon pid");
     let (open, closed, took) = two_logins_while(
-        &env,
+        &pamd,
         Duration::ZERO,
         (&alice.recovery[0], &bob.recovery[0]),
         Duration::from_millis(1500),
@@ -433,8 +439,26 @@ fn a_daemon_that_dies_during_a_login_is_unreachable_as_the_man_page_says() {
     );
     assert!(took < Duration::from_secs(15), "{took:?}");
 
-    // Back up: its answers count again, and nothing was spent by the dead logins.
+    // Restarted while the users wait at the prompt (a crash and systemd's restart): the new
+    // daemon owns the name, but the login's calls go to the connection that began it, which
+    // is gone. The same as a dead daemon: the new one never sees the answer.
     env.start_daemon();
+    let (open, closed, _) = two_logins_while(
+        &pamd,
+        Duration::from_secs(6),
+        (&alice.recovery[0], &bob.recovery[0]),
+        Duration::from_millis(1500),
+        || env.restart_daemon(),
+    );
+    assert!(env.name_owned());
+    assert_eq!((open.rc, open.prompts()), (IGNORED, 1), "{open:?}");
+    assert_eq!(
+        (closed.rc, closed.prompts()),
+        (rc::AUTHINFO_UNAVAIL, 1),
+        "{closed:?}"
+    );
+
+    // Its answers count again, and nothing was spent by the logins that lost their daemon.
     let r = env.login(OPEN, ALICE, &["000000", "000000", "000000"]);
     assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
     assert!(r.said("Wrong code"), "{r:?}");
