@@ -977,6 +977,56 @@ impl Drop for Env {
     }
 }
 
+/// A running `flood` (tests/src/bin/flood.rs): bus connections of one uid holding logins or key
+/// proofs open until dropped.
+pub struct Flood {
+    child: Child,
+    /// Its counts: accepted, refused, other errors.
+    pub result: serde_json::Value,
+}
+
+impl Flood {
+    /// Starts `flood` as `user` with `args` (`login CONNECTIONS CALLS USER`, `proof CONNECTIONS
+    /// CALLS`) and waits for its counts.
+    pub fn start(env: &Env, user: &str, args: &[&str]) -> Flood {
+        use std::io::BufRead;
+        let mut child = as_user(user, &bin("flood"))
+            .arg(&env.address)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("flood");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("flood output");
+        let result: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("flood output ({e}): {line:?}\n{}", env.log()));
+        Flood { child, result }
+    }
+
+    /// One of its counts (`accepted`, `refused`).
+    pub fn count(&self, what: &str) -> u64 {
+        self.result[what].as_u64().expect("count")
+    }
+
+    /// Closes its input: it drops its connections and exits.
+    pub fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "flood: {status}");
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 /// What enrollment produced.
 #[derive(Debug, Clone)]
 pub struct Enrolled {

@@ -6,8 +6,6 @@
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::expect_used, clippy::panic)]
 
-use std::io::BufRead;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use twofactor_tests::*;
@@ -23,52 +21,6 @@ const PER_TARGET: u64 = 8;
 const CONNECTIONS: &str = "32";
 const CALLS: &str = "32";
 const ATTEMPTS: u64 = 32 * 32;
-
-/// A running `flood`, holding its connections until dropped.
-struct Flood {
-    child: Child,
-    /// Its counts: accepted, refused, other errors.
-    result: serde_json::Value,
-}
-
-impl Flood {
-    /// Starts `flood` as `user` and waits for its counts.
-    fn start(env: &Env, user: &str, args: &[&str]) -> Flood {
-        let mut child = as_user(user, &bin("flood"))
-            .arg(&env.address)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("flood");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("flood output");
-        let result: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("flood output ({e}): {line:?}\n{}", env.log()));
-        Flood { child, result }
-    }
-
-    fn count(&self, what: &str) -> u64 {
-        self.result[what].as_u64().expect("count")
-    }
-
-    /// Closes its input: it drops its connections and exits.
-    fn stop(mut self) {
-        drop(self.child.stdin.take());
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "flood: {status}");
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
-}
 
 /// The audit records `event` of `user`.
 fn audited(env: &Env, user: &str, event: &str) -> Vec<serde_json::Value> {
@@ -126,6 +78,18 @@ fn a_user_flooding_logins_denies_and_bypasses_no_one() {
     // alice's real login (the module run as root, as sshd and login do) goes through.
     let r = env.login("tf", ALICE, &[&good]);
     assert_eq!(r.rc, rc::SUCCESS, "{r:?}\n{}", env.log());
+    // The same under failmode=open: the flood makes the daemon neither unreachable (which
+    // would let alice through on her password alone) nor deaf to her.
+    let r = env.login("tf-open", ALICE, &[wrong, wrong, wrong]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(r.said("Wrong code"), "{r:?}");
+    let r = env.login("tf-open", ALICE, &[&alice.recovery[0]]);
+    assert_eq!(
+        (r.rc, r.prompts()),
+        (rc::SUCCESS, 1),
+        "{r:?}\n{}",
+        env.log()
+    );
     // Another non-root user's own login gets its session and succeeds.
     let r = env.login_full(CAROL, "tf", CAROL, None, &[&oathtool(&carol.secret, 30)]);
     assert_eq!(r.rc, rc::SUCCESS, "{r:?}\n{}", env.log());
@@ -185,6 +149,19 @@ fn root_callers_flooding_one_user_leave_room_for_every_other_user() {
     wait_for_fresh_step();
     let r = env.login("tf", BOB, &[&oathtool(&bob.secret, 30)]);
     assert_eq!(r.rc, rc::SUCCESS, "{r:?}\n{}", env.log());
+    // Under failmode=open as well, bob is asked and gets in with his factor...
+    let r = env.login("tf-open", BOB, &[&bob.recovery[0]]);
+    assert_eq!(
+        (r.rc, r.prompts()),
+        (rc::SUCCESS, 1),
+        "{r:?}\n{}",
+        env.log()
+    );
+    // ...and alice, over her cap, is refused rather than let through on her password alone.
+    for service in ["tf-open", "tf"] {
+        let r = env.login(service, ALICE, &["123456"]);
+        assert_eq!((r.rc, r.prompts()), (rc::AUTH_ERR, 0), "{service}: {r:?}");
+    }
     let records = audited(&env, ALICE, "limit-reached");
     assert_eq!(records.len(), 1, "{records:?}");
     assert!(

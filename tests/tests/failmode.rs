@@ -1,11 +1,14 @@
-//! `failmode=open` passes only transport failures: a daemon that cannot be reached (stopped, or
-//! hung past `timeout=`). Any answer from the daemon is final, and an error answer is a denial
-//! under both failmodes. Real libpam, the real module, a real bus and the real daemon.
+//! `failmode=open` passes only transport failures: a daemon that cannot be reached (stopped,
+//! hung past `timeout=`, or dead in the middle of a login). Any answer from the daemon is final,
+//! and an error answer is a denial under both failmodes: an odd or unknown user name, another
+//! user's login asked by an unprivileged caller, a login expired at the prompt, too many logins
+//! in progress, state the daemon cannot read. Real libpam, the real module, a real bus and the
+//! real daemon. (A malformed answer from a trusted owner of the name: hardening.rs.)
 //!
 //! The services here hold the module alone, so that `pam_authenticate` reports the module's
 //! own answer. libpam reports a stack in which every module returned `PAM_IGNORE` as
 //! `PAM_PERM_DENIED` (which the module itself never returns): that is [`IGNORED`].
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,6 +26,9 @@ const OPEN: &str = "fm-open";
 const CLOSED: &str = "fm-closed";
 const OPEN_T2: &str = "fm-open-t2";
 const CLOSED_T2: &str = "fm-closed-t2";
+/// With a timeout long enough that an answer within it cannot be the timeout's.
+const OPEN_T20: &str = "fm-open-t20";
+const CLOSED_T20: &str = "fm-closed-t20";
 
 fn failmode_env(policy: &str) -> Env {
     let env = Env::new(policy);
@@ -32,6 +38,8 @@ fn failmode_env(policy: &str) -> Env {
         (CLOSED, "timeout=5"),
         (OPEN_T2, "timeout=2 failmode=open"),
         (CLOSED_T2, "timeout=2 failmode=closed"),
+        (OPEN_T20, "timeout=20 failmode=open"),
+        (CLOSED_T20, "timeout=20 failmode=closed"),
     ] {
         // offline=none: these tests are about the failmode alone, never the host's snapshot.
         let text = format!(
@@ -52,8 +60,20 @@ fn login_slowly(
     pause: Duration,
     answers: &[&str],
 ) -> PamResult {
+    login_slowly_in(&env.pamd, service, user, pause, answers)
+}
+
+/// [`login_slowly`] with the world's PAM service directory `pamd` (the world itself may be
+/// busy: its daemon being restarted).
+fn login_slowly_in(
+    pamd: &std::path::Path,
+    service: &str,
+    user: &str,
+    pause: Duration,
+    answers: &[&str],
+) -> PamResult {
     let out = Command::new(bin("pamdrive"))
-        .arg(&env.pamd)
+        .arg(pamd)
         .args([service, user, "--pause-ms", &pause.as_millis().to_string()])
         .args(answers)
         .output()
@@ -201,4 +221,247 @@ fn a_hung_daemon_times_out_like_a_stopped_one() {
     // Thawed, it answers again, and its refusals are final.
     let r = env.login(OPEN_T2, "x:y", &[]);
     assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+}
+
+#[test]
+fn too_many_logins_in_progress_is_a_denial_under_both_failmodes() {
+    let env = failmode_env(OPTIONAL);
+    let _ = env.enroll(ALICE);
+    let bob = env.enroll(BOB);
+    let carol = env.enroll(CAROL);
+    // Root's callers (sshd for many remote attempts) hold alice's 8 logins, her cap whoever
+    // asks.
+    let flood = Flood::start(&env, "root", &["login", "12", "1", ALICE]);
+    assert_eq!(flood.count("accepted"), 8, "{}", flood.result);
+    assert_eq!(flood.count("refused"), 4, "{}", flood.result);
+    // The daemon answers alice's next login NotAllowed: a denial, under failmode=open too,
+    // with a password module after it as well; no prompt.
+    for service in [OPEN, CLOSED, "tf-open"] {
+        let r = env.login(service, ALICE, &["123456"]);
+        assert_eq!((r.rc, r.prompts()), (rc::AUTH_ERR, 0), "{service}: {r:?}");
+    }
+    // The refusal is the cap's, recorded once for alice.
+    let audit = env
+        .ctl(&["--json", "admin", "audit", "--user", ALICE])
+        .ok()
+        .json();
+    let capped = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["event"] == "limit-reached")
+        .count();
+    assert_eq!(capped, 1, "{audit}");
+    // Everyone else is asked and gets in with their factor, under both failmodes.
+    let r = env.login(OPEN, BOB, &[&bob.recovery[0]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    let r = env.login(CLOSED, BOB, &[&bob.recovery[1]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    // ...and without it, is refused: the flood bypasses nothing.
+    let r = env.login(OPEN, BOB, &["000000", "000000", "000000"]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(r.said("Wrong code"), "{r:?}");
+    flood.stop();
+
+    // A non-root caller's own cap (4): carol's own PAM stack (a screen locker) holds 4 of her
+    // logins; her fifth is refused under both failmodes, not ignored.
+    let flood = Flood::start(&env, CAROL, &["login", "1", "6", CAROL]);
+    assert_eq!(flood.count("accepted"), 4, "{}", flood.result);
+    for service in [OPEN, CLOSED] {
+        let r = env.login_full(CAROL, service, CAROL, None, &["123456"]);
+        assert_eq!((r.rc, r.prompts()), (rc::AUTH_ERR, 0), "{service}: {r:?}");
+    }
+    // root's callers still find room for carol (sshd, login), and her codes count.
+    let r = env.login(OPEN, CAROL, &[&carol.recovery[0]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    flood.stop();
+}
+
+/// The daemon's state database (SQLite, shared with the running daemon: WAL mode).
+fn state_db(env: &Env) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(env.state.join("state.sqlite3")).expect("state db");
+    db.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    db
+}
+
+/// Makes `user`'s authenticator-app secret unreadable (its sealed bytes flipped), returning
+/// what was there.
+fn spoil_secret(env: &Env, user: &str) -> Vec<u8> {
+    let db = state_db(env);
+    let uid = uid_of(user);
+    let good: Vec<u8> = db
+        .query_row("SELECT secret FROM totp WHERE uid = ?1", [uid], |r| {
+            r.get(0)
+        })
+        .expect("a totp row");
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let n = db
+        .execute(
+            "UPDATE totp SET secret = ?1 WHERE uid = ?2",
+            rusqlite::params![bad, uid],
+        )
+        .expect("update");
+    assert_eq!(n, 1);
+    good
+}
+
+fn restore_secret(env: &Env, user: &str, good: &[u8]) {
+    let n = state_db(env)
+        .execute(
+            "UPDATE totp SET secret = ?1 WHERE uid = ?2",
+            rusqlite::params![good, uid_of(user)],
+        )
+        .expect("update");
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn state_the_daemon_cannot_read_is_a_denial_under_both_failmodes() {
+    let env = failmode_env(OPTIONAL);
+    let alice = env.enroll(ALICE);
+    let bob = env.enroll(BOB);
+    // alice's stored secret no longer opens (a damaged disk, a row written by hand): the
+    // daemon answers StateUnavailable, which is an answer, not an absent daemon.
+    let good = spoil_secret(&env, ALICE);
+    for service in [OPEN, CLOSED, "tf-open"] {
+        let r = env.login(service, ALICE, &[&alice.recovery[0]]);
+        assert_eq!((r.rc, r.prompts()), (rc::AUTH_ERR, 0), "{service}: {r:?}");
+    }
+    // The denial is the state's: the daemon says why in its log.
+    let unreadable = format!(
+        "a sealed secret of {} (totp) does not open with this key",
+        uid_of(ALICE)
+    );
+    assert!(env.log().contains(&unreadable), "{}", env.log());
+    // Others are not affected.
+    let r = env.login(OPEN, BOB, &[&bob.recovery[0]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    restore_secret(&env, ALICE, &good);
+
+    // The same while the user waits at the prompt: the login began with the state readable,
+    // and the answer finds it unreadable. Each failmode in turn (one spoiled row each time).
+    for (service, code) in [(OPEN, &alice.recovery[1]), (CLOSED, &alice.recovery[2])] {
+        let (r, ()) = std::thread::scope(|s| {
+            let login = s.spawn(|| {
+                login_slowly(
+                    &env,
+                    service,
+                    ALICE,
+                    Duration::from_secs(4),
+                    &[code.as_str()],
+                )
+            });
+            std::thread::sleep(Duration::from_millis(1500));
+            let good = spoil_secret(&env, ALICE);
+            let r = login.join().expect("login");
+            restore_secret(&env, ALICE, &good);
+            (r, ())
+        });
+        assert_eq!((r.rc, r.prompts()), (rc::AUTH_ERR, 1), "{service}: {r:?}");
+    }
+    // Readable again, the same codes were never spent: the denials above were the state's.
+    let r = env.login(OPEN, ALICE, &[&alice.recovery[1]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+}
+
+/// Runs `login` for `ALICE` under [`OPEN_T20`] and for `BOB` under [`CLOSED_T20`] at once,
+/// each waiting `pause` before answering; calls `meanwhile` after `delay`.
+fn two_logins_while(
+    pamd: &std::path::Path,
+    pause: Duration,
+    answers: (&str, &str),
+    delay: Duration,
+    meanwhile: impl FnOnce(),
+) -> (PamResult, PamResult, Duration) {
+    std::thread::scope(|s| {
+        let started = Instant::now();
+        let open = s.spawn(|| login_slowly_in(pamd, OPEN_T20, ALICE, pause, &[answers.0]));
+        let closed = s.spawn(|| login_slowly_in(pamd, CLOSED_T20, BOB, pause, &[answers.1]));
+        std::thread::sleep(delay);
+        meanwhile();
+        let open = open.join().expect("open");
+        let closed = closed.join().expect("closed");
+        (open, closed, started.elapsed())
+    })
+}
+
+/// pam_twofactor(8): a daemon that left the bus is "cannot be reached" (the bus answers for
+/// it: NoReply during a call, ServiceUnknown for a call to the connection that is gone, even
+/// when a new daemon has taken the name since), so failmode=open lets the login through and
+/// failmode=closed fails it as unavailable.
+#[test]
+fn a_daemon_that_dies_during_a_login_is_unreachable_as_the_man_page_says() {
+    let mut env = failmode_env(OPTIONAL);
+    let alice = env.enroll(ALICE);
+    let bob = env.enroll(BOB);
+
+    // Killed while both users wait at the prompt: the answers go to a connection that is gone.
+    let pamd = env.pamd.clone();
+    let (open, closed, _) = two_logins_while(
+        &pamd,
+        Duration::from_secs(4),
+        (&alice.recovery[0], &bob.recovery[0]),
+        Duration::from_millis(1500),
+        || env.kill_daemon(),
+    );
+    assert_eq!((open.rc, open.prompts()), (IGNORED, 1), "{open:?}");
+    assert_eq!(
+        (closed.rc, closed.prompts()),
+        (rc::AUTHINFO_UNAVAIL, 1),
+        "{closed:?}"
+    );
+    assert!(closed.said("unavailable"), "{closed:?}");
+
+    // Killed while it holds the calls (frozen, then killed): NoReply from the bus, at once,
+    // long before the module's own 20-second timeout.
+    env.start_daemon();
+    env.freeze_daemon(true);
+    let pid = env.daemon_pid().expect("daemon pid");
+    let (open, closed, took) = two_logins_while(
+        &pamd,
+        Duration::ZERO,
+        (&alice.recovery[0], &bob.recovery[0]),
+        Duration::from_millis(1500),
+        || {
+            // SAFETY: plain kill(2) on the daemon, our child (SIGKILL ends a stopped process).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        },
+    );
+    env.kill_daemon();
+    assert_eq!((open.rc, open.prompts()), (IGNORED, 0), "{open:?}");
+    assert_eq!(
+        (closed.rc, closed.prompts()),
+        (rc::AUTHINFO_UNAVAIL, 0),
+        "{closed:?}"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // Restarted while the users wait at the prompt (a crash and systemd's restart): the new
+    // daemon owns the name, but the login's calls go to the connection that began it, which
+    // is gone. The same as a dead daemon: the new one never sees the answer.
+    env.start_daemon();
+    let (open, closed, _) = two_logins_while(
+        &pamd,
+        Duration::from_secs(6),
+        (&alice.recovery[0], &bob.recovery[0]),
+        Duration::from_millis(1500),
+        || env.restart_daemon(),
+    );
+    assert!(env.name_owned());
+    assert_eq!((open.rc, open.prompts()), (IGNORED, 1), "{open:?}");
+    assert_eq!(
+        (closed.rc, closed.prompts()),
+        (rc::AUTHINFO_UNAVAIL, 1),
+        "{closed:?}"
+    );
+
+    // Its answers count again, and nothing was spent by the logins that lost their daemon.
+    let r = env.login(OPEN, ALICE, &["000000", "000000", "000000"]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(r.said("Wrong code"), "{r:?}");
+    let r = env.login(CLOSED, BOB, &[&bob.recovery[0]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
 }

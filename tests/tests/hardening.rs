@@ -1,6 +1,7 @@
 //! Hardening around the daemon: the PAM module talks only to a daemon that runs as root or as
-//! the daemon's own user, and the daemon keeps its memory out of core dumps and out of reach
-//! of other processes of its user. Real libpam, the real module, a real bus.
+//! the daemon's own user, takes nonsense from it as a denial (never as "unreachable", which
+//! failmode=open would pass), and the daemon keeps its memory out of core dumps and out of
+//! reach of other processes of its user. Real libpam, the real module, a real bus.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::BufRead;
@@ -21,6 +22,11 @@ struct FakeDaemon {
 impl FakeDaemon {
     /// Starts it as `user` and waits until it owns the name (it says `ready`).
     fn start(env: &Env, user: &str, record: &Path) -> FakeDaemon {
+        FakeDaemon::start_answering(env, user, record, "honest")
+    }
+
+    /// As [`FakeDaemon::start`], answering as `mode` says (see tests/src/bin/fake-daemon.rs).
+    fn start_answering(env: &Env, user: &str, record: &Path, mode: &str) -> FakeDaemon {
         // The fake writes one line per call it receives; it may run as another uid.
         std::fs::write(record, b"").expect("record file");
         std::fs::set_permissions(record, std::os::unix::fs::PermissionsExt::from_mode(0o666))
@@ -28,6 +34,7 @@ impl FakeDaemon {
         let mut child = as_user(user, &bin("fake-daemon"))
             .arg(&env.address)
             .arg(record)
+            .arg(mode)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -154,4 +161,64 @@ fn the_real_daemon_run_by_an_ordinary_user_is_not_trusted_and_is_not_dumpable() 
     // And the module does not talk to a daemon that runs as bob.
     let r = env.login("tf-open", ALICE, &["123456"]);
     assert_eq!((r.rc, r.prompts()), (rc::AUTH_ERR, 0), "{r:?}");
+}
+
+#[test]
+fn a_trusted_owner_answering_nonsense_is_a_denial_under_both_failmodes() {
+    let mut env = Env::new(OPTIONAL);
+    env.stop_daemon();
+    // Enough answers for the longest conversation the module holds (32 steps), so that the
+    // endless one ends on the module's limit, not on the user running out of answers.
+    let answers = ["123456"; 40];
+    // (mode, prompts the user sees)
+    for (mode, prompts) in [
+        ("bad-step", 0),
+        ("wrong-type", 0),
+        ("odd-error", 0),
+        ("bad-outcome", 1),
+        ("endless", 32),
+    ] {
+        let record = env.dir.path().join(format!("{mode}.calls"));
+        let fake = FakeDaemon::start_answering(&env, "root", &record, mode);
+        // failmode=closed alone and with a password module after it, and failmode=open with
+        // a password module after it (a pass would be PAM_SUCCESS there).
+        for service in ["tf-alone", "tf", "tf-open"] {
+            let r = env.login(service, ALICE, &answers);
+            assert_eq!(
+                (r.rc, r.prompts()),
+                (rc::AUTH_ERR, prompts),
+                "{mode} {service}: {r:?}"
+            );
+        }
+        // The module did talk to it: the answer decided, not silence.
+        let calls = fake.calls();
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| **c == format!("begin {ALICE}"))
+                .count(),
+            3,
+            "{mode}: {calls:?}"
+        );
+        fake.stop(&env);
+    }
+    // A daemon that says it cannot decide fails the login as unavailable under both failmodes:
+    // never ignored (pam_twofactor(8)).
+    let record = env.dir.path().join("unavailable.calls");
+    let fake = FakeDaemon::start_answering(&env, "root", &record, "unavailable");
+    for service in ["tf-alone", "tf", "tf-open"] {
+        let r = env.login(service, ALICE, &answers);
+        assert_eq!(
+            (r.rc, r.prompts()),
+            (rc::AUTHINFO_UNAVAIL, 1),
+            "unavailable {service}: {r:?}"
+        );
+    }
+    fake.stop(&env);
+    // The control: the honest fake (as root) is believed, under failmode=open too.
+    let record = env.dir.path().join("honest.calls");
+    let fake = FakeDaemon::start(&env, "root", &record);
+    let r = env.login("tf-open", ALICE, &answers);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    fake.stop(&env);
 }

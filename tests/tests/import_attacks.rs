@@ -5,8 +5,9 @@
 //!   authfile: refused with its line number, nothing imported, and the victim's login with
 //!   the attacker's key still fails.
 //! - A user's `~/.google_authenticator` (or authfile) is a symlink to `/dev/zero` or
-//!   `/etc/shadow`, a FIFO, another user's file, or writable by everyone: refused at once with
-//!   the path and the reason, nothing imported.
+//!   `/etc/shadow`, a FIFO, a device, a directory, another user's file, a hard link to a
+//!   root-owned file, oversized, or writable by everyone: refused at once with the path and the
+//!   reason, nothing imported; also at the default path `~USER/.google_authenticator`.
 
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::expect_used, clippy::panic)]
@@ -359,4 +360,194 @@ fn pam_u2f_import_refuses_fifos_symlinks_and_writable_files_quickly() {
         run("writable by its group or by everyone");
     }
     assert!(key_names(&env, ALICE).is_empty());
+}
+
+#[test]
+fn pam_u2f_import_refuses_oversize_files_devices_directories_and_links_to_shadow() {
+    let env = Env::new(OPTIONAL);
+    let key = env.soft_key("k", false);
+    let line = pam_u2f::line(ALICE, &pam_u2f::credential(&key, ALICE));
+    let dir = home(&env);
+    let path = dir.join("u2f_keys");
+    let refused = |p: &Path, why: &str| {
+        let start = Instant::now();
+        let out = ctl_quick(&env, &["admin", "import", "pam-u2f", s(p)]);
+        assert!(start.elapsed() < Duration::from_secs(3), "{why}: too slow");
+        assert_eq!(out.code, 1, "{why}: {out:?}");
+        assert!(
+            out.stderr.contains(&format!("{}: ", p.display())) && out.stderr.contains(why),
+            "{why}: {out:?}"
+        );
+        assert!(out.stderr.contains("nothing was imported"), "{out:?}");
+        out
+    };
+    // Past the 4 MiB cap: alice's good line, then padding (comment-free filler lines).
+    let big = format!("{line}\n{}", "#\n".repeat(2 << 20));
+    assert!(big.len() > 4 << 20);
+    user_file(&path, &big, ALICE, 0o600);
+    refused(&path, "larger than 4194304 bytes");
+    // /dev/zero named directly: a device, refused without reading it.
+    refused(Path::new("/dev/zero"), "is a character device");
+    // A directory.
+    std::fs::remove_file(&path).expect("rm");
+    std::fs::create_dir(&path).expect("mkdir");
+    std::os::unix::fs::chown(&path, Some(uid_of(ALICE)), None).expect("chown");
+    refused(&path, "is a directory");
+    std::fs::remove_dir(&path).expect("rmdir");
+    // A symlink to /etc/shadow: not followed, nothing of it shown.
+    std::os::unix::fs::symlink("/etc/shadow", &path).expect("symlink");
+    let out = refused(&path, "symbolic link");
+    assert!(!out.stderr.contains("root:"), "{out:?}");
+    std::fs::remove_file(&path).expect("rm");
+    assert!(key_names(&env, ALICE).is_empty());
+    // The same line in a plain file of alice's is imported: the refusals above were the file's.
+    user_file(&path, &format!("{line}\n"), ALICE, 0o600);
+    ctl_quick(&env, &["admin", "import", "pam-u2f", s(&path)]).ok();
+    assert_one_imported_key(&env, ALICE);
+}
+
+#[test]
+fn a_hard_link_to_a_root_owned_file_is_refused_by_both_imports() {
+    let env = Env::new(OPTIONAL);
+    let dir = home(&env);
+    // A root-owned file (as /etc/shadow is) that would be accepted as an admin's copy for any
+    // user, and that a user linked under the name the import reads (possible where
+    // fs.protected_hardlinks is off; made by root here).
+    let roots = dir.join("roots_file");
+    user_file(&roots, GA_FILE, "root", 0o600);
+    let path = dir.join("google_authenticator");
+    std::fs::hard_link(&roots, &path).expect("hard link");
+    let out = ctl_quick(
+        &env,
+        &["admin", "import", "google-authenticator", ALICE, s(&path)],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("{}: has 2 hard links", path.display())),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("nothing was imported"), "{out:?}");
+    assert!(!out.stderr.contains(GA_SECRET), "{out:?}");
+    assert_eq!(enrolled(&env, ALICE), false);
+
+    // A root-owned central pam_u2f file may name anyone: linked, it is refused too.
+    let key = env.soft_key("k", false);
+    let central = dir.join("u2f_mappings");
+    user_file(
+        &central,
+        &format!("{}\n", pam_u2f::line(BOB, &pam_u2f::credential(&key, BOB))),
+        "root",
+        0o644,
+    );
+    let linked = dir.join("u2f_keys");
+    std::fs::hard_link(&central, &linked).expect("hard link");
+    let out = ctl_quick(&env, &["admin", "import", "pam-u2f", s(&linked)]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("{}: has 2 hard links", linked.display())),
+        "{out:?}"
+    );
+    assert!(key_names(&env, BOB).is_empty());
+
+    // With its second name gone, the same root-owned file is imported (an admin's copy): the
+    // refusal was the link's.
+    std::fs::remove_file(&roots).expect("rm");
+    ctl_quick(
+        &env,
+        &["admin", "import", "google-authenticator", ALICE, s(&path)],
+    )
+    .ok();
+    assert_eq!(enrolled(&env, ALICE), true);
+}
+
+/// A user created for one test, with its home in the test world, deleted on drop.
+struct HomeUser {
+    name: String,
+    home: PathBuf,
+}
+
+impl HomeUser {
+    fn new(env: &Env, what: &str) -> HomeUser {
+        let name = format!("tf-{what}{}", std::process::id());
+        let _ = Command::new("userdel").arg(&name).output();
+        let _ = Command::new("groupdel").arg(&name).output();
+        let home = env.dir.path().join(&name);
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/bin/sh",
+                "--home-dir",
+            ])
+            .arg(&home)
+            .arg(&name)
+            .output()
+            .expect("useradd");
+        assert!(out.status.success(), "useradd: {out:?}");
+        let user = HomeUser { name, home };
+        std::fs::create_dir(&user.home).expect("home");
+        std::fs::set_permissions(&user.home, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::os::unix::fs::chown(&user.home, Some(uid_of(&user.name)), None).expect("chown");
+        user
+    }
+}
+
+impl Drop for HomeUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+        let _ = Command::new("groupdel").arg(&self.name).output();
+    }
+}
+
+#[test]
+fn google_authenticator_import_without_a_file_refuses_what_the_user_put_in_their_home() {
+    let env = Env::new(OPTIONAL);
+    let user = HomeUser::new(&env, "gh");
+    let path = user.home.join(".google_authenticator");
+    // No FILE argument: the import reads ~USER/.google_authenticator.
+    let import = || {
+        let start = Instant::now();
+        let out = ctl_quick(
+            &env,
+            &["admin", "import", "google-authenticator", &user.name],
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "too slow: {out:?}"
+        );
+        out
+    };
+    let refused = |why: &str| {
+        let out = import();
+        assert_eq!(out.code, 1, "{why}: {out:?}");
+        assert!(
+            out.stderr.contains(&format!("{}: ", path.display())) && out.stderr.contains(why),
+            "{why}: {out:?}"
+        );
+        assert!(out.stderr.contains("nothing was imported"), "{out:?}");
+    };
+    // A symlink to /dev/zero (it used to allocate a gigabyte).
+    std::os::unix::fs::symlink("/dev/zero", &path).expect("symlink");
+    std::os::unix::fs::lchown(&path, Some(uid_of(&user.name)), None).expect("lchown");
+    refused("symbolic link");
+    // A FIFO nobody writes to (it used to hang the command).
+    std::fs::remove_file(&path).expect("rm");
+    let mk = Command::new("mkfifo").arg(&path).status().expect("mkfifo");
+    assert!(mk.success());
+    std::os::unix::fs::chown(&path, Some(uid_of(&user.name)), None).expect("chown");
+    refused("FIFO");
+    std::fs::remove_file(&path).expect("rm");
+    assert_eq!(enrolled(&env, &user.name), false);
+    // The user's own plain file there is imported, and its code logs in.
+    user_file(&path, GA_FILE, &user.name, 0o600);
+    let out = import();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(enrolled(&env, &user.name), true);
+    wait_for_fresh_step();
+    let r = env.login("tf", &user.name, &[&oathtool(GA_SECRET, 0)]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
 }

@@ -168,3 +168,55 @@ fn rules_for_groups_and_users_created_after_start_apply_without_a_reload() {
     let st = show(&env, &member);
     assert_eq!(st["mode"], "optional", "{st}");
 }
+
+#[test]
+fn an_exempt_group_created_after_start_exempts_its_members_without_a_reload() {
+    let mut acc = Accounts::default();
+    let exempt = acc.name("le");
+    let member = acc.name("lx");
+    acc.add_user(&member);
+    let env = Env::new(&format!(
+        "default_mode = \"optional\"\n[exemptions]\ngroups = [\"{exempt}\"]\n"
+    ));
+    let log = env.log();
+    let warning = format!("exempt group \"{exempt}\" is not known to NSS now; ");
+    assert!(
+        log.lines().any(|l| l.contains("warning")
+            && l.contains(&warning)
+            && l.contains("is kept and will apply once NSS knows the name")),
+        "no warning about exempt group {exempt}: {log}"
+    );
+    // Enrolled, so 2FA is enforced: a code is asked.
+    let e = env.enroll(&member);
+    let r = env.login("tf", &member, &[&e.recovery[0]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+    let r = env.login("tf", &member, &[]);
+    assert_ne!(
+        r.rc,
+        rc::SUCCESS,
+        "a code is asked before the group exists: {r:?}"
+    );
+
+    // The exempt group appears with the member in it: no code from the next login on.
+    acc.add_group(&exempt);
+    join_group(&member, &exempt);
+    let r = env.login("tf", &member, &[]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 0), "{r:?}");
+    // The module alone says "not required" (PAM_IGNORE; libpam reports a stack of ignores as
+    // PAM_PERM_DENIED): the exemption, not a pass.
+    let r = env.login("tf-alone", &member, &[]);
+    assert_eq!((r.rc, r.prompts()), (rc::PERM_DENIED, 0), "{r:?}");
+    let st = show(&env, &member);
+    assert!(
+        st["rule"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("exemptions.groups {exempt}")),
+        "{st}"
+    );
+
+    // Leaving the group ends the exemption as fast.
+    run(Command::new("gpasswd").args(["--delete", &member, &exempt]));
+    let r = env.login("tf", &member, &[&e.recovery[1]]);
+    assert_eq!((r.rc, r.prompts()), (rc::SUCCESS, 1), "{r:?}");
+}

@@ -5,9 +5,12 @@
 //! that blocks the reader forever, a file that grows while it is read (the pam_oath
 //! CVE-2024-47191 class). So the file is opened with `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC`
 //! (a symlink as the last component is refused, a FIFO does not block the open), and every
-//! check is made on the opened descriptor (`fstat`), never on the path: a regular file, owned
-//! by the expected user or by root, not writable by its group or by everyone, at most
-//! `max_len` bytes; the read itself is bounded too, since the size can change after `fstat`.
+//! check is made on the opened descriptor (`fstat`), never on the path: a regular file with
+//! one name only, owned by the expected user or by root, not writable by its group or by
+//! everyone, at most `max_len` bytes; the read itself is bounded too, since the size can change
+//! after `fstat`. One name, because a hard link is another file's inode under the user's path:
+//! where `fs.protected_hardlinks` is off, a user can link `/etc/shadow` (root's, so "owned by
+//! root") into their home.
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -59,6 +62,11 @@ pub enum Reason {
     Io(std::io::Error),
     /// Not a regular file: what it is instead.
     NotRegular(&'static str),
+    /// More than one name (hard link) refers to the file.
+    HardLinked {
+        /// How many.
+        links: u64,
+    },
     /// Owned by someone else.
     Owner {
         /// The owner's uid.
@@ -101,6 +109,11 @@ impl fmt::Display for Reason {
             Reason::Open(e) => write!(f, "cannot open: {e}"),
             Reason::Io(e) => write!(f, "cannot read: {e}"),
             Reason::NotRegular(kind) => write!(f, "is {kind}, not a regular file"),
+            Reason::HardLinked { links } => write!(
+                f,
+                "has {links} hard links, so it may be another file (such as /etc/shadow) linked \
+                 under this name: copy it to a file of its own and import that"
+            ),
             Reason::Owner {
                 uid,
                 name,
@@ -186,6 +199,11 @@ pub fn read_user_file(
             "not a regular file"
         };
         return Err(refuse(Reason::NotRegular(what)));
+    }
+    if meta.nlink() > 1 {
+        return Err(refuse(Reason::HardLinked {
+            links: meta.nlink(),
+        }));
     }
     let uid = meta.uid();
     if let ExpectedOwner::RootOr {
@@ -356,6 +374,26 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("FIFO"), "{e}");
+    }
+
+    #[test]
+    fn a_file_with_more_than_one_name_is_refused_under_each() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let original = dir.path().join("original");
+        write(&original, b"x\n", 0o600);
+        let link = dir.path().join("link");
+        std::fs::hard_link(&original, &link).expect("link");
+        for p in [&original, &link] {
+            let e = refused(p);
+            assert!(matches!(e.reason, Reason::HardLinked { links: 2 }), "{e}");
+            assert!(e.to_string().contains("has 2 hard links"), "{e}");
+        }
+        // One name again: read.
+        std::fs::remove_file(&original).expect("rm");
+        assert_eq!(
+            read_quickly(&link, mine()).expect("read").text.as_str(),
+            "x\n"
+        );
     }
 
     #[test]

@@ -285,4 +285,121 @@ mod tests {
         }
         assert_eq!(cells, TABLE.len() * 12);
     }
+
+    /// What the man page says one caller kind may do with `access`, derived from the matrix
+    /// (so the wording follows [`permits`], not a second copy of it).
+    fn wording(access: Access, caller: CallerKind) -> &'static str {
+        let cells: Vec<bool> = TARGETS
+            .iter()
+            .map(|t| matrix_cell(access, caller, *t))
+            .collect();
+        // For a root caller, root is their own account.
+        let own_only = match caller {
+            CallerKind::Root => [true, false, true, false],
+            _ => [true, false, false, false],
+        };
+        match cells.as_slice() {
+            [true, true, true, true] => "any account",
+            [false, false, false, false] => "none",
+            [false, true, false, false] => {
+                "other ordinary users only (not their own account, not root, not another admin)"
+            }
+            c if c == own_only => "own account only",
+            other => panic!("{access:?} {caller:?} {other:?}: no wording for this row, add one"),
+        }
+    }
+
+    /// The body of a man page entry for `access`: one line per run of callers (root, admins,
+    /// users) that may do the same.
+    fn man_body(access: Access) -> Vec<String> {
+        let names = ["root", "admins", "users"];
+        let words: Vec<&str> = CALLERS.iter().map(|c| wording(access, *c)).collect();
+        let mut lines = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let mut j = i + 1;
+            while j < words.len() && words[j] == words[i] {
+                j += 1;
+            }
+            let who = match (i, j) {
+                (0, 3) => "everyone, root included".to_string(),
+                _ => names[i..j].join(" and "),
+            };
+            lines.push(format!("{who}: {}.", words[i]));
+            i = j;
+        }
+        lines
+    }
+
+    /// twofactord(8) "Who may call what" names every method of [`TABLE`] once, with the
+    /// rights the table gives it, and nothing else: the two cannot drift apart.
+    #[test]
+    fn the_man_page_states_the_table() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/man/twofactord.8");
+        let man = std::fs::read_to_string(&path).expect("twofactord.8");
+        let section: Vec<&str> = man
+            .lines()
+            .skip_while(|l| *l != ".SS Who may call what")
+            .skip(1)
+            .take_while(|l| !l.starts_with(".SS") && !l.starts_with(".SH"))
+            .collect();
+        assert!(!section.is_empty(), "no section \"Who may call what\"");
+        // (methods named, body lines) of each .TP entry, up to the first .PP after them.
+        type Entry = (Vec<(String, String)>, Vec<String>);
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut lines = section.iter().skip_while(|l| **l != ".TP").peekable();
+        while let Some(line) = lines.next() {
+            if *line == ".PP" {
+                break;
+            }
+            assert_eq!(*line, ".TP", "an entry starts with .TP");
+            let heading = lines
+                .next()
+                .and_then(|h| h.strip_prefix(".B "))
+                .expect("an entry's heading is a .B line");
+            let mut interface = "";
+            let mut methods = Vec::new();
+            for item in heading.split(", ") {
+                let method = match item.split_once('.') {
+                    Some((i, m)) => {
+                        interface = i;
+                        m
+                    }
+                    None => item,
+                };
+                assert!(!interface.is_empty(), "{heading}: no interface");
+                methods.push((interface.to_string(), method.to_string()));
+            }
+            let mut body = Vec::new();
+            while let Some(l) = lines.next_if(|l| **l != ".TP" && **l != ".PP") {
+                body.push(l.to_string());
+            }
+            entries.push((methods, body));
+        }
+        let mut named = Vec::new();
+        for (methods, body) in &entries {
+            for (interface, method) in methods {
+                let access = access_for(interface, method)
+                    .unwrap_or_else(|| panic!("{interface}.{method} is not in the table"));
+                assert_eq!(
+                    *body,
+                    man_body(access),
+                    "the man page's rights for {interface}.{method} ({access:?})"
+                );
+                named.push((interface.as_str(), method.as_str()));
+            }
+        }
+        for (interface, method, _) in TABLE {
+            let times = named
+                .iter()
+                .filter(|(i, m)| i == interface && m == method)
+                .count();
+            assert_eq!(
+                times, 1,
+                "{interface}.{method} named {times} times in the man page"
+            );
+        }
+        assert_eq!(named.len(), TABLE.len());
+    }
 }

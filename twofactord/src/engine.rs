@@ -1576,8 +1576,11 @@ impl Engine {
         self.status_of(store.as_ref(), &account, login)
     }
 
-    /// `Enrollment.BeginTotp`. An account that has a factor (a key, or starter codes) proves
-    /// it with `code`: a current code, a recovery code or a key-proof token.
+    /// `Enrollment.BeginTotp`. An account with a security key proves it with `code`: a
+    /// recovery code or a key-proof token (an account with an app is refused first: an app is
+    /// never replaced). An account with no factor needs no proof, starter codes alone
+    /// included: they are how an admin lets a user enroll, not a factor, and the confirmation
+    /// keeps them (it never replaces unused recovery codes).
     pub fn begin_totp(&self, caller: &Caller, code: &str) -> Result<TotpEnrollment, BusError> {
         let account = self.target(caller, "")?;
         self.authorize("Enrollment", "BeginTotp", caller, Some(&account))?;
