@@ -109,7 +109,7 @@ pub async fn run(
                     Ok(s) => s,
                     Err(e) => {
                         log(true, &format!("login for {user} failed: {e}"));
-                        return e.verdict();
+                        return lost_after_begin(&e);
                     }
                 };
             }
@@ -149,7 +149,7 @@ pub async fn run(
                     Ok(s) => s,
                     Err(e) => {
                         log(true, &format!("login for {user} failed: {e}"));
-                        return e.verdict();
+                        return lost_after_begin(&e);
                     }
                 };
             }
@@ -162,6 +162,16 @@ pub async fn run(
     daemon.cancel(&handle).await;
     // The daemon did answer, every time: that is final, and nonsense is a denial.
     Verdict::Refused
+}
+
+/// What a failed call after `BeginLogin` comes to. The daemon's first answer (a code or a key
+/// is needed) is final, like any answer: losing the daemon after it (a crash, a restart, a
+/// connection cut while the user is at the prompt) cannot turn that into a pass, so even a
+/// transport failure is a denial here, under both failmodes.
+fn lost_after_begin(e: &LinkError) -> Verdict {
+    match e {
+        LinkError::Unreachable(_) | LinkError::Refused(_) => Verdict::Refused,
+    }
 }
 
 /// The daemon over D-Bus.
@@ -857,10 +867,12 @@ mod tests {
             ] {
                 let v = fail_at(at, e.clone());
                 let codes = (pam_code(v, FailMode::Closed), pam_code(v, FailMode::Open));
-                if transport {
+                if transport && matches!(at, At::Begin) {
                     assert_eq!(v, Verdict::Unreachable, "{what} at {at:?}");
                     assert_eq!(codes, (PamCode::AuthinfoUnavail, PamCode::Ignore));
                 } else {
+                    // An answer is final; and after the daemon's first answer (a factor is
+                    // needed), losing the daemon is a denial too.
                     assert_eq!(v, Verdict::Refused, "{what} at {at:?}");
                     assert_eq!(
                         codes,
