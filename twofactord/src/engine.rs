@@ -141,6 +141,8 @@ pub struct Engine {
     key_challenges: Mutex<keys::KeyChallenges>,
     /// When each cap last refused each user, for the audit log's rate limit.
     cap_audits: Mutex<limits::CapAudits>,
+    /// Refusals a caller can repeat at will, folded per minute in the audit log.
+    folds: Mutex<fold::Folds>,
     /// The offline snapshot and the last good policy copy.
     persisted: offline::Persisted,
     /// The store keeps copies of the users it served (the fleet's offline cache).
@@ -321,6 +323,7 @@ impl Engine {
             remembered: Mutex::new(HashMap::new()),
             key_challenges: Mutex::new(keys::KeyChallenges::default()),
             cap_audits: Mutex::new(limits::CapAudits::default()),
+            folds: Mutex::new(fold::Folds::default()),
             persisted: offline::Persisted::default(),
         }
     }
@@ -708,7 +711,7 @@ impl Engine {
                     ctx,
                     format!("a code of an already used time step (for {purpose}); not counted"),
                 );
-                self.audit(store, r);
+                self.audit_folded(store, caller.uid, "replay", r);
                 return not_a_guess(ALREADY_USED);
             }
         }
@@ -916,7 +919,7 @@ impl Engine {
                 Some(&ctx),
                 eff.explain(&policy.path),
             );
-            self.audit(store.as_mut(), r);
+            self.audit_folded(store.as_mut(), caller.uid, "exempt", r);
         }
         if matches!(
             (eff.mode, enrolled),
@@ -935,7 +938,7 @@ impl Engine {
                 Some(&ctx),
                 "locked out",
             );
-            self.audit(store.as_mut(), r);
+            self.audit_folded(store.as_mut(), caller.uid, "locked-out", r);
             return Ok((
                 String::new(),
                 LoginStep::done(Outcome::Denied).error(locked_message(state.locked_until, now)),
@@ -1078,7 +1081,7 @@ impl Engine {
                     Some(ctx),
                     format!("{} ({days} days left)", eff.explain(&policy.path)),
                 );
-                self.audit(store, r);
+                self.audit_folded(store, caller.uid, "grace", r);
                 return Ok(Onboard::Converse(
                     Stage::Acknowledge(Outcome::NotRequired),
                     LoginStep::prompt("Press Enter to continue: ", true).info(format!(
@@ -1097,7 +1100,7 @@ impl Engine {
                 Some(ctx),
                 format!("grace period ended ({})", eff.explain(&policy.path)),
             );
-            self.audit(store, r);
+            self.audit_folded(store, caller.uid, "grace-ended", r);
             return Ok(Onboard::Done(LoginStep::done(Outcome::Denied).error(format!(
                 "Two-factor authentication is required for {} and the grace period to set it up \
                  ended on {}.\nAsk an administrator for recovery codes \
@@ -1117,7 +1120,7 @@ impl Engine {
                 eff.explain(&policy.path)
             ),
         );
-        self.audit(store, r);
+        self.audit_folded(store, caller.uid, "not-enrolled", r);
         Ok(Onboard::Done(LoginStep::done(Outcome::Denied).error(
             format!(
                 "Two-factor authentication is required for {} but no second factor is set up.\n\
@@ -1396,7 +1399,7 @@ impl Engine {
                 Some(&session.ctx),
                 "at login: no valid code",
             );
-            self.audit(store.as_mut(), r);
+            self.audit_folded(store.as_mut(), caller.uid, "enroll-at-login-failed", r);
             return Ok(if session.authenticated {
                 LoginStep::done(Outcome::Success).error(
                     "The authenticator app was not set up. Run `twofactorctl enroll totp` \
@@ -1427,7 +1430,7 @@ impl Engine {
                 Some(&session.ctx),
                 "at login: a factor was enrolled meanwhile; the login needs it",
             );
-            self.audit(store.as_mut(), r);
+            self.audit_folded(store.as_mut(), caller.uid, "enroll-at-login-raced", r);
             let factors = self.factors_of(store.as_ref(), account.uid)?;
             drop(store);
             if session.authenticated {
@@ -1689,7 +1692,7 @@ impl Engine {
                 None,
                 "totp: a factor was enrolled after this enrollment began without a proof",
             );
-            self.audit(store.as_mut(), r);
+            self.audit_folded(store.as_mut(), caller.uid, "enroll-totp-raced", r);
             return Ok(CodeResult {
                 accepted: false,
                 message: "A second factor was set up for this account after this enrollment began. \
@@ -2177,6 +2180,8 @@ mod offline;
 pub use offline::write_private;
 #[path = "engine_backup.rs"]
 pub mod backup;
+#[path = "engine_fold.rs"]
+mod fold;
 #[path = "engine_limits.rs"]
 mod limits;
 #[path = "engine_retention.rs"]

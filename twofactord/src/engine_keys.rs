@@ -745,7 +745,7 @@ impl Engine {
                     format!("key {:?}: test assertion refused: {e}", key.name),
                 );
                 let mut store = self.store()?;
-                self.audit(store.as_mut(), r);
+                self.audit_folded(store.as_mut(), caller.uid, "enroll-key-refused", r);
                 return Ok(CodeResult {
                     accepted: false,
                     message: format!("The key's test signature was refused ({e}); start again."),
@@ -802,7 +802,7 @@ impl Engine {
                         key.name
                     ),
                 );
-                self.audit(store.as_mut(), r);
+                self.audit_folded(store.as_mut(), caller.uid, "enroll-key-raced", r);
                 return Ok(CodeResult {
                     accepted: false,
                     message: "A second factor was set up for this account after this \

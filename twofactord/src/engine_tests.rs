@@ -871,3 +871,88 @@ fn a_login_is_begun_at_once_only_when_nothing_has_to_wait() {
         Some(Err(BusError::AccessDenied(_)))
     ));
 }
+
+/// The audit records of `user` whose detail contains `needle`.
+fn audited_with(e: &Engine, user: &str, needle: &str) -> Vec<AuditEntry> {
+    e.audit_log(&root(), user, 0, 10_000)
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.detail.contains(needle))
+        .collect()
+}
+
+/// How many refusals `entries` stand for: one each, plus the "and N more" of a summary.
+fn refusals(entries: &[AuditEntry]) -> u64 {
+    entries
+        .iter()
+        .map(|a| {
+            a.detail
+                .split("; and ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(1)
+        })
+        .sum()
+}
+
+#[test]
+fn a_locked_out_users_flood_is_audited_once_a_minute_with_the_count() {
+    let (e, clock) = engine(
+        "[login]\nattempts = 1\n[rate_limit]\nmax_failures = 1\nlockout = \"1h\"\n\
+         [audit]\nmax_records = 100\n",
+    );
+    let _ = enroll(&e, &clock, 1000);
+    let _ = enroll(&e, &clock, 1001);
+    let bob = caller(1001);
+    let _ = login(&e, "bob", &["000000"]);
+    // Bob, locked out, asks for his own login 3,000 times in two and a half minutes.
+    for i in 0..3000 {
+        if i % 20 == 19 {
+            clock.advance(1);
+        }
+        let (handle, step) = e.begin_login(&bob, "bob", &ctx()).expect("begin");
+        assert!(handle.is_empty());
+        assert_eq!(outcome(&step), Some(Outcome::Denied));
+    }
+    e.flush_folded(true);
+    let locked = audited_with(&e, "bob", "locked out");
+    assert!(locked.len() <= 6, "{locked:?}");
+    assert_eq!(refusals(&locked), 3000, "{locked:?}");
+    assert!(
+        locked
+            .iter()
+            .any(|a| a.detail.contains("more in the last minute")),
+        "{locked:?}"
+    );
+    // Alice's enrollment, older than the whole flood, survives a prune to 100 records.
+    let _ = e.prune_audit().expect("prune");
+    assert_eq!(audited_with(&e, "alice", "totp").len(), 1);
+    // Root's callers (sshd) are folded apart from bob's own calls: their first is recorded.
+    let before = audited_with(&e, "bob", "locked out").len();
+    let _ = e.begin_login(&root(), "bob", &ctx()).expect("begin");
+    assert_eq!(audited_with(&e, "bob", "locked out").len(), before + 1);
+}
+
+#[test]
+fn replays_and_failed_enrollments_are_folded_too_but_wrong_codes_never() {
+    let (e, clock) = engine("[login]\nattempts = 1\n[rate_limit]\nmax_failures = 1000\n");
+    let s = enroll(&e, &clock, 1000);
+    clock.advance(30);
+    let c = code(&s, clock.now());
+    assert_eq!(outcome(&login(&e, "alice", &[&c])), Some(Outcome::Success));
+    for _ in 0..50 {
+        let _ = login(&e, "alice", &[&c]);
+    }
+    let replays = audited_with(&e, "alice", "already used time step");
+    assert_eq!(replays.len(), 1, "{replays:?}");
+    // Wrong codes: every one recorded (the lockout bounds them).
+    for _ in 0..20 {
+        let _ = login(&e, "alice", &["000000"]);
+    }
+    assert_eq!(audited_with(&e, "alice", "Wrong code").len(), 20);
+    clock.advance(61);
+    e.flush_folded(false);
+    let replays = audited_with(&e, "alice", "already used time step");
+    assert_eq!(refusals(&replays), 50, "{replays:?}");
+}
