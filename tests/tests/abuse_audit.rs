@@ -118,3 +118,46 @@ fn refused_key_enrollments_are_folded_with_their_count() {
     assert!((1..=6).contains(&records.len()), "{records:?}");
     assert_eq!(refusals(&records), FLOOD, "{records:?}");
 }
+
+/// Issue 10 item 4: a recovery code used once and then typed again is refused as a replay,
+/// audited as one, and not counted: many replays with `max_failures = 2` lock nobody out. A
+/// wrong recovery code still counts.
+#[test]
+fn a_used_recovery_code_is_refused_as_a_replay_and_not_counted() {
+    ensure_test_accounts();
+    let env = Env::new(
+        "default_mode = \"optional\"\n[login]\nattempts = 3\n\
+         [rate_limit]\nmax_failures = 2\nlockout = \"5m\"\n",
+    );
+    let e = env.enroll(ALICE);
+    let code = &e.recovery[0];
+    let r = env.login("tf", ALICE, &[code]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    for _ in 0..5 {
+        let r = env.login("tf", ALICE, &[code, code, code]);
+        assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+        assert!(r.said("recovery code was already used"), "{r:?}");
+    }
+    // As a proof too (the CLI, as herself).
+    let out = env.ctl_as(
+        ALICE,
+        &["--json", "recovery", "regenerate"],
+        Some(&format!("{code}\n")),
+    );
+    assert!(out.stdout.contains("already used"), "{out:?}");
+    assert!(
+        !locked(&env, ALICE),
+        "replays of a used recovery code locked her out"
+    );
+    let replays: Vec<_> = audited(&env, ALICE, "a recovery code that was already used")
+        .into_iter()
+        .filter(|r| r["event"] == "replay" && r["result"] == "refused")
+        .collect();
+    assert!(!replays.is_empty(), "replays are audited");
+    // The other codes still work, and a wrong one is a guess.
+    let r = env.login("tf", ALICE, &[&e.recovery[1]]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    let r = env.login("tf", ALICE, &["aaaa-bbbb-cccc-dddd", "aaaa-bbbb-cccc-eeee"]);
+    assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
+    assert!(locked(&env, ALICE), "wrong recovery codes count");
+}

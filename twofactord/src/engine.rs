@@ -738,7 +738,13 @@ impl Engine {
                     return Ok(CodeVerdict::Recovery { left });
                 }
                 // A concurrent login used this very code first: a replay, not a guess.
-                return not_a_guess("That recovery code was already used.");
+                return self.recovery_replayed(store, account, caller, ctx, purpose);
+            }
+            // A code of the current set that was already used (its hash is kept, marked used):
+            // a replay too. Fail closed: a store that cannot say is an error, not a pass.
+            let used = store.used_recovery(account.uid).map_err(store_err)?;
+            if recovery::find(normalized, &used).is_some() {
+                return self.recovery_replayed(store, account, caller, ctx, purpose);
             }
         }
         if !totp_shaped && normalized.is_none() {
@@ -750,6 +756,30 @@ impl Engine {
         Ok(CodeVerdict::Rejected {
             message,
             locked_until,
+        })
+    }
+
+    /// A recovery code that was valid but is already used: refused, audited as a replay
+    /// (folded, as every refusal a caller can repeat), not counted toward the lockout.
+    fn recovery_replayed(
+        &self,
+        store: &mut dyn Store,
+        account: &Account,
+        caller: &Caller,
+        ctx: Option<&LoginContext>,
+        purpose: &str,
+    ) -> Result<CodeVerdict, BusError> {
+        let r = self.record(
+            account,
+            caller,
+            "replay",
+            "refused",
+            ctx,
+            format!("a recovery code that was already used (for {purpose}); not counted"),
+        );
+        self.audit_folded(store, caller.uid, "replay-recovery", r);
+        Ok(CodeVerdict::NotAGuess {
+            message: "That recovery code was already used.".into(),
         })
     }
 

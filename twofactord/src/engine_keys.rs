@@ -371,7 +371,7 @@ impl Engine {
     /// Verifies an assertion against the user's keys and, on success, stores the new counter
     /// (audited as `purpose` success). `Ok(Err((message, locked_until)))`: refused and counted.
     #[allow(clippy::too_many_arguments)]
-    fn check_key_assertion(
+    pub(super) fn check_key_assertion(
         &self,
         store: &mut dyn Store,
         account: &Account,
@@ -424,17 +424,25 @@ impl Engine {
                     self.announce(&r);
                     return Ok(Ok(key.name.clone()));
                 }
-                let until = self.count_failure(
-                    store,
+                // A valid signature over this login's own challenge whose counter another
+                // login took first (two logins with one key at once): a race, not a guess.
+                // Refused and audited as a replay, not counted. (A counter that went back is a
+                // suspected clone, below, and counts.)
+                let r = self.record(
                     account,
                     caller,
+                    "replay",
+                    "refused",
                     ctx,
-                    purpose,
-                    format!("key {:?}: the counter was already used", key.name),
-                )?;
+                    format!(
+                        "key {:?}: the counter was already used (for {purpose}); not counted",
+                        key.name
+                    ),
+                );
+                self.audit_folded(store, caller.uid, "replay-key", r);
                 Ok(Err((
                     "The security key's answer was already used.".into(),
-                    until,
+                    None,
                 )))
             }
             Err(e) => {

@@ -956,3 +956,155 @@ fn replays_and_failed_enrollments_are_folded_too_but_wrong_codes_never() {
     let replays = audited_with(&e, "alice", "already used time step");
     assert_eq!(refusals(&replays), 50, "{replays:?}");
 }
+
+/// Issue 10 item 4: a recovery code that was valid but is already used is a replay: refused,
+/// audited as `replay`, not counted; a code that never was is a guess and counts.
+#[test]
+fn a_used_recovery_code_is_a_replay_not_a_guess() {
+    let (e, clock) = engine("[login]\nattempts = 3\n[rate_limit]\nmax_failures = 2\n");
+    let s = enroll(&e, &clock, 1000);
+    clock.advance(30);
+    let r = e
+        .regenerate_recovery(&caller(1000), &code(&s, clock.now()))
+        .expect("regenerate");
+    assert!(r.accepted, "{}", r.message);
+    let used = r.recovery_codes[0].clone();
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&used])),
+        Some(Outcome::Success)
+    );
+    let locked = |e: &Engine| {
+        e.status(&caller(1000), "", ("Enrollment", "Status"))
+            .expect("status")
+            .locked_until
+            > clock.now()
+    };
+    // Replayed many times, in logins and proofs: never a lockout.
+    for _ in 0..10 {
+        let step = login(
+            &e,
+            "alice",
+            &[&used, &used.to_uppercase(), &used.replace('-', "")],
+        );
+        assert_eq!(outcome(&step), Some(Outcome::Denied));
+        assert!(
+            notices(&step).contains("recovery code was already used"),
+            "{}",
+            notices(&step)
+        );
+    }
+    let r = e.disable(&caller(1000), &used).expect("disable");
+    assert!(!r.accepted);
+    assert!(r.message.contains("already used"), "{}", r.message);
+    assert!(
+        !locked(&e),
+        "replays of a used recovery code locked her out"
+    );
+    assert_eq!(
+        e.store()
+            .expect("store")
+            .user_state(1000)
+            .expect("state")
+            .map(|s| s.failures),
+        Some(0)
+    );
+    let replays = audited_with(&e, "alice", "a recovery code that was already used");
+    // Folded: one record for root's logins, one for her own proof (another caller).
+    assert_eq!(replays.len(), 2, "{replays:?}");
+    assert!(
+        replays
+            .iter()
+            .all(|r| r.event == "replay" && r.result == "refused"),
+        "{replays:?}"
+    );
+    assert_eq!(
+        (replays[0].actor.as_str(), replays[1].actor.as_str()),
+        ("root", "alice")
+    );
+    // After a new set, the old codes are unknown: guesses, counted.
+    clock.advance(30);
+    let r = e
+        .regenerate_recovery(&caller(1000), &code(&s, clock.now()))
+        .expect("regenerate");
+    assert!(r.accepted);
+    let _ = login(&e, "alice", &[&used, &used]);
+    assert!(locked(&e), "codes of a replaced set are guesses");
+}
+
+/// A key assertion whose signature is valid but whose counter another login took first (the
+/// race between reading the keys and accepting the counter) is a replay, not a failure.
+#[test]
+fn a_key_counter_taken_by_a_concurrent_login_is_a_replay_not_a_failure() {
+    use crate::fido2::tests::{TestKey, auth_data};
+    use crate::store::{Codes, Existing, KeyFactor};
+    use sha2::{Digest, Sha256};
+    use twofactor_bus::KeyAssertion;
+    let (e, _clock) = engine("[rate_limit]\nmax_failures = 1\n");
+    let rp = e.policy().fido2.rp_id.clone();
+    let tk = TestKey::es256();
+    let stored = |sign_count| KeyFactor {
+        name: "blue".into(),
+        credential_id: b"cred-0123456789abcdef".to_vec(),
+        public_key_cose: tk.cose(),
+        rp_id: rp.clone(),
+        sign_count,
+        user_verification: false,
+        source: "enrolled".into(),
+        created: T0,
+        last_used: 0,
+    };
+    let alice = accounts().user_by_name("alice").expect("alice");
+    let mut store = e.store().expect("store");
+    let added = store
+        .add_keys(
+            1000,
+            "alice",
+            &[stored(10)],
+            Codes::Keep,
+            Existing::NoFactor,
+            &AuditRecord::default(),
+        )
+        .expect("add");
+    assert_eq!(added, Activation::Done { codes_set: false });
+    // This login read the key when its counter was 5; another login has since taken 10.
+    let client_data = b"{\"type\":\"webauthn.get\"}".to_vec();
+    let cdh: [u8; 32] = Sha256::digest(&client_data).into();
+    let ad = auth_data(&rp, crate::fido2::AuthenticatorFlags::USER_PRESENT, 7, &[]);
+    let assertion = KeyAssertion {
+        credential_id: stored(5).credential_id,
+        signature: tk.sign(&ad, &cdh),
+        authenticator_data: ad,
+    };
+    let verdict = e
+        .check_key_assertion(
+            store.as_mut(),
+            &alice,
+            &root(),
+            &[stored(5)],
+            &rp,
+            &client_data,
+            &assertion,
+            crate::policy::UserVerification::Discouraged,
+            None,
+            "login",
+        )
+        .expect("checked");
+    assert_eq!(
+        verdict,
+        Err((
+            "The security key's answer was already used.".to_string(),
+            None
+        ))
+    );
+    let state = store.user_state(1000).expect("state");
+    assert!(
+        state
+            .as_ref()
+            .is_none_or(|s| s.failures == 0 && s.locked_until == 0),
+        "{state:?}"
+    );
+    drop(store);
+    let replays = audited_with(&e, "alice", "the counter was already used");
+    assert_eq!(replays.len(), 1);
+    assert_eq!(replays[0].event, "replay");
+}
