@@ -674,16 +674,16 @@ impl Engine {
             .map_err(|e| {
                 BusError::InvalidArgument(format!("the new credential is refused: {e}"))
             })?;
-        let store = self.store()?;
-        if store
-            .keys(account.uid)
-            .map_err(store_err)?
-            .iter()
-            .any(|k| k.credential_id == credential.credential_id)
-        {
+        // A credential already stored, for this user or any other, is refused here, with one
+        // answer (import_keys' rule): the step and the words never say whose it is.
+        // `add_keys` refuses it again atomically at ConfirmKey (a race), with the same words.
+        let taken = self
+            .store()?
+            .credential_enrolled(&pending.rp_id, &credential.credential_id)
+            .map_err(store_err)?;
+        if taken {
             return Err(BusError::NotAllowed(TAKEN_ENROLL.into()));
         }
-        drop(store);
         let now = self.clock.now();
         let key = KeyFactor {
             name: pending.name.clone(),
