@@ -201,7 +201,7 @@ impl From<BusError> for Deferred {
 fn locked_message(until: i64, now: i64) -> String {
     format!(
         "Too many failed attempts. Try again in {}.",
-        minutes(until - now)
+        minutes(until.saturating_sub(now))
     )
 }
 
@@ -231,6 +231,18 @@ fn check_context(context: &HashMap<String, String>, allowed: &[&str]) -> Result<
         }
     }
     Ok(())
+}
+
+/// `now` for the TOTP arithmetic. A clock before 1970 (or a step back past it) has no TOTP
+/// step: an error, which fails the login closed and counts nothing (a wrap to a huge time, or
+/// a step of 1970, would turn every right code into a counted "wrong" one).
+fn totp_time(now: i64) -> Result<u64, BusError> {
+    u64::try_from(now).map_err(|_| {
+        crate::log::error(&format!("the system clock reads {now}, before 1970"));
+        BusError::StateUnavailable(
+            "the system clock is wrong (before 1970); codes cannot be checked".into(),
+        )
+    })
 }
 
 /// A duration in whole seconds as a Unix-time offset, saturating (never wrapping negative).
@@ -617,7 +629,7 @@ impl Engine {
             },
             admin_required: state.as_ref().is_some_and(|s| s.admin_required),
             factors,
-            recovery_codes_left: left as u32,
+            recovery_codes_left: u32::try_from(left).unwrap_or(u32::MAX),
             locked_until: state
                 .as_ref()
                 .map(|s| s.locked_until)
@@ -684,7 +696,7 @@ impl Engine {
                 f.params,
                 policy.totp.window,
                 &answer,
-                now as u64,
+                totp_time(now)?,
                 last_step,
             ) {
                 TotpCheck::Valid(step) => {
@@ -811,7 +823,7 @@ impl Engine {
                 format!(
                     "{} failures; locked for {}",
                     policy.rate_limit.max_failures,
-                    minutes(until - now)
+                    minutes(until.saturating_sub(now))
                 ),
             );
             self.audit(store, r);
@@ -1102,7 +1114,7 @@ impl Engine {
                 .map_err(store_err)?;
             let until = since.saturating_add(secs(onboarding.grace_period));
             if now < until {
-                let days = (until - now + 86_399) / 86_400;
+                let days = until.saturating_sub(now).saturating_add(86_399) / 86_400;
                 let r = self.record(
                     account,
                     caller,
@@ -1180,7 +1192,7 @@ impl Engine {
             uid: account.uid,
             secret,
             params,
-            expires: now + ttl,
+            expires: now.saturating_add(ttl),
             proven,
         };
         store.put_pending_totp(&pending).map_err(store_err)?;
@@ -1191,7 +1203,7 @@ impl Engine {
                 .to_string(),
             algorithm: params.algorithm.as_str().into(),
             digits: u32::from(params.digits),
-            period: params.period as u32,
+            period: u32::try_from(params.period).unwrap_or(u32::MAX),
             expires: pending.expires,
         };
         Ok((pending, shown))
@@ -1363,7 +1375,7 @@ impl Engine {
                 locked_until: Some(until),
             } => LoginStep::done(Outcome::Denied).error(format!(
                 "{message} Too many failed attempts: locked for {}.",
-                minutes(until - now)
+                minutes(until.saturating_sub(now))
             )),
             CodeVerdict::Rejected { message, .. } | CodeVerdict::NotAGuess { message } => {
                 session.attempts_left = session.attempts_left.saturating_sub(1);
@@ -1406,7 +1418,7 @@ impl Engine {
                 pending.params,
                 window,
                 &code,
-                now as u64,
+                totp_time(now)?,
                 None,
             )
         } else {
@@ -1694,7 +1706,7 @@ impl Engine {
             pending.params,
             window,
             &code,
-            now as u64,
+            totp_time(now)?,
             None,
         ) else {
             return Ok(CodeResult {
@@ -1967,7 +1979,7 @@ impl Engine {
                 digits: digits as u8,
                 period: u64::from(period),
             },
-            expires: now + 60,
+            expires: now.saturating_add(60),
             proven: true,
         };
         store.put_pending_totp(&pending).map_err(store_err)?;
@@ -2046,7 +2058,9 @@ impl Engine {
         } else {
             format!(
                 "grace period extended by {}",
-                humantime::format_duration(std::time::Duration::from_secs(extend_secs as u64))
+                humantime::format_duration(std::time::Duration::from_secs(
+                    extend_secs.unsigned_abs()
+                ))
             )
         };
         let r = self.record(&account, caller, "admin-grace", "success", None, detail);
@@ -2188,7 +2202,7 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
             locked_until: Some(until),
         } => format!(
             "{message} Too many failed attempts: locked for {}.",
-            minutes(until - now)
+            minutes(until.saturating_sub(now))
         ),
         CodeVerdict::Rejected { message, .. } | CodeVerdict::NotAGuess { message } => message,
         CodeVerdict::Totp | CodeVerdict::Recovery { .. } | CodeVerdict::KeyProof => String::new(),

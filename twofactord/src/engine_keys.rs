@@ -354,7 +354,7 @@ impl Engine {
             }
             Err((message, Some(until))) => Ok(LoginStep::done(Outcome::Denied).error(format!(
                 "{message} Too many failed attempts: locked for {}.",
-                minutes(until - now)
+                minutes(until.saturating_sub(now))
             ))),
             Err((message, None)) => {
                 session.attempts_left = session.attempts_left.saturating_sub(1);
@@ -577,7 +577,7 @@ impl Engine {
         getrandom::fill(&mut user_id)
             .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
         let id = random_handle()?;
-        let expires = now + KEY_ENROLL_TTL_SECS;
+        let expires = now.saturating_add(KEY_ENROLL_TTL_SECS);
         {
             let mut ch = self.challenges()?;
             ch.prune(now);
@@ -889,7 +889,7 @@ impl Engine {
                     sender: caller.sender.clone(),
                     rp_id: f.rp_id.clone(),
                     client_data: client_data.clone(),
-                    expires: now + PROOF_TTL_SECS,
+                    expires: now.saturating_add(PROOF_TTL_SECS),
                 },
             );
         }
@@ -963,7 +963,11 @@ impl Engine {
                 let kept = {
                     let mut ch = self.challenges()?;
                     ch.prune(now);
-                    ch.add_token(token.clone(), account.uid, now + TOKEN_TTL_SECS)
+                    ch.add_token(
+                        token.clone(),
+                        account.uid,
+                        now.saturating_add(TOKEN_TTL_SECS),
+                    )
                 };
                 if kept {
                     Ok(token)

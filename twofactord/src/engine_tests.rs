@@ -1108,3 +1108,43 @@ fn a_key_counter_taken_by_a_concurrent_login_is_a_replay_not_a_failure() {
     assert_eq!(replays.len(), 1);
     assert_eq!(replays[0].event, "replay");
 }
+
+/// Issue 10 item 7: time arithmetic saturates. A clock at the end of time wraps nothing (the
+/// debug build these tests run in panics on any overflow); a clock before 1970 checks no code
+/// and counts nothing.
+#[test]
+fn times_at_either_end_of_the_clock_neither_wrap_nor_count() {
+    let (e, clock) = engine(
+        "default_mode = \"optional\"\n[login]\nattempts = 1\n[rate_limit]\nmax_failures = 1\n\
+         lockout = \"30d\"\nmax_lockout = \"30d\"\n",
+    );
+    let _ = enroll(&e, &clock, 1000);
+    // The end of time: an enrollment's, a login's and a lockout's deadlines saturate.
+    clock.advance(i64::MAX - T0 - 10);
+    let en = e.begin_totp(&caller(1001), "").expect("begin");
+    assert_eq!(en.expires, i64::MAX);
+    let wrong = login(&e, "alice", &["000000"]);
+    assert_eq!(outcome(&wrong), Some(Outcome::Denied));
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::Denied));
+    assert!(
+        notices(&step).contains("Try again in"),
+        "{}",
+        notices(&step)
+    );
+    e.unlock(&root(), "alice").expect("unlock");
+    // Before 1970: logins fail closed, and no code is checked (an enrollment's first code
+    // either); nothing is counted.
+    clock.advance(-(i64::MAX - 10));
+    clock.advance(-3600);
+    assert!(clock.now() < 0);
+    let (handle, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert!(handle.is_empty());
+    assert_eq!(outcome(&step), Some(Outcome::Denied));
+    let err = e
+        .confirm_totp(&caller(1001), &en.enrollment_id, "123456")
+        .expect_err("no code is checked before 1970");
+    assert!(matches!(err, BusError::StateUnavailable(_)), "{err:?}");
+    let st = e.status(&root(), "alice", ("Admin", "Show")).expect("show");
+    assert_eq!((st.failures, st.locked_until), (0, 0), "{st:?}");
+}
