@@ -961,7 +961,7 @@ impl Engine {
                 Some(&ctx),
                 eff.explain(&policy.path),
             );
-            self.audit_folded(store.as_mut(), caller.uid, "exempt", r);
+            self.audit_notice(store.as_mut(), caller.uid, "exempt", r);
         }
         if matches!(
             (eff.mode, enrolled),
@@ -1123,7 +1123,7 @@ impl Engine {
                     Some(ctx),
                     format!("{} ({days} days left)", eff.explain(&policy.path)),
                 );
-                self.audit_folded(store, caller.uid, "grace", r);
+                self.audit_notice(store, caller.uid, "grace", r);
                 return Ok(Onboard::Converse(
                     Stage::Acknowledge(Outcome::NotRequired),
                     LoginStep::prompt("Press Enter to continue: ", true).info(format!(

@@ -136,6 +136,23 @@ impl Engine {
         }
     }
 
+    /// Audits `record`, the notice of a login that goes on (an exemption, a grace period): one
+    /// record per login when root's callers ask (sshd, login, sudo: real logins), folded as a
+    /// refusal when the user asks about themself (which they can do at will).
+    pub(super) fn audit_notice(
+        &self,
+        store: &mut dyn Store,
+        caller_uid: u32,
+        kind: &'static str,
+        record: AuditRecord,
+    ) {
+        if caller_uid == 0 {
+            self.audit(store, record);
+        } else {
+            self.audit_folded(store, caller_uid, kind, record);
+        }
+    }
+
     /// Writes the summaries of minutes of folded refusals that ended: called every
     /// [`FOLD_SECS`] / 2 by the retention thread, and at exit (`at_exit`: every minute in
     /// progress ends now).

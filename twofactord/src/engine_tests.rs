@@ -1148,3 +1148,28 @@ fn times_at_either_end_of_the_clock_neither_wrap_nor_count() {
     let st = e.status(&root(), "alice", ("Admin", "Show")).expect("show");
     assert_eq!((st.failures, st.locked_until), (0, 0), "{st:?}");
 }
+
+/// Exemption notices: one record per login through root's callers (real logins), folded when
+/// a user asks about themself over and over.
+#[test]
+fn exemption_notices_are_folded_only_for_a_user_asking_about_themself() {
+    let (e, _clock) = engine("default_mode = \"required\"\n[exemptions]\ngroups = [\"wheel\"]\n");
+    for _ in 0..5 {
+        let _ = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+        let _ = e
+            .begin_login(&caller(1000), "alice", &ctx())
+            .expect("begin");
+    }
+    let exempt = e
+        .audit_log(&root(), "alice", 0, 1000)
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.event == "exemption-applied")
+        .collect::<Vec<_>>();
+    assert_eq!(exempt.iter().filter(|a| a.actor == "root").count(), 5);
+    assert_eq!(exempt.iter().filter(|a| a.actor == "alice").count(), 1);
+    e.flush_folded(true);
+    let folded = audited_with(&e, "alice", "; and 4 more in the last minute");
+    assert_eq!(folded.len(), 1, "{folded:?}");
+    assert_eq!(folded[0].actor, "alice");
+}
