@@ -5,10 +5,12 @@
 //! user's records out of the trail (twofactor-policy(5), LIMITS).
 //!
 //! What is folded: refusals and notices that change nothing and cost the caller nothing (a
-//! login while locked out, not enrolled or past the grace period, an exemption or grace
-//! notice, a replay of a code or key answer that was valid, a failed enrollment). Real guesses
-//! (a wrong code, a failed key assertion) are never folded: each is recorded and counted, and
-//! the lockout bounds them.
+//! login while locked out, not enrolled or past the grace period, a replay of a code or key
+//! answer that was valid, a failed enrollment; the exemption or grace notice of a login a user
+//! begins for themself, while root's callers keep one per login). The key holds the caller's
+//! uid, so a user's flood never folds away what sshd reports about them. Real guesses (a wrong
+//! code, a failed key assertion) are never folded: each is recorded and counted, and the
+//! lockout bounds them. Successes are not folded either.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
