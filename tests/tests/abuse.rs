@@ -161,3 +161,60 @@ fn status_does_not_tell_unknown_names_from_other_users() {
     let out = env.ctl(&["admin", "show", "tf-nosuchuser"]);
     assert!(out.stderr.contains("no such user"), "{out:?}");
 }
+
+/// Item 8: registering a credential id that another user holds is answered exactly as one's
+/// own duplicate: at the same step (`RegisterKey`), with the same error and words, so the
+/// answer never says that the credential exists elsewhere (as `admin import` answers).
+#[test]
+fn a_credential_held_by_another_user_is_refused_like_ones_own() {
+    ensure_test_accounts();
+    let env = Env::new("default_mode = \"optional\"\n");
+    let key = env.soft_key("alices", false);
+    let codes = env.enroll_key(ALICE, &key, "blue");
+    let held = key.key.state().expect("state").credentials[0]
+        .credential_id
+        .clone();
+    // A registration made up with alice's credential id and a key pair of one's own (what
+    // RegisterKey reads is the id and the public key).
+    let fresh = env.soft_key("fresh", false);
+    let made = pam_u2f::credential(&fresh, BOB);
+    let fresh_id = fresh.key.state().expect("state").credentials[0]
+        .credential_id
+        .clone();
+    // rp id hash (32), flags (1), counter (4), AAGUID (16), id length (2), id, COSE key.
+    let at = 32 + 1 + 4 + 16;
+    assert_eq!(&made[at + 2..at + 2 + fresh_id.len()], fresh_id.as_slice());
+    let mut forged = made[..at].to_vec();
+    forged.extend_from_slice(&u16::try_from(held.len()).expect("id length").to_be_bytes());
+    forged.extend_from_slice(&held);
+    forged.extend_from_slice(&made[at + 2 + fresh_id.len()..]);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+
+    let mine = env.softkey_ctl_with_proof(
+        ALICE,
+        &key,
+        &["register", "again", "--auth-data", &hex(&forged)],
+        Some(&codes[0]),
+    );
+    let theirs = env.softkey_ctl(
+        BOB,
+        &fresh,
+        &["register", "mine", "--auth-data", &hex(&forged)],
+    );
+    assert_eq!(mine, theirs, "alice: {mine} / bob: {theirs}");
+    let said = mine["error"].as_str().unwrap_or_default();
+    assert!(
+        said.starts_with("RegisterKey: NotAllowed:") && said.contains("already enrolled"),
+        "{mine}"
+    );
+    // The made-up registration itself, with its own fresh id, passes that step.
+    let ok = env.softkey_ctl(
+        BOB,
+        &fresh,
+        &["register", "mine", "--auth-data", &hex(&made)],
+    );
+    assert_eq!(ok["registered"], true, "{ok}");
+    // Nothing was added to bob, and alice keeps her one key.
+    let bob = env.ctl(&["--json", "admin", "show", BOB]).ok().json();
+    assert_eq!(bob["enrolled"], false, "{bob}");
+}

@@ -79,8 +79,15 @@ fn enroll_on_one_host_log_in_on_another_and_a_used_code_is_refused_everywhere() 
         assert_ne!(r.rc, rc::SUCCESS, "{r:?}");
         assert!(r.said("already used"), "{r:?}");
     }
+    // A recovery code used on B is a replay on A too (its hash stays, marked used).
+    let r = b.login("tf", ALICE, &[&e.recovery[0]]);
+    assert_eq!(r.rc, rc::SUCCESS, "{r:?}");
+    let r = a.login("tf", ALICE, &[&e.recovery[0]]);
+    assert_ne!(r.rc, rc::SUCCESS, "{r:?}");
+    assert!(r.said("recovery code was already used"), "{r:?}");
     let st = a.ctl(&["--json", "admin", "show", ALICE]).ok().json();
     assert_eq!(st["enrolled"], true, "{st}");
+    assert_eq!(st["failures"], 0, "replays are not counted: {st}");
     // The audit shows which host accepted the login.
     let audit = f.pg.sql(
         "fleet",

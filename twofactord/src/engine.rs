@@ -141,6 +141,8 @@ pub struct Engine {
     key_challenges: Mutex<keys::KeyChallenges>,
     /// When each cap last refused each user, for the audit log's rate limit.
     cap_audits: Mutex<limits::CapAudits>,
+    /// Refusals a caller can repeat at will, folded per minute in the audit log.
+    folds: Mutex<fold::Folds>,
     /// The offline snapshot and the last good policy copy.
     persisted: offline::Persisted,
     /// The store keeps copies of the users it served (the fleet's offline cache).
@@ -199,7 +201,7 @@ impl From<BusError> for Deferred {
 fn locked_message(until: i64, now: i64) -> String {
     format!(
         "Too many failed attempts. Try again in {}.",
-        minutes(until - now)
+        minutes(until.saturating_sub(now))
     )
 }
 
@@ -229,6 +231,18 @@ fn check_context(context: &HashMap<String, String>, allowed: &[&str]) -> Result<
         }
     }
     Ok(())
+}
+
+/// `now` for the TOTP arithmetic. A clock before 1970 (or a step back past it) has no TOTP
+/// step: an error, which fails the login closed and counts nothing (a wrap to a huge time, or
+/// a step of 1970, would turn every right code into a counted "wrong" one).
+fn totp_time(now: i64) -> Result<u64, BusError> {
+    u64::try_from(now).map_err(|_| {
+        crate::log::error(&format!("the system clock reads {now}, before 1970"));
+        BusError::StateUnavailable(
+            "the system clock is wrong (before 1970); codes cannot be checked".into(),
+        )
+    })
 }
 
 /// A duration in whole seconds as a Unix-time offset, saturating (never wrapping negative).
@@ -321,6 +335,7 @@ impl Engine {
             remembered: Mutex::new(HashMap::new()),
             key_challenges: Mutex::new(keys::KeyChallenges::default()),
             cap_audits: Mutex::new(limits::CapAudits::default()),
+            folds: Mutex::new(fold::Folds::default()),
             persisted: offline::Persisted::default(),
         }
     }
@@ -614,7 +629,7 @@ impl Engine {
             },
             admin_required: state.as_ref().is_some_and(|s| s.admin_required),
             factors,
-            recovery_codes_left: left as u32,
+            recovery_codes_left: u32::try_from(left).unwrap_or(u32::MAX),
             locked_until: state
                 .as_ref()
                 .map(|s| s.locked_until)
@@ -681,7 +696,7 @@ impl Engine {
                 f.params,
                 policy.totp.window,
                 &answer,
-                now as u64,
+                totp_time(now)?,
                 last_step,
             ) {
                 TotpCheck::Valid(step) => {
@@ -708,7 +723,7 @@ impl Engine {
                     ctx,
                     format!("a code of an already used time step (for {purpose}); not counted"),
                 );
-                self.audit(store, r);
+                self.audit_folded(store, caller.uid, "replay", r);
                 return not_a_guess(ALREADY_USED);
             }
         }
@@ -735,7 +750,13 @@ impl Engine {
                     return Ok(CodeVerdict::Recovery { left });
                 }
                 // A concurrent login used this very code first: a replay, not a guess.
-                return not_a_guess("That recovery code was already used.");
+                return self.recovery_replayed(store, account, caller, ctx, purpose);
+            }
+            // A code of the current set that was already used (its hash is kept, marked used):
+            // a replay too. Fail closed: a store that cannot say is an error, not a pass.
+            let used = store.used_recovery(account.uid).map_err(store_err)?;
+            if recovery::find(normalized, &used).is_some() {
+                return self.recovery_replayed(store, account, caller, ctx, purpose);
             }
         }
         if !totp_shaped && normalized.is_none() {
@@ -747,6 +768,30 @@ impl Engine {
         Ok(CodeVerdict::Rejected {
             message,
             locked_until,
+        })
+    }
+
+    /// A recovery code that was valid but is already used: refused, audited as a replay
+    /// (folded, as every refusal a caller can repeat), not counted toward the lockout.
+    fn recovery_replayed(
+        &self,
+        store: &mut dyn Store,
+        account: &Account,
+        caller: &Caller,
+        ctx: Option<&LoginContext>,
+        purpose: &str,
+    ) -> Result<CodeVerdict, BusError> {
+        let r = self.record(
+            account,
+            caller,
+            "replay",
+            "refused",
+            ctx,
+            format!("a recovery code that was already used (for {purpose}); not counted"),
+        );
+        self.audit_folded(store, caller.uid, "replay-recovery", r);
+        Ok(CodeVerdict::NotAGuess {
+            message: "That recovery code was already used.".into(),
         })
     }
 
@@ -778,7 +823,7 @@ impl Engine {
                 format!(
                     "{} failures; locked for {}",
                     policy.rate_limit.max_failures,
-                    minutes(until - now)
+                    minutes(until.saturating_sub(now))
                 ),
             );
             self.audit(store, r);
@@ -916,7 +961,7 @@ impl Engine {
                 Some(&ctx),
                 eff.explain(&policy.path),
             );
-            self.audit(store.as_mut(), r);
+            self.audit_notice(store.as_mut(), caller.uid, "exempt", r);
         }
         if matches!(
             (eff.mode, enrolled),
@@ -935,7 +980,7 @@ impl Engine {
                 Some(&ctx),
                 "locked out",
             );
-            self.audit(store.as_mut(), r);
+            self.audit_folded(store.as_mut(), caller.uid, "locked-out", r);
             return Ok((
                 String::new(),
                 LoginStep::done(Outcome::Denied).error(locked_message(state.locked_until, now)),
@@ -1069,7 +1114,7 @@ impl Engine {
                 .map_err(store_err)?;
             let until = since.saturating_add(secs(onboarding.grace_period));
             if now < until {
-                let days = (until - now + 86_399) / 86_400;
+                let days = until.saturating_sub(now).saturating_add(86_399) / 86_400;
                 let r = self.record(
                     account,
                     caller,
@@ -1078,7 +1123,7 @@ impl Engine {
                     Some(ctx),
                     format!("{} ({days} days left)", eff.explain(&policy.path)),
                 );
-                self.audit(store, r);
+                self.audit_notice(store, caller.uid, "grace", r);
                 return Ok(Onboard::Converse(
                     Stage::Acknowledge(Outcome::NotRequired),
                     LoginStep::prompt("Press Enter to continue: ", true).info(format!(
@@ -1097,7 +1142,7 @@ impl Engine {
                 Some(ctx),
                 format!("grace period ended ({})", eff.explain(&policy.path)),
             );
-            self.audit(store, r);
+            self.audit_folded(store, caller.uid, "grace-ended", r);
             return Ok(Onboard::Done(LoginStep::done(Outcome::Denied).error(format!(
                 "Two-factor authentication is required for {} and the grace period to set it up \
                  ended on {}.\nAsk an administrator for recovery codes \
@@ -1117,7 +1162,7 @@ impl Engine {
                 eff.explain(&policy.path)
             ),
         );
-        self.audit(store, r);
+        self.audit_folded(store, caller.uid, "not-enrolled", r);
         Ok(Onboard::Done(LoginStep::done(Outcome::Denied).error(
             format!(
                 "Two-factor authentication is required for {} but no second factor is set up.\n\
@@ -1147,7 +1192,7 @@ impl Engine {
             uid: account.uid,
             secret,
             params,
-            expires: now + ttl,
+            expires: now.saturating_add(ttl),
             proven,
         };
         store.put_pending_totp(&pending).map_err(store_err)?;
@@ -1158,7 +1203,7 @@ impl Engine {
                 .to_string(),
             algorithm: params.algorithm.as_str().into(),
             digits: u32::from(params.digits),
-            period: params.period as u32,
+            period: u32::try_from(params.period).unwrap_or(u32::MAX),
             expires: pending.expires,
         };
         Ok((pending, shown))
@@ -1330,7 +1375,7 @@ impl Engine {
                 locked_until: Some(until),
             } => LoginStep::done(Outcome::Denied).error(format!(
                 "{message} Too many failed attempts: locked for {}.",
-                minutes(until - now)
+                minutes(until.saturating_sub(now))
             )),
             CodeVerdict::Rejected { message, .. } | CodeVerdict::NotAGuess { message } => {
                 session.attempts_left = session.attempts_left.saturating_sub(1);
@@ -1373,7 +1418,7 @@ impl Engine {
                 pending.params,
                 window,
                 &code,
-                now as u64,
+                totp_time(now)?,
                 None,
             )
         } else {
@@ -1396,7 +1441,7 @@ impl Engine {
                 Some(&session.ctx),
                 "at login: no valid code",
             );
-            self.audit(store.as_mut(), r);
+            self.audit_folded(store.as_mut(), caller.uid, "enroll-at-login-failed", r);
             return Ok(if session.authenticated {
                 LoginStep::done(Outcome::Success).error(
                     "The authenticator app was not set up. Run `twofactorctl enroll totp` \
@@ -1427,7 +1472,7 @@ impl Engine {
                 Some(&session.ctx),
                 "at login: a factor was enrolled meanwhile; the login needs it",
             );
-            self.audit(store.as_mut(), r);
+            self.audit_folded(store.as_mut(), caller.uid, "enroll-at-login-raced", r);
             let factors = self.factors_of(store.as_ref(), account.uid)?;
             drop(store);
             if session.authenticated {
@@ -1664,7 +1709,7 @@ impl Engine {
             pending.params,
             window,
             &code,
-            now as u64,
+            totp_time(now)?,
             None,
         ) else {
             return Ok(CodeResult {
@@ -1692,7 +1737,7 @@ impl Engine {
                 None,
                 "totp: a factor was enrolled after this enrollment began without a proof",
             );
-            self.audit(store.as_mut(), r);
+            self.audit_folded(store.as_mut(), caller.uid, "enroll-totp-raced", r);
             return Ok(CodeResult {
                 accepted: false,
                 message: "A second factor was set up for this account after this enrollment began. \
@@ -1937,7 +1982,7 @@ impl Engine {
                 digits: digits as u8,
                 period: u64::from(period),
             },
-            expires: now + 60,
+            expires: now.saturating_add(60),
             proven: true,
         };
         store.put_pending_totp(&pending).map_err(store_err)?;
@@ -2016,7 +2061,9 @@ impl Engine {
         } else {
             format!(
                 "grace period extended by {}",
-                humantime::format_duration(std::time::Duration::from_secs(extend_secs as u64))
+                humantime::format_duration(std::time::Duration::from_secs(
+                    extend_secs.unsigned_abs()
+                ))
             )
         };
         let r = self.record(&account, caller, "admin-grace", "success", None, detail);
@@ -2158,7 +2205,7 @@ fn refused(verdict: CodeVerdict, now: i64) -> CodeResult {
             locked_until: Some(until),
         } => format!(
             "{message} Too many failed attempts: locked for {}.",
-            minutes(until - now)
+            minutes(until.saturating_sub(now))
         ),
         CodeVerdict::Rejected { message, .. } | CodeVerdict::NotAGuess { message } => message,
         CodeVerdict::Totp | CodeVerdict::Recovery { .. } | CodeVerdict::KeyProof => String::new(),
@@ -2180,6 +2227,8 @@ mod offline;
 pub use offline::write_private;
 #[path = "engine_backup.rs"]
 pub mod backup;
+#[path = "engine_fold.rs"]
+mod fold;
 #[path = "engine_limits.rs"]
 mod limits;
 #[path = "engine_retention.rs"]

@@ -354,7 +354,7 @@ impl Engine {
             }
             Err((message, Some(until))) => Ok(LoginStep::done(Outcome::Denied).error(format!(
                 "{message} Too many failed attempts: locked for {}.",
-                minutes(until - now)
+                minutes(until.saturating_sub(now))
             ))),
             Err((message, None)) => {
                 session.attempts_left = session.attempts_left.saturating_sub(1);
@@ -371,7 +371,7 @@ impl Engine {
     /// Verifies an assertion against the user's keys and, on success, stores the new counter
     /// (audited as `purpose` success). `Ok(Err((message, locked_until)))`: refused and counted.
     #[allow(clippy::too_many_arguments)]
-    fn check_key_assertion(
+    pub(super) fn check_key_assertion(
         &self,
         store: &mut dyn Store,
         account: &Account,
@@ -424,17 +424,25 @@ impl Engine {
                     self.announce(&r);
                     return Ok(Ok(key.name.clone()));
                 }
-                let until = self.count_failure(
-                    store,
+                // A valid signature over this login's own challenge whose counter another
+                // login took first (two logins with one key at once): a race, not a guess.
+                // Refused and audited as a replay, not counted. (A counter that went back is a
+                // suspected clone, below, and counts.)
+                let r = self.record(
                     account,
                     caller,
+                    "replay",
+                    "refused",
                     ctx,
-                    purpose,
-                    format!("key {:?}: the counter was already used", key.name),
-                )?;
+                    format!(
+                        "key {:?}: the counter was already used (for {purpose}); not counted",
+                        key.name
+                    ),
+                );
+                self.audit_folded(store, caller.uid, "replay-key", r);
                 Ok(Err((
                     "The security key's answer was already used.".into(),
-                    until,
+                    None,
                 )))
             }
             Err(e) => {
@@ -569,7 +577,7 @@ impl Engine {
         getrandom::fill(&mut user_id)
             .map_err(|e| BusError::StateUnavailable(format!("no randomness available: {e}")))?;
         let id = random_handle()?;
-        let expires = now + KEY_ENROLL_TTL_SECS;
+        let expires = now.saturating_add(KEY_ENROLL_TTL_SECS);
         {
             let mut ch = self.challenges()?;
             ch.prune(now);
@@ -666,16 +674,16 @@ impl Engine {
             .map_err(|e| {
                 BusError::InvalidArgument(format!("the new credential is refused: {e}"))
             })?;
-        let store = self.store()?;
-        if store
-            .keys(account.uid)
-            .map_err(store_err)?
-            .iter()
-            .any(|k| k.credential_id == credential.credential_id)
-        {
+        // A credential already stored, for this user or any other, is refused here, with one
+        // answer (import_keys' rule): the step and the words never say whose it is.
+        // `add_keys` refuses it again atomically at ConfirmKey (a race), with the same words.
+        let taken = self
+            .store()?
+            .credential_enrolled(&pending.rp_id, &credential.credential_id)
+            .map_err(store_err)?;
+        if taken {
             return Err(BusError::NotAllowed(TAKEN_ENROLL.into()));
         }
-        drop(store);
         let now = self.clock.now();
         let key = KeyFactor {
             name: pending.name.clone(),
@@ -745,7 +753,7 @@ impl Engine {
                     format!("key {:?}: test assertion refused: {e}", key.name),
                 );
                 let mut store = self.store()?;
-                self.audit(store.as_mut(), r);
+                self.audit_folded(store.as_mut(), caller.uid, "enroll-key-refused", r);
                 return Ok(CodeResult {
                     accepted: false,
                     message: format!("The key's test signature was refused ({e}); start again."),
@@ -802,7 +810,7 @@ impl Engine {
                         key.name
                     ),
                 );
-                self.audit(store.as_mut(), r);
+                self.audit_folded(store.as_mut(), caller.uid, "enroll-key-raced", r);
                 return Ok(CodeResult {
                     accepted: false,
                     message: "A second factor was set up for this account after this \
@@ -881,7 +889,7 @@ impl Engine {
                     sender: caller.sender.clone(),
                     rp_id: f.rp_id.clone(),
                     client_data: client_data.clone(),
-                    expires: now + PROOF_TTL_SECS,
+                    expires: now.saturating_add(PROOF_TTL_SECS),
                 },
             );
         }
@@ -955,7 +963,11 @@ impl Engine {
                 let kept = {
                     let mut ch = self.challenges()?;
                     ch.prune(now);
-                    ch.add_token(token.clone(), account.uid, now + TOKEN_TTL_SECS)
+                    ch.add_token(
+                        token.clone(),
+                        account.uid,
+                        now.saturating_add(TOKEN_TTL_SECS),
+                    )
                 };
                 if kept {
                     Ok(token)

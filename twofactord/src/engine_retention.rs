@@ -102,14 +102,23 @@ impl Engine {
         Ok(total)
     }
 
-    /// The pruner: prunes now, then whenever [`TRIGGER`] fires or [`PRUNE_PERIOD`] passes.
-    /// Runs for the daemon's life on its own thread.
+    /// The pruner: prunes now, then whenever [`TRIGGER`] fires or [`PRUNE_PERIOD`] passes;
+    /// meanwhile, every half minute, writes the counts of refusals folded in minutes that
+    /// ended (`engine_fold.rs`). Runs for the daemon's life on its own thread.
     pub fn run_audit_retention(&self) {
+        let half_minute = Duration::from_secs((super::fold::FOLD_SECS / 2).unsigned_abs());
         loop {
             if let Err(e) = self.prune_audit() {
                 crate::log::error(&format!("audit log retention: {e}"));
             }
-            let _ = TRIGGER.wait(PRUNE_PERIOD);
+            let pruned = std::time::Instant::now();
+            loop {
+                let fired = TRIGGER.wait(half_minute);
+                self.flush_folded(false);
+                if fired || pruned.elapsed() >= PRUNE_PERIOD {
+                    break;
+                }
+            }
         }
     }
 

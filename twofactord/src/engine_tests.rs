@@ -871,3 +871,305 @@ fn a_login_is_begun_at_once_only_when_nothing_has_to_wait() {
         Some(Err(BusError::AccessDenied(_)))
     ));
 }
+
+/// The audit records of `user` whose detail contains `needle`.
+fn audited_with(e: &Engine, user: &str, needle: &str) -> Vec<AuditEntry> {
+    e.audit_log(&root(), user, 0, 10_000)
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.detail.contains(needle))
+        .collect()
+}
+
+/// How many refusals `entries` stand for: one each, plus the "and N more" of a summary.
+fn refusals(entries: &[AuditEntry]) -> u64 {
+    entries
+        .iter()
+        .map(|a| {
+            a.detail
+                .split("; and ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(1)
+        })
+        .sum()
+}
+
+#[test]
+fn a_locked_out_users_flood_is_audited_once_a_minute_with_the_count() {
+    let (e, clock) = engine(
+        "[login]\nattempts = 1\n[rate_limit]\nmax_failures = 1\nlockout = \"1h\"\n\
+         [audit]\nmax_records = 100\n",
+    );
+    let _ = enroll(&e, &clock, 1000);
+    let _ = enroll(&e, &clock, 1001);
+    let bob = caller(1001);
+    let _ = login(&e, "bob", &["000000"]);
+    // Bob, locked out, asks for his own login 3,000 times in two and a half minutes.
+    for i in 0..3000 {
+        if i % 20 == 19 {
+            clock.advance(1);
+        }
+        let (handle, step) = e.begin_login(&bob, "bob", &ctx()).expect("begin");
+        assert!(handle.is_empty());
+        assert_eq!(outcome(&step), Some(Outcome::Denied));
+    }
+    e.flush_folded(true);
+    let locked = audited_with(&e, "bob", "locked out");
+    assert!(locked.len() <= 6, "{locked:?}");
+    assert_eq!(refusals(&locked), 3000, "{locked:?}");
+    assert!(
+        locked
+            .iter()
+            .any(|a| a.detail.contains("more in the last minute")),
+        "{locked:?}"
+    );
+    // Alice's enrollment, older than the whole flood, survives a prune to 100 records.
+    let _ = e.prune_audit().expect("prune");
+    assert_eq!(audited_with(&e, "alice", "totp").len(), 1);
+    // Root's callers (sshd) are folded apart from bob's own calls: their first is recorded.
+    let before = audited_with(&e, "bob", "locked out").len();
+    let _ = e.begin_login(&root(), "bob", &ctx()).expect("begin");
+    assert_eq!(audited_with(&e, "bob", "locked out").len(), before + 1);
+}
+
+#[test]
+fn replays_and_failed_enrollments_are_folded_too_but_wrong_codes_never() {
+    let (e, clock) = engine("[login]\nattempts = 1\n[rate_limit]\nmax_failures = 1000\n");
+    let s = enroll(&e, &clock, 1000);
+    clock.advance(30);
+    let c = code(&s, clock.now());
+    assert_eq!(outcome(&login(&e, "alice", &[&c])), Some(Outcome::Success));
+    for _ in 0..50 {
+        let _ = login(&e, "alice", &[&c]);
+    }
+    let replays = audited_with(&e, "alice", "already used time step");
+    assert_eq!(replays.len(), 1, "{replays:?}");
+    // Wrong codes: every one recorded (the lockout bounds them).
+    for _ in 0..20 {
+        let _ = login(&e, "alice", &["000000"]);
+    }
+    assert_eq!(audited_with(&e, "alice", "Wrong code").len(), 20);
+    clock.advance(61);
+    e.flush_folded(false);
+    let replays = audited_with(&e, "alice", "already used time step");
+    assert_eq!(refusals(&replays), 50, "{replays:?}");
+}
+
+/// Issue 10 item 4: a recovery code that was valid but is already used is a replay: refused,
+/// audited as `replay`, not counted; a code that never was is a guess and counts.
+#[test]
+fn a_used_recovery_code_is_a_replay_not_a_guess() {
+    let (e, clock) = engine("[login]\nattempts = 3\n[rate_limit]\nmax_failures = 2\n");
+    let s = enroll(&e, &clock, 1000);
+    clock.advance(30);
+    let r = e
+        .regenerate_recovery(&caller(1000), &code(&s, clock.now()))
+        .expect("regenerate");
+    assert!(r.accepted, "{}", r.message);
+    let used = r.recovery_codes[0].clone();
+    assert_eq!(
+        outcome(&login(&e, "alice", &[&used])),
+        Some(Outcome::Success)
+    );
+    let locked = |e: &Engine| {
+        e.status(&caller(1000), "", ("Enrollment", "Status"))
+            .expect("status")
+            .locked_until
+            > clock.now()
+    };
+    // Replayed many times, in logins and proofs: never a lockout.
+    for _ in 0..10 {
+        let step = login(
+            &e,
+            "alice",
+            &[&used, &used.to_uppercase(), &used.replace('-', "")],
+        );
+        assert_eq!(outcome(&step), Some(Outcome::Denied));
+        assert!(
+            notices(&step).contains("recovery code was already used"),
+            "{}",
+            notices(&step)
+        );
+    }
+    let r = e.disable(&caller(1000), &used).expect("disable");
+    assert!(!r.accepted);
+    assert!(r.message.contains("already used"), "{}", r.message);
+    assert!(
+        !locked(&e),
+        "replays of a used recovery code locked her out"
+    );
+    assert_eq!(
+        e.store()
+            .expect("store")
+            .user_state(1000)
+            .expect("state")
+            .map(|s| s.failures),
+        Some(0)
+    );
+    let replays = audited_with(&e, "alice", "a recovery code that was already used");
+    // Folded: one record for root's logins, one for her own proof (another caller).
+    assert_eq!(replays.len(), 2, "{replays:?}");
+    assert!(
+        replays
+            .iter()
+            .all(|r| r.event == "replay" && r.result == "refused"),
+        "{replays:?}"
+    );
+    assert_eq!(
+        (replays[0].actor.as_str(), replays[1].actor.as_str()),
+        ("root", "alice")
+    );
+    // After a new set, the old codes are unknown: guesses, counted.
+    clock.advance(30);
+    let r = e
+        .regenerate_recovery(&caller(1000), &code(&s, clock.now()))
+        .expect("regenerate");
+    assert!(r.accepted);
+    let _ = login(&e, "alice", &[&used, &used]);
+    assert!(locked(&e), "codes of a replaced set are guesses");
+}
+
+/// A key assertion whose signature is valid but whose counter another login took first (the
+/// race between reading the keys and accepting the counter) is a replay, not a failure.
+#[test]
+fn a_key_counter_taken_by_a_concurrent_login_is_a_replay_not_a_failure() {
+    use crate::fido2::tests::{TestKey, auth_data};
+    use crate::store::{Codes, Existing, KeyFactor};
+    use sha2::{Digest, Sha256};
+    use twofactor_bus::KeyAssertion;
+    let (e, _clock) = engine("[rate_limit]\nmax_failures = 1\n");
+    let rp = e.policy().fido2.rp_id.clone();
+    let tk = TestKey::es256();
+    let stored = |sign_count| KeyFactor {
+        name: "blue".into(),
+        credential_id: b"cred-0123456789abcdef".to_vec(),
+        public_key_cose: tk.cose(),
+        rp_id: rp.clone(),
+        sign_count,
+        user_verification: false,
+        source: "enrolled".into(),
+        created: T0,
+        last_used: 0,
+    };
+    let alice = accounts().user_by_name("alice").expect("alice");
+    let mut store = e.store().expect("store");
+    let added = store
+        .add_keys(
+            1000,
+            "alice",
+            &[stored(10)],
+            Codes::Keep,
+            Existing::NoFactor,
+            &AuditRecord::default(),
+        )
+        .expect("add");
+    assert_eq!(added, Activation::Done { codes_set: false });
+    // This login read the key when its counter was 5; another login has since taken 10.
+    let client_data = b"{\"type\":\"webauthn.get\"}".to_vec();
+    let cdh: [u8; 32] = Sha256::digest(&client_data).into();
+    let ad = auth_data(&rp, crate::fido2::AuthenticatorFlags::USER_PRESENT, 7, &[]);
+    let assertion = KeyAssertion {
+        credential_id: stored(5).credential_id,
+        signature: tk.sign(&ad, &cdh),
+        authenticator_data: ad,
+    };
+    let verdict = e
+        .check_key_assertion(
+            store.as_mut(),
+            &alice,
+            &root(),
+            &[stored(5)],
+            &rp,
+            &client_data,
+            &assertion,
+            crate::policy::UserVerification::Discouraged,
+            None,
+            "login",
+        )
+        .expect("checked");
+    assert_eq!(
+        verdict,
+        Err((
+            "The security key's answer was already used.".to_string(),
+            None
+        ))
+    );
+    let state = store.user_state(1000).expect("state");
+    assert!(
+        state
+            .as_ref()
+            .is_none_or(|s| s.failures == 0 && s.locked_until == 0),
+        "{state:?}"
+    );
+    drop(store);
+    let replays = audited_with(&e, "alice", "the counter was already used");
+    assert_eq!(replays.len(), 1);
+    assert_eq!(replays[0].event, "replay");
+}
+
+/// Issue 10 item 7: time arithmetic saturates. A clock at the end of time wraps nothing (the
+/// debug build these tests run in panics on any overflow); a clock before 1970 checks no code
+/// and counts nothing.
+#[test]
+fn times_at_either_end_of_the_clock_neither_wrap_nor_count() {
+    let (e, clock) = engine(
+        "default_mode = \"optional\"\n[login]\nattempts = 1\n[rate_limit]\nmax_failures = 1\n\
+         lockout = \"30d\"\nmax_lockout = \"30d\"\n",
+    );
+    let _ = enroll(&e, &clock, 1000);
+    // The end of time: an enrollment's, a login's and a lockout's deadlines saturate.
+    clock.advance(i64::MAX - T0 - 10);
+    let en = e.begin_totp(&caller(1001), "").expect("begin");
+    assert_eq!(en.expires, i64::MAX);
+    let wrong = login(&e, "alice", &["000000"]);
+    assert_eq!(outcome(&wrong), Some(Outcome::Denied));
+    let (_, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert_eq!(outcome(&step), Some(Outcome::Denied));
+    assert!(
+        notices(&step).contains("Try again in"),
+        "{}",
+        notices(&step)
+    );
+    e.unlock(&root(), "alice").expect("unlock");
+    // Before 1970: logins fail closed, and no code is checked (an enrollment's first code
+    // either); nothing is counted.
+    clock.advance(-(i64::MAX - 10));
+    clock.advance(-3600);
+    assert!(clock.now() < 0);
+    let (handle, step) = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+    assert!(handle.is_empty());
+    assert_eq!(outcome(&step), Some(Outcome::Denied));
+    let err = e
+        .confirm_totp(&caller(1001), &en.enrollment_id, "123456")
+        .expect_err("no code is checked before 1970");
+    assert!(matches!(err, BusError::StateUnavailable(_)), "{err:?}");
+    let st = e.status(&root(), "alice", ("Admin", "Show")).expect("show");
+    assert_eq!((st.failures, st.locked_until), (0, 0), "{st:?}");
+}
+
+/// Exemption notices: one record per login through root's callers (real logins), folded when
+/// a user asks about themself over and over.
+#[test]
+fn exemption_notices_are_folded_only_for_a_user_asking_about_themself() {
+    let (e, _clock) = engine("default_mode = \"required\"\n[exemptions]\ngroups = [\"wheel\"]\n");
+    for _ in 0..5 {
+        let _ = e.begin_login(&root(), "alice", &ctx()).expect("begin");
+        let _ = e
+            .begin_login(&caller(1000), "alice", &ctx())
+            .expect("begin");
+    }
+    let exempt = e
+        .audit_log(&root(), "alice", 0, 1000)
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.event == "exemption-applied")
+        .collect::<Vec<_>>();
+    assert_eq!(exempt.iter().filter(|a| a.actor == "root").count(), 5);
+    assert_eq!(exempt.iter().filter(|a| a.actor == "alice").count(), 1);
+    e.flush_folded(true);
+    let folded = audited_with(&e, "alice", "; and 4 more in the last minute");
+    assert_eq!(folded.len(), 1, "{folded:?}");
+    assert_eq!(folded[0].actor, "alice");
+}

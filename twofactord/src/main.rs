@@ -595,6 +595,8 @@ fn main() -> ExitCode {
                             log::info(&format!("{sig}: exiting"));
                             // What the module reads while the daemon is down.
                             engine.flush_offline();
+                            // The counts of refusals folded in the minute now ending.
+                            engine.flush_folded(true);
                             twofactord::notify::log_unsent_at_exit();
                             std::process::exit(0);
                         }

@@ -34,7 +34,7 @@ mod registration;
 mod verify;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use auth_data::{
     AttestedCredentialData, AuthenticatorData, AuthenticatorFlags, MAX_AUTHENTICATOR_DATA_LEN,

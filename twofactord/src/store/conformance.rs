@@ -141,6 +141,10 @@ fn keys_lifecycle(s: &mut impl Store) {
     );
     assert_eq!(s.keys(1000).unwrap(), vec![key("blue", 1)]);
     assert_eq!(s.unused_recovery(1000).unwrap().len(), 2);
+    // Held by somebody, for this rp id only (the answer names nobody).
+    assert!(s.credential_enrolled("pam://h", &[1; 40]).unwrap());
+    assert!(!s.credential_enrolled("pam://other", &[1; 40]).unwrap());
+    assert!(!s.credential_enrolled("pam://h", &[2; 40]).unwrap());
     assert!(s.known_uids().unwrap().contains(&1000));
     // Same name, or the same credential for anybody: refused, nothing partial.
     let before = s.audit(None, 0, 100).unwrap().len();
@@ -236,6 +240,7 @@ fn keys_lifecycle(s: &mut impl Store) {
     assert_eq!(s.keys(1000).unwrap().len(), 1);
     s.reset(1000).unwrap();
     assert!(s.keys(1000).unwrap().is_empty());
+    assert!(!s.credential_enrolled("pam://h", &[9; 40]).unwrap());
 }
 
 fn grace_starts_once(s: &mut impl Store) {
@@ -344,9 +349,23 @@ fn recovery_codes_are_single_use(s: &mut impl Store) {
     // Not another user's code.
     assert!(!s.consume_recovery(1001, unused[0].id, 6, &rec()).unwrap());
     assert_eq!(s.unused_recovery(1000).unwrap().len(), 2);
+    // The used code is kept, hashed, marked used: a replay is told from a guess.
+    assert_eq!(s.used_recovery(1000).unwrap(), vec![unused[1].clone()]);
+    assert!(s.used_recovery(1001).unwrap().is_empty());
+    assert!(s.consume_recovery(1000, unused[2].id, 6, &rec()).unwrap());
+    let used = s.used_recovery(1000).unwrap();
+    assert_eq!(used, vec![unused[1].clone(), unused[2].clone()]);
+    // A new set replaces the used codes too.
     s.replace_recovery(1000, &codes(10)).unwrap();
     assert_eq!(s.unused_recovery(1000).unwrap().len(), 10);
+    assert!(s.used_recovery(1000).unwrap().is_empty());
     assert!(!s.consume_recovery(1000, unused[0].id, 7, &rec()).unwrap());
+    // And a reset, everything.
+    let id = s.unused_recovery(1000).unwrap()[0].id;
+    assert!(s.consume_recovery(1000, id, 8, &rec()).unwrap());
+    assert_eq!(s.used_recovery(1000).unwrap().len(), 1);
+    s.reset(1000).unwrap();
+    assert!(s.used_recovery(1000).unwrap().is_empty());
 }
 
 fn failures_lock_and_escalate(s: &mut impl Store) {

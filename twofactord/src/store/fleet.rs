@@ -490,6 +490,17 @@ impl OfflineCache {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The copy's codes used since it was taken (offline here, or mirrored from online use
+    /// here); a code used before is not in the copy, so its replay offline counts as a guess.
+    fn used_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NOT NULL
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![uid], code_of_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Applies to the cached copy of `uid` an acceptance the database made online (so a step,
     /// code or counter used online here is refused offline here too). Not journaled; a commit
     /// without its own fsync (the database holds the durable record).
@@ -1248,6 +1259,24 @@ impl Store for FleetStore {
         self.read(uid, |r| r.unused_recovery(uid), |c| c.unused_recovery(uid))
     }
 
+    fn used_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
+        self.read(uid, |r| r.used_recovery(uid), |c| c.used_recovery(uid))
+    }
+
+    /// Asked of the database only: enrollment waits for it (`add_keys`).
+    fn credential_enrolled(&self, rp_id: &str, credential_id: &[u8]) -> StoreResult<bool> {
+        self.remote
+            .credential_enrolled(rp_id, credential_id)
+            .map_err(|e| {
+                if e.is_unreachable() {
+                    self.note(false, Some(&e));
+                    refused("enrollment", &e)
+                } else {
+                    e
+                }
+            })
+    }
+
     fn consume_recovery(
         &mut self,
         uid: u32,
@@ -1545,6 +1574,12 @@ mod tests {
         }
         fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
             pass!(self.unused_recovery(uid))
+        }
+        fn used_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
+            pass!(self.used_recovery(uid))
+        }
+        fn credential_enrolled(&self, rp_id: &str, credential_id: &[u8]) -> StoreResult<bool> {
+            pass!(self.credential_enrolled(rp_id, credential_id))
         }
         fn consume_recovery(
             &mut self,

@@ -257,6 +257,9 @@ pub trait Store: Send {
     ) -> StoreResult<bool>;
     /// Unused recovery codes.
     fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>>;
+    /// Recovery codes of the current set that were used (kept, hashed, until the set is
+    /// replaced), so that a replay of one is told from a guess.
+    fn used_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>>;
     /// Marks a code used, only if it is still unused; resets failures and appends `audit` (in
     /// the same transaction) on success.
     fn consume_recovery(
@@ -288,6 +291,8 @@ pub trait Store: Send {
     fn reset(&mut self, uid: u32) -> StoreResult<()>;
     /// The user's security keys, oldest first.
     fn keys(&self, uid: u32) -> StoreResult<Vec<KeyFactor>>;
+    /// Whether any user holds the credential `credential_id` for `rp_id`.
+    fn credential_enrolled(&self, rp_id: &str, credential_id: &[u8]) -> StoreResult<bool>;
     /// Adds keys (and recovery codes as `codes` says) and appends `audit`, all or nothing,
     /// after checking `existing` in the same transaction. [`Activation::Taken`] if a name is
     /// taken for this user or a credential is already stored (for any user).

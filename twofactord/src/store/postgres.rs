@@ -1774,6 +1774,29 @@ impl Store for PostgresStore {
         })
     }
 
+    fn used_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
+        let name = self.name(uid)?;
+        self.with_tx(|tx| {
+            if !check_known(tx, &name, uid)? {
+                return Ok(Vec::new());
+            }
+            let rows = tx.query(
+                "SELECT id, salt, hash FROM recovery WHERE name = $1 AND used_at IS NOT NULL
+                 ORDER BY id",
+                &[&name],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(StoredCode {
+                        id: get(r, 0)?,
+                        salt: get(r, 1)?,
+                        hash: get(r, 2)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn consume_recovery(
         &mut self,
         uid: u32,
@@ -1904,6 +1927,16 @@ impl Store for PostgresStore {
             tx.exec("DELETE FROM recovery WHERE name = $1", &[&name])?;
             tx.exec("DELETE FROM pending_totp WHERE name = $1", &[&name])?;
             Ok(())
+        })
+    }
+
+    fn credential_enrolled(&self, rp_id: &str, credential_id: &[u8]) -> StoreResult<bool> {
+        self.with_tx(|tx| {
+            let rows = tx.query(
+                "SELECT 1 FROM keys WHERE rp_id = $1 AND credential_id = $2",
+                &[&rp_id, &credential_id],
+            )?;
+            Ok(!rows.is_empty())
         })
     }
 

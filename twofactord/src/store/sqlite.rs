@@ -1057,6 +1057,15 @@ impl Store for SqliteStore {
         Ok(codes)
     }
 
+    fn used_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NOT NULL
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![uid], code_of_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn consume_recovery(
         &mut self,
         uid: u32,
@@ -1288,6 +1297,13 @@ impl Store for SqliteStore {
         // As ORDER BY created, name (BINARY collation: byte order, as `str`'s).
         keys.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
         Ok(keys)
+    }
+
+    fn credential_enrolled(&self, rp_id: &str, credential_id: &[u8]) -> StoreResult<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM keys WHERE rp_id = ?1 AND credential_id = ?2")?;
+        Ok(stmt.exists(params![rp_id, credential_id])?)
     }
 
     fn add_keys(
