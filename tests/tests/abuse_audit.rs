@@ -161,3 +161,53 @@ fn a_used_recovery_code_is_refused_as_a_replay_and_not_counted() {
     assert_eq!(r.rc, rc::AUTH_ERR, "{r:?}");
     assert!(locked(&env, ALICE), "wrong recovery codes count");
 }
+
+/// What a user may do again and again with their own valid factor (here: new recovery codes,
+/// each time with a code of the set before) is written in full, one record each; but when the
+/// log is over `max_records`, the users with the most records give their oldest first, so that
+/// flood displaces only the flooder's own history.
+#[test]
+fn a_users_own_flood_of_successes_displaces_only_their_own_records() {
+    ensure_test_accounts();
+    let env = Env::new("default_mode = \"optional\"\n[audit]\nmax_records = 100\n");
+    let _ = env.enroll(ALICE);
+    let bob = env.enroll(BOB);
+    let alice_before = env
+        .ctl(&["--json", "admin", "audit", "--user", ALICE])
+        .ok()
+        .json();
+    let alice_before = alice_before.as_array().expect("entries").len();
+    assert!(alice_before >= 1);
+
+    let mut code = bob.recovery[0].clone();
+    for round in 0..120 {
+        let r = env
+            .ctl_as(
+                BOB,
+                &["--json", "recovery", "regenerate"],
+                Some(&format!("{code}\n")),
+            )
+            .ok()
+            .json();
+        assert_eq!(r["accepted"], true, "round {round}: {r}");
+        code = r["recovery_codes"][0]
+            .as_str()
+            .expect("a new set")
+            .to_string();
+    }
+    let all = env.ctl(&["--json", "admin", "audit"]).ok().json();
+    let all = all.as_array().expect("entries");
+    let of = |user: &str| all.iter().filter(|e| e["user"] == user).count();
+    // Within the cap (the pruner runs after every record here, on its own thread: allow the
+    // few written while it ran).
+    assert!(all.len() <= 100 + 5, "{} records", all.len());
+    // Alice lost nothing; bob's newest records are there, his oldest are gone.
+    assert_eq!(of(ALICE), alice_before, "{all:?}");
+    assert!(of(BOB) >= 80, "{all:?}");
+    let bob_events: Vec<&str> = all
+        .iter()
+        .filter(|e| e["user"] == BOB)
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(!bob_events.contains(&"enroll"), "{bob_events:?}");
+}

@@ -1,7 +1,8 @@
 //! Audit-log retention (`[audit]` in the policy): the daemon deletes records older than
-//! `retention` and the oldest beyond `max_records`, at start, hourly, and after every
+//! `retention` and, beyond `max_records`, the oldest records of the users with the most records
+//! ([`crate::store::audit_shares`]), at start, hourly, and after every
 //! [`AuditRetention::check_every`] new records, in bounded batches so logins never wait long
-//! for the store. One user's flood of failures cannot fill the disk.
+//! for the store. One user's flood cannot fill the disk, nor push the others' records out.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -489,7 +489,7 @@ fn audit_is_pruned_by_age_and_by_count(s: &mut impl Store) {
     assert_eq!(s.prune_audit(6, 1000, 3).unwrap(), 2);
     assert_eq!(s.prune_audit(6, 1000, 3).unwrap(), 0);
     assert_eq!(times(s), (6..=30).collect::<Vec<_>>());
-    // By count: only the newest `keep_max` stay, whoever they belong to.
+    // By count: the newest `keep_max` stay (here both users have as many records).
     assert_eq!(s.prune_audit(0, 10, 1000).unwrap(), 15);
     assert_eq!(times(s), (21..=30).collect::<Vec<_>>());
     assert_eq!(s.prune_audit(0, 10, 1000).unwrap(), 0);
@@ -504,6 +504,53 @@ fn audit_is_pruned_by_age_and_by_count(s: &mut impl Store) {
     assert_eq!(s.prune_audit(0, u64::MAX, 1000).unwrap(), 0);
     assert_eq!(s.prune_audit(0, 0, 1000).unwrap(), 6);
     assert!(s.audit(None, 0, 1000).unwrap().is_empty());
+
+    // Over the cap after one user's flood: that user's oldest records go, not the others'.
+    for (t, uid) in [(100, 1000), (101, 1002), (102, 1000)] {
+        s.append_audit(&AuditRecord {
+            time: t,
+            uid,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    for t in 200..260 {
+        s.append_audit(&AuditRecord {
+            time: t,
+            uid: 1001,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    assert_eq!(s.prune_audit(0, 20, 1000).unwrap(), 43);
+    let left = s.audit(None, 0, 1000).unwrap();
+    assert_eq!(left.len(), 20);
+    let of = |uid: u32| left.iter().filter(|r| r.uid == uid).count();
+    assert_eq!((of(1000), of(1002), of(1001)), (2, 1, 17), "{left:?}");
+    // The flooder keeps their newest.
+    assert_eq!(
+        left.iter().filter(|r| r.uid == 1001).map(|r| r.time).min(),
+        Some(243)
+    );
+    // In batches too: the cap is reached over several calls.
+    for t in 300..330 {
+        s.append_audit(&AuditRecord {
+            time: t,
+            uid: 1001,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    assert_eq!(s.prune_audit(0, 20, 7).unwrap(), 7);
+    let mut rounds = 1;
+    while s.prune_audit(0, 20, 7).unwrap() > 0 {
+        rounds += 1;
+    }
+    assert_eq!(rounds, 5);
+    let left = s.audit(None, 0, 1000).unwrap();
+    let of = |uid: u32| left.iter().filter(|r| r.uid == uid).count();
+    assert_eq!((of(1000), of(1002), of(1001)), (2, 1, 17), "{left:?}");
+    assert_eq!(s.prune_audit(0, 0, 1000).unwrap(), 20);
 }
 
 fn users_are_isolated(s: &mut impl Store) {

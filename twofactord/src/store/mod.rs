@@ -25,7 +25,7 @@ pub use sqlite::{
     BackupInfo, STATE_FILE, SqliteStore, check_restorable, checkpoint, lock_file_in,
     lock_state_dir, prepare_state_dir, rekey_state,
 };
-pub use types::{Algorithm, RateLimit, TotpParams, TotpSecret};
+pub use types::{Algorithm, RateLimit, TotpParams, TotpSecret, audit_shares};
 
 use crate::recovery::StoredCode;
 

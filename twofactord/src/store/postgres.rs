@@ -2087,18 +2087,31 @@ impl Store for PostgresStore {
                      SELECT id FROM audit WHERE time < $1 ORDER BY time LIMIT $2)",
                 &[&before, &batch],
             )?;
-            let left = batch.saturating_sub(old as i64);
-            let excess = if left > 0 {
-                tx.exec(
-                    "DELETE FROM audit WHERE id IN (
-                         SELECT id FROM audit
-                         WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET $1)
-                         ORDER BY id LIMIT $2)",
-                    &[&i64::try_from(keep_max).unwrap_or(i64::MAX), &left],
-                )?
-            } else {
-                0
-            };
+            let left = batch.saturating_sub(old as i64).max(0) as u64;
+            let mut excess = 0u64;
+            if left > 0 {
+                let total: i64 = get(&tx.one("SELECT count(*) FROM audit", &[])?, 0)?;
+                let over = (total.max(0) as u64).saturating_sub(keep_max).min(left);
+                if over > 0 {
+                    // Over the cap: the users with the most records give their oldest first.
+                    let mut counts = Vec::new();
+                    let rows =
+                        tx.query("SELECT uid, count(*), min(id) FROM audit GROUP BY uid", &[])?;
+                    for r in rows {
+                        let uid: i64 = get(&r, 0)?;
+                        let n: i64 = get(&r, 1)?;
+                        let oldest: i64 = get(&r, 2)?;
+                        counts.push((u32_of(uid, "uid")?, n.max(0) as u64, oldest));
+                    }
+                    for (uid, n) in audit_shares(&counts, over) {
+                        excess += tx.exec(
+                            "DELETE FROM audit WHERE id IN (
+                                 SELECT id FROM audit WHERE uid = $1 ORDER BY time, id LIMIT $2)",
+                            &[&i64::from(uid), &i64::try_from(n).unwrap_or(i64::MAX)],
+                        )?;
+                    }
+                }
+            }
             Ok(old + excess)
         })
     }

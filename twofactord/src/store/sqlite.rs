@@ -1200,20 +1200,37 @@ impl Store for SqliteStore {
                  SELECT id FROM audit WHERE time < ?1 ORDER BY time LIMIT ?2)",
             params![before, batch],
         )?;
-        let left = i64::from(batch).saturating_sub(old as i64);
-        let excess = if left > 0 {
-            tx.execute(
-                "DELETE FROM audit WHERE id IN (
-                     SELECT id FROM audit
-                     WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)
-                     ORDER BY id LIMIT ?2)",
-                params![i64::try_from(keep_max).unwrap_or(i64::MAX), left],
-            )?
-        } else {
-            0
-        };
+        let left = u64::from(batch).saturating_sub(old as u64);
+        let mut excess = 0u64;
+        if left > 0 {
+            let total: i64 = tx.query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
+            let over = (total.max(0) as u64).saturating_sub(keep_max).min(left);
+            if over > 0 {
+                // Over the cap: the users with the most records give their oldest first.
+                let counts = {
+                    let mut stmt =
+                        tx.prepare_cached("SELECT uid, count(*), min(id) FROM audit GROUP BY uid")?;
+                    let rows = stmt.query_map([], |r| {
+                        Ok((
+                            r.get::<_, u32>(0)?,
+                            r.get::<_, i64>(1)?.max(0) as u64,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })?;
+                    rows.collect::<Result<Vec<_>, _>>()?
+                };
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM audit WHERE id IN (
+                         SELECT id FROM audit WHERE uid = ?1 ORDER BY time, id LIMIT ?2)",
+                )?;
+                for (uid, n) in audit_shares(&counts, over) {
+                    excess +=
+                        delete.execute(params![uid, i64::try_from(n).unwrap_or(i64::MAX)])? as u64;
+                }
+            }
+        }
         tx.commit()?;
-        Ok(old as u64 + excess as u64)
+        Ok(old as u64 + excess)
     }
 
     fn audit(&self, uid: Option<u32>, since: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {

@@ -123,3 +123,130 @@ pub struct TotpParams {
     /// Seconds per step.
     pub period: u64,
 }
+
+/// How many audit records to delete from each user when `n` records must go to keep the log
+/// within its cap, given each user's record count and the position of their oldest record
+/// (`(uid, count, oldest)`): the users with the most records give first, down to a common
+/// level, so that one user's flood of records displaces that user's own history, never the
+/// others' (water-filling); among users level with each other, the oldest record goes first.
+/// Returns `(uid, how many)` for the users who give any, adding up to `min(n, total)`; the
+/// records to delete are each user's oldest.
+pub fn audit_shares(users: &[(u32, u64, i64)], n: u64) -> Vec<(u32, u64)> {
+    let counts: Vec<(u32, u64)> = users.iter().map(|&(u, c, _)| (u, c)).collect();
+    let oldest = |uid: u32| users.iter().find(|x| x.0 == uid).map_or(i64::MAX, |x| x.2);
+    let total: u64 = counts.iter().map(|&(_, c)| c).fold(0, u64::saturating_add);
+    if n == 0 || counts.is_empty() {
+        return Vec::new();
+    }
+    if n >= total {
+        return counts.iter().filter(|&&(_, c)| c > 0).copied().collect();
+    }
+    // What deleting everything above `level` takes.
+    let above = |level: u64| -> u64 {
+        counts
+            .iter()
+            .map(|&(_, c)| c.saturating_sub(level))
+            .fold(0, u64::saturating_add)
+    };
+    // The lowest level whose excess is at most n (above(0) = total > n, above(max) = 0).
+    let (mut low, mut high) = (0u64, counts.iter().map(|&(_, c)| c).max().unwrap_or(0));
+    while low + 1 < high {
+        let mid = low + (high - low) / 2;
+        if above(mid) <= n {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    let level = high;
+    let mut rest = n - above(level);
+    // Everyone above the level comes down to it; `rest` more, one each, from the users still
+    // at the level (the largest first, then the one whose oldest record is oldest). There are
+    // more of those than `rest`, since the level below would take more than n.
+    let mut at_level: Vec<(u32, u64)> = counts
+        .iter()
+        .filter(|&&(_, c)| c >= level)
+        .copied()
+        .collect();
+    at_level.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then(oldest(a.0).cmp(&oldest(b.0)))
+            .then(a.0.cmp(&b.0))
+    });
+    let mut shares = Vec::new();
+    for (uid, c) in at_level {
+        let mut give = c - level;
+        if rest > 0 && level > 0 {
+            give += 1;
+            rest -= 1;
+        }
+        if give > 0 {
+            shares.push((uid, give));
+        }
+    }
+    shares
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audit_shares;
+
+    fn sum(shares: &[(u32, u64)]) -> u64 {
+        shares.iter().map(|s| s.1).sum()
+    }
+
+    /// Counts with the uid as the oldest record's position.
+    fn shares(counts: &[(u32, u64)], n: u64) -> Vec<(u32, u64)> {
+        let users: Vec<(u32, u64, i64)> =
+            counts.iter().map(|&(u, c)| (u, c, i64::from(u))).collect();
+        audit_shares(&users, n)
+    }
+
+    #[test]
+    fn a_flooding_user_gives_first_and_alone_while_above_the_others() {
+        // bob flooded: 1000 records; alice 10, carol 5. 500 must go: all bob's.
+        let counts = [(1000, 10), (1001, 1000), (1002, 5)];
+        assert_eq!(shares(&counts, 500), vec![(1001, 500)]);
+        // 995 must go: bob comes down to 10 (990), then one each from bob and alice, the
+        // largest first (five more from the users at the common level 9 after that).
+        let s = shares(&counts, 995);
+        assert_eq!(sum(&s), 995);
+        assert!(
+            s.iter().all(|&(uid, _)| uid != 1002),
+            "{s:?}: carol keeps hers"
+        );
+    }
+
+    #[test]
+    fn shares_add_up_and_level_the_counts() {
+        let cases: &[(&[(u32, u64)], u64)] = &[
+            (&[(1, 5), (2, 5), (3, 5)], 4),
+            (&[(1, 7), (2, 3), (3, 0), (4, 9)], 10),
+            (&[(1, 1)], 1),
+            (&[(1, 100), (2, 100)], 1),
+            (&[(1, 3), (2, 2)], 5),
+            (&[(1, 3), (2, 2)], 50),
+            (&[(0, 1_000_000), (1, 2), (2, 2)], 999_999),
+        ];
+        for &(counts, n) in cases {
+            let s = shares(counts, n);
+            let total: u64 = counts.iter().map(|c| c.1).sum();
+            assert_eq!(sum(&s), n.min(total), "{counts:?} {n}: {s:?}");
+            // What is left: no user is more than one record above any user who gave.
+            let left: Vec<(u32, u64)> = counts
+                .iter()
+                .map(|&(u, c)| (u, c - s.iter().find(|x| x.0 == u).map_or(0, |x| x.1)))
+                .collect();
+            for &(giver, _) in &s {
+                let g = left.iter().find(|x| x.0 == giver).map_or(0, |x| x.1);
+                for &(_, c) in &left {
+                    assert!(c <= g + 1, "{counts:?} {n}: left {left:?}");
+                }
+            }
+        }
+        assert!(shares(&[(1, 5)], 0).is_empty());
+        assert!(shares(&[], 5).is_empty());
+        // Level users: the one whose oldest record is oldest gives first.
+        assert_eq!(audit_shares(&[(7, 3, 50), (8, 3, 40)], 1), vec![(8, 1)]);
+    }
+}
