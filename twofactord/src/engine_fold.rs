@@ -133,6 +133,10 @@ impl Engine {
         }
         match this {
             This::Written => self.audit(store, record),
+            // Not stored, but a refusal that root's callers (sshd, login, sudo) report still
+            // goes to syslog, each one with its remote host, for the tools that watch it
+            // (fail2ban); the system logger has its own rate limits. A user's own calls do not.
+            This::Folded if caller_uid == 0 => crate::log::audit(&record),
             This::Folded => {}
             This::NoRoom => crate::log::audit(&record),
         }

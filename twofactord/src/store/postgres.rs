@@ -2090,24 +2090,33 @@ impl Store for PostgresStore {
             let left = batch.saturating_sub(old as i64).max(0) as u64;
             let mut excess = 0u64;
             if left > 0 {
+                // One prune at a time in the fleet: two hosts counting the same excess would
+                // both delete it.
+                tx.exec("SELECT pg_advisory_xact_lock(7102202613)", &[])?;
                 let total: i64 = get(&tx.one("SELECT count(*) FROM audit", &[])?, 0)?;
                 let over = (total.max(0) as u64).saturating_sub(keep_max).min(left);
                 if over > 0 {
-                    // Over the cap: the users with the most records give their oldest first.
-                    let mut counts = Vec::new();
-                    let rows =
-                        tx.query("SELECT uid, count(*), min(id) FROM audit GROUP BY uid", &[])?;
+                    // Over the cap: the accounts with the most records give their oldest first.
+                    // An account is a uid on a host: uids need not name the same person on
+                    // two hosts, so one host's flooder displaces only their own records.
+                    let rows = tx.query(
+                        "SELECT host, uid, count(*), min(id) FROM audit GROUP BY host, uid",
+                        &[],
+                    )?;
+                    let mut counts = Vec::with_capacity(rows.len());
                     for r in rows {
-                        let uid: i64 = get(&r, 0)?;
-                        let n: i64 = get(&r, 1)?;
-                        let oldest: i64 = get(&r, 2)?;
-                        counts.push((u32_of(uid, "uid")?, n.max(0) as u64, oldest));
+                        let host: String = get(&r, 0)?;
+                        let uid: i64 = get(&r, 1)?;
+                        let n: i64 = get(&r, 2)?;
+                        let oldest: i64 = get(&r, 3)?;
+                        counts.push(((host, uid), n.max(0) as u64, oldest));
                     }
-                    for (uid, n) in audit_shares(&counts, over) {
+                    for ((host, uid), n) in audit_shares(&counts, over) {
                         excess += tx.exec(
                             "DELETE FROM audit WHERE id IN (
-                                 SELECT id FROM audit WHERE uid = $1 ORDER BY time, id LIMIT $2)",
-                            &[&i64::from(uid), &i64::try_from(n).unwrap_or(i64::MAX)],
+                                 SELECT id FROM audit WHERE uid = $1 AND host = $2
+                                 ORDER BY time, id LIMIT $3)",
+                            &[&uid, &host, &i64::try_from(n).unwrap_or(i64::MAX)],
                         )?;
                     }
                 }

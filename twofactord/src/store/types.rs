@@ -131,25 +131,27 @@ pub struct TotpParams {
 /// others' (water-filling); among users level with each other, the oldest record goes first.
 /// Returns `(uid, how many)` for the users who give any, adding up to `min(n, total)`; the
 /// records to delete are each user's oldest.
-pub fn audit_shares(users: &[(u32, u64, i64)], n: u64) -> Vec<(u32, u64)> {
-    let counts: Vec<(u32, u64)> = users.iter().map(|&(u, c, _)| (u, c)).collect();
-    let oldest = |uid: u32| users.iter().find(|x| x.0 == uid).map_or(i64::MAX, |x| x.2);
-    let total: u64 = counts.iter().map(|&(_, c)| c).fold(0, u64::saturating_add);
-    if n == 0 || counts.is_empty() {
+pub fn audit_shares<K: Clone + Ord>(users: &[(K, u64, i64)], n: u64) -> Vec<(K, u64)> {
+    let total: u64 = users.iter().map(|u| u.1).fold(0, u64::saturating_add);
+    if n == 0 || users.is_empty() {
         return Vec::new();
     }
     if n >= total {
-        return counts.iter().filter(|&&(_, c)| c > 0).copied().collect();
+        return users
+            .iter()
+            .filter(|u| u.1 > 0)
+            .map(|u| (u.0.clone(), u.1))
+            .collect();
     }
     // What deleting everything above `level` takes.
     let above = |level: u64| -> u64 {
-        counts
+        users
             .iter()
-            .map(|&(_, c)| c.saturating_sub(level))
+            .map(|u| u.1.saturating_sub(level))
             .fold(0, u64::saturating_add)
     };
     // The lowest level whose excess is at most n (above(0) = total > n, above(max) = 0).
-    let (mut low, mut high) = (0u64, counts.iter().map(|&(_, c)| c).max().unwrap_or(0));
+    let (mut low, mut high) = (0u64, users.iter().map(|u| u.1).max().unwrap_or(0));
     while low + 1 < high {
         let mid = low + (high - low) / 2;
         if above(mid) <= n {
@@ -163,18 +165,11 @@ pub fn audit_shares(users: &[(u32, u64, i64)], n: u64) -> Vec<(u32, u64)> {
     // Everyone above the level comes down to it; `rest` more, one each, from the users still
     // at the level (the largest first, then the one whose oldest record is oldest). There are
     // more of those than `rest`, since the level below would take more than n.
-    let mut at_level: Vec<(u32, u64)> = counts
-        .iter()
-        .filter(|&&(_, c)| c >= level)
-        .copied()
-        .collect();
-    at_level.sort_by(|a, b| {
-        b.1.cmp(&a.1)
-            .then(oldest(a.0).cmp(&oldest(b.0)))
-            .then(a.0.cmp(&b.0))
-    });
+    let mut at_level: Vec<&(K, u64, i64)> = users.iter().filter(|u| u.1 >= level).collect();
+    at_level.sort_by_key(|u| (std::cmp::Reverse(u.1), u.2, &u.0));
     let mut shares = Vec::new();
-    for (uid, c) in at_level {
+    for (uid, c, _) in at_level {
+        let (uid, c) = (uid.clone(), *c);
         let mut give = c - level;
         if rest > 0 && level > 0 {
             give += 1;
