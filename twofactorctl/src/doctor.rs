@@ -12,7 +12,7 @@ mod files;
 mod pam;
 mod sshd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -137,6 +137,9 @@ pub async fn run(options: &Options, bus: Option<&str>, json: bool) -> Result<(),
         &options.state_dir,
         &files::state_owners(),
     ));
+    findings.extend(files::check_link_protection(Path::new(
+        "/proc/sys/fs/protected_hardlinks",
+    )));
     let applies = twofactor_applies(std::fs::read_to_string(&options.policy).ok().as_deref());
     let context = pam::Context {
         pam_dir: options.pam_dir.clone(),

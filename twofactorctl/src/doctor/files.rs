@@ -304,6 +304,28 @@ pub fn check_state_dir(dir: &Path, owners: &[u32]) -> Vec<Finding> {
     findings
 }
 
+/// `fs.protected_hardlinks` (read from `sysctl`, the `/proc/sys/fs/protected_hardlinks` file):
+/// off, a user may hard-link a file they cannot read (such as /etc/shadow) into their home, and
+/// the imports, which run as root on files in users' homes, refuse a file with a second name
+/// but cannot close the race of a link made and removed while they open it. Unknown (no /proc,
+/// as in a container being built) is not a finding.
+pub fn check_link_protection(sysctl: &Path) -> Option<Finding> {
+    const CHECK: &str = "hardlinks";
+    let value = std::fs::read_to_string(sysctl).ok()?;
+    Some(if value.trim() == "0" {
+        Finding::warning(
+            CHECK,
+            "fs.protected_hardlinks is 0: users may hard-link files they cannot read (such as \
+             /etc/shadow) into their homes, which root's imports of users' files \
+             (`admin import google-authenticator`, `admin import pam-u2f`) can be raced into \
+             reading",
+            "set fs.protected_hardlinks = 1 (sysctl; systemd's default) in /etc/sysctl.d/",
+        )
+    } else {
+        Finding::ok(CHECK, "fs.protected_hardlinks is on")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -525,5 +547,18 @@ mod tests {
         assert_eq!(levels(&check_policy(&p, None)), [Level::Warning]);
         let missing = vec![OsString::from("/nonexistent/twofactord")];
         assert_eq!(levels(&check_policy(&p, Some(&missing))), [Level::Warning]);
+    }
+
+    #[test]
+    fn unprotected_hardlinks_are_a_warning_and_no_proc_is_not_a_finding() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("protected_hardlinks");
+        assert!(check_link_protection(&f).is_none());
+        std::fs::write(&f, "0\n").unwrap();
+        let w = check_link_protection(&f).unwrap();
+        assert_eq!(w.level, Level::Warning);
+        assert!(w.message.contains("/etc/shadow"), "{}", w.message);
+        std::fs::write(&f, "1\n").unwrap();
+        assert_eq!(check_link_protection(&f).unwrap().level, Level::Ok);
     }
 }
