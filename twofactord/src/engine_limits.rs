@@ -110,33 +110,45 @@ impl Cap {
     }
 }
 
+/// What to do with a cap refusal ([`CapAudits::due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Record it, with how many went unrecorded before it.
+    Record(u64),
+    /// Recorded recently: only counted.
+    Counted,
+    /// No room to remember it: to syslog only, never silently dropped.
+    NoRoom,
+}
+
 /// When each (cap, uid) was last audited, and how many refusals followed unrecorded.
 #[derive(Default)]
 pub(super) struct CapAudits(HashMap<(Cap, u32), (i64, u64)>);
 
 impl CapAudits {
-    /// `Some(n)`: record this refusal, `n` refusals having gone unrecorded since the last
-    /// record. `None`: recorded recently (counted) or no room to remember it.
-    fn due(&mut self, key: (Cap, u32), now: i64) -> Option<u64> {
+    /// Whether to record this refusal: [`Due::Record`] with the number of refusals that went
+    /// unrecorded since the last record, [`Due::Counted`] when one was recorded recently, or
+    /// [`Due::NoRoom`] when too many (cap, uid) pairs are being remembered already.
+    fn due(&mut self, key: (Cap, u32), now: i64) -> Due {
         if let Some((last, unrecorded)) = self.0.get_mut(&key) {
-            if now - *last < CAP_AUDIT_INTERVAL_SECS {
+            if now.saturating_sub(*last) < CAP_AUDIT_INTERVAL_SECS {
                 *unrecorded = unrecorded.saturating_add(1);
-                return None;
+                return Due::Counted;
             }
             let n = *unrecorded;
             *last = now;
             *unrecorded = 0;
-            return Some(n);
+            return Due::Record(n);
         }
         if self.0.len() >= MAX_CAP_AUDIT_KEYS {
             self.0
-                .retain(|_, (last, _)| now - *last < CAP_AUDIT_INTERVAL_SECS);
+                .retain(|_, (last, _)| now.saturating_sub(*last) < CAP_AUDIT_INTERVAL_SECS);
             if self.0.len() >= MAX_CAP_AUDIT_KEYS {
-                return None;
+                return Due::NoRoom;
             }
         }
         self.0.insert(key, (now, 0));
-        Some(0)
+        Due::Record(0)
     }
 }
 
@@ -230,7 +242,7 @@ impl Engine {
             Err(poisoned) => poisoned.into_inner().due((cap, key_uid), now),
         };
         match due {
-            Some(unrecorded) => {
+            Due::Record(unrecorded) => {
                 let mut detail = format!("{} (caller uid {}", cap.describe(), caller.uid);
                 if caller.uid != account.uid {
                     detail.push_str(&format!(", for {}", account.name));
@@ -247,13 +259,55 @@ impl Engine {
                     Err(_) => crate::log::audit(&r),
                 }
             }
-            None => crate::log::debug(&format!(
+            Due::Counted => crate::log::debug(&format!(
                 "refused uid {} ({}): {}",
                 caller.uid,
                 caller.sender,
                 cap.describe()
             )),
+            Due::NoRoom => {
+                let detail = format!("{} (caller uid {})", cap.describe(), caller.uid);
+                crate::log::audit(&self.record(
+                    account,
+                    caller,
+                    "limit-reached",
+                    "refused",
+                    ctx,
+                    detail,
+                ));
+            }
         }
         cap.refusal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_refusals_are_recorded_once_a_minute_and_never_dropped_silently() {
+        let mut a = CapAudits::default();
+        let t = 1_800_000_000;
+        assert_eq!(a.due((Cap::SessionsPerTarget, 1000), t), Due::Record(0));
+        assert_eq!(a.due((Cap::SessionsPerTarget, 1000), t + 1), Due::Counted);
+        assert_eq!(a.due((Cap::SessionsPerTarget, 1000), t + 2), Due::Counted);
+        assert_eq!(
+            a.due((Cap::SessionsPerTarget, 1000), t + CAP_AUDIT_INTERVAL_SECS),
+            Due::Record(2)
+        );
+        // Every other (cap, uid) has a record of its own, until the table is full: then
+        // refusals go to syslog (NoRoom), never nowhere.
+        let mut uid = 2000;
+        while a.0.len() < MAX_CAP_AUDIT_KEYS {
+            assert_eq!(a.due((Cap::ProofsPerUser, uid), t + 61), Due::Record(0));
+            uid += 1;
+        }
+        assert_eq!(a.due((Cap::ProofsPerUser, uid), t + 62), Due::NoRoom);
+        // A minute later the old entries make room again.
+        let later = t + 61 + CAP_AUDIT_INTERVAL_SECS;
+        assert_eq!(a.due((Cap::ProofsPerUser, uid), later), Due::Record(0));
+        // A clock stepped far back neither panics nor records twice.
+        assert_eq!(a.due((Cap::ProofsPerUser, uid), i64::MIN), Due::Counted);
     }
 }
