@@ -37,7 +37,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::seal::{Binding, SealingKey};
-use super::sqlite::{audit_of_row, code_of_row, key_of_row};
+use super::sqlite::{audit_of_row, key_of_row};
 use super::*;
 
 /// The cache's file in the state directory.
@@ -483,22 +483,13 @@ impl OfflineCache {
     }
 
     fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NULL ORDER BY id",
-        )?;
-        let rows = stmt.query_map(params![uid], code_of_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(super::sqlite::recovery_codes(&self.conn, uid, false)?)
     }
 
     /// The copy's codes used since it was taken (offline here, or mirrored from online use
     /// here); a code used before is not in the copy, so its replay offline counts as a guess.
     fn used_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NOT NULL
-             ORDER BY id",
-        )?;
-        let rows = stmt.query_map(params![uid], code_of_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(super::sqlite::recovery_codes(&self.conn, uid, true)?)
     }
 
     /// Applies to the cached copy of `uid` an acceptance the database made online (so a step,

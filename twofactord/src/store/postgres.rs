@@ -1549,6 +1549,34 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A user's recovery codes of the current set: those not used yet, or those used (kept, so
+/// that a used one is told from a wrong one: a replay, not a guess).
+const UNUSED_CODES: &str =
+    "SELECT id, salt, hash FROM recovery WHERE name = $1 AND used_at IS NULL ORDER BY id";
+const USED_CODES: &str =
+    "SELECT id, salt, hash FROM recovery WHERE name = $1 AND used_at IS NOT NULL ORDER BY id";
+
+impl PostgresStore {
+    fn recovery_codes(&self, uid: u32, sql: &'static str) -> StoreResult<Vec<StoredCode>> {
+        let name = self.name(uid)?;
+        self.with_tx(|tx| {
+            if !check_known(tx, &name, uid)? {
+                return Ok(Vec::new());
+            }
+            tx.query(sql, &[&name])?
+                .iter()
+                .map(|r| {
+                    Ok(StoredCode {
+                        id: get(r, 0)?,
+                        salt: get(r, 1)?,
+                        hash: get(r, 2)?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
 impl Store for PostgresStore {
     fn user_state(&self, uid: u32) -> StoreResult<Option<UserState>> {
         let name = self.name(uid)?;
@@ -1752,49 +1780,11 @@ impl Store for PostgresStore {
     }
 
     fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
-        let name = self.name(uid)?;
-        self.with_tx(|tx| {
-            if !check_known(tx, &name, uid)? {
-                return Ok(Vec::new());
-            }
-            let rows = tx.query(
-                "SELECT id, salt, hash FROM recovery WHERE name = $1 AND used_at IS NULL
-                 ORDER BY id",
-                &[&name],
-            )?;
-            rows.iter()
-                .map(|r| {
-                    Ok(StoredCode {
-                        id: get(r, 0)?,
-                        salt: get(r, 1)?,
-                        hash: get(r, 2)?,
-                    })
-                })
-                .collect()
-        })
+        self.recovery_codes(uid, UNUSED_CODES)
     }
 
     fn used_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
-        let name = self.name(uid)?;
-        self.with_tx(|tx| {
-            if !check_known(tx, &name, uid)? {
-                return Ok(Vec::new());
-            }
-            let rows = tx.query(
-                "SELECT id, salt, hash FROM recovery WHERE name = $1 AND used_at IS NOT NULL
-                 ORDER BY id",
-                &[&name],
-            )?;
-            rows.iter()
-                .map(|r| {
-                    Ok(StoredCode {
-                        id: get(r, 0)?,
-                        salt: get(r, 1)?,
-                        hash: get(r, 2)?,
-                    })
-                })
-                .collect()
-        })
+        self.recovery_codes(uid, USED_CODES)
     }
 
     fn consume_recovery(

@@ -777,6 +777,27 @@ pub(super) fn code_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCode>
     })
 }
 
+/// A user's recovery codes of the current set, by id: those not used yet, or (`used`) those
+/// used (kept so that a used one is told from a wrong one: a replay, not a guess). Here and in
+/// the fleet's offline copy. Sorted here, not by ORDER BY (see `keys`): a wrong code reads
+/// these at every try.
+pub(super) fn recovery_codes(
+    conn: &Connection,
+    uid: u32,
+    used: bool,
+) -> rusqlite::Result<Vec<StoredCode>> {
+    let mut stmt = conn.prepare_cached(if used {
+        "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NOT NULL"
+    } else {
+        "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NULL"
+    })?;
+    let mut codes = stmt
+        .query_map(params![uid], code_of_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    codes.sort_by_key(|c| c.id);
+    Ok(codes)
+}
+
 /// An audit record from the row's columns `time, uid, user, event, result, service, rhost,
 /// actor, detail` from column `at` on (here and in the fleet's offline journal).
 pub(super) fn audit_of_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AuditRecord> {
@@ -1047,23 +1068,11 @@ impl Store for SqliteStore {
     }
 
     fn unused_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
-        // Sorted here, not by ORDER BY (see `keys`): a wrong code reads these at every try.
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NULL",
-        )?;
-        let rows = stmt.query_map(params![uid], code_of_row)?;
-        let mut codes = rows.collect::<Result<Vec<_>, _>>()?;
-        codes.sort_by_key(|c| c.id);
-        Ok(codes)
+        Ok(recovery_codes(&self.conn, uid, false)?)
     }
 
     fn used_recovery(&self, uid: u32) -> StoreResult<Vec<StoredCode>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, salt, hash FROM recovery WHERE uid = ?1 AND used_at IS NOT NULL
-             ORDER BY id",
-        )?;
-        let rows = stmt.query_map(params![uid], code_of_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(recovery_codes(&self.conn, uid, true)?)
     }
 
     fn consume_recovery(
