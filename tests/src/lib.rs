@@ -698,6 +698,36 @@ impl Env {
 
     /// Enrolls `user` with TOTP as that user (begin, then confirm with an oathtool code given
     /// on standard input).
+    /// `admin audit --user USER`: the user's audit records, as JSON objects.
+    pub fn audit_of(&self, user: &str) -> Vec<serde_json::Value> {
+        match self
+            .ctl(&["--json", "admin", "audit", "--user", user])
+            .ok()
+            .json()
+        {
+            serde_json::Value::Array(records) => records,
+            other => panic!("admin audit: not a list: {other}"),
+        }
+    }
+
+    /// `recovery regenerate` as `user`, proven with `code` (a code of the set before); asserts
+    /// it was accepted and returns the first code of the new set.
+    pub fn regenerate_recovery(&self, user: &str, code: &str) -> String {
+        let r = self
+            .ctl_as(
+                user,
+                &["--json", "recovery", "regenerate"],
+                Some(&format!("{code}\n")),
+            )
+            .ok()
+            .json();
+        assert_eq!(r["accepted"], true, "{r}");
+        r["recovery_codes"][0]
+            .as_str()
+            .expect("a new set")
+            .to_string()
+    }
+
     pub fn enroll(&self, user: &str) -> Enrolled {
         let begin = self
             .ctl_as(user, &["--json", "enroll", "totp", "--begin"], None)

@@ -14,14 +14,9 @@ fn locked(env: &Env, user: &str) -> bool {
 
 /// The audit records of `user` whose detail contains `needle`.
 fn audited(env: &Env, user: &str, needle: &str) -> Vec<serde_json::Value> {
-    env.ctl(&["--json", "admin", "audit", "--user", user])
-        .ok()
-        .json()
-        .as_array()
-        .expect("entries")
-        .iter()
+    env.audit_of(user)
+        .into_iter()
         .filter(|e| e["detail"].as_str().is_some_and(|d| d.contains(needle)))
-        .cloned()
         .collect()
 }
 
@@ -172,28 +167,12 @@ fn a_users_own_flood_of_successes_displaces_only_their_own_records() {
     let env = Env::new("default_mode = \"optional\"\n[audit]\nmax_records = 100\n");
     let _ = env.enroll(ALICE);
     let bob = env.enroll(BOB);
-    let alice_before = env
-        .ctl(&["--json", "admin", "audit", "--user", ALICE])
-        .ok()
-        .json();
-    let alice_before = alice_before.as_array().expect("entries").len();
+    let alice_before = env.audit_of(ALICE).len();
     assert!(alice_before >= 1);
 
     let mut code = bob.recovery[0].clone();
-    for round in 0..120 {
-        let r = env
-            .ctl_as(
-                BOB,
-                &["--json", "recovery", "regenerate"],
-                Some(&format!("{code}\n")),
-            )
-            .ok()
-            .json();
-        assert_eq!(r["accepted"], true, "round {round}: {r}");
-        code = r["recovery_codes"][0]
-            .as_str()
-            .expect("a new set")
-            .to_string();
+    for _ in 0..120 {
+        code = env.regenerate_recovery(BOB, &code);
     }
     let all = env.ctl(&["--json", "admin", "audit"]).ok().json();
     let all = all.as_array().expect("entries");

@@ -24,14 +24,9 @@ const ATTEMPTS: u64 = 32 * 32;
 
 /// The audit records `event` of `user`.
 fn audited(env: &Env, user: &str, event: &str) -> Vec<serde_json::Value> {
-    env.ctl(&["--json", "admin", "audit", "--user", user])
-        .ok()
-        .json()
-        .as_array()
-        .expect("entries")
-        .iter()
+    env.audit_of(user)
+        .into_iter()
         .filter(|e| e["event"] == event)
-        .cloned()
         .collect()
 }
 
