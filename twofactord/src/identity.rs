@@ -143,6 +143,8 @@ pub struct Cached<A> {
     inner: A,
     by_name: Kept<String, Account>,
     by_uid: Kept<u32, Account>,
+    /// Names found by uid ([`Accounts::name_of_uid`]).
+    name_by_uid: Kept<u32, String>,
     /// Accounts looked up without groups: served only to lookups without groups.
     bare_by_name: Kept<String, Account>,
     watched: Vec<std::path::PathBuf>,
@@ -172,6 +174,7 @@ impl<A: Accounts> Cached<A> {
             inner,
             by_name: Kept::new(ttl),
             by_uid: Kept::new(ttl),
+            name_by_uid: Kept::new(ttl),
             bare_by_name: Kept::new(ttl),
             watched,
             seen: std::sync::Mutex::new(seen),
@@ -187,11 +190,15 @@ impl<A: Accounts> Cached<A> {
             *seen = now;
             self.by_name.clear();
             self.by_uid.clear();
+            self.name_by_uid.clear();
             self.bare_by_name.clear();
         }
     }
 
-    fn keep(&self, a: &Account) {
+    /// Keeps an account found by its uid, under its uid and its name. One found by a name is
+    /// kept under names only: the name asked may be an alias of the uid (`toor`, uid 0), and
+    /// the uid's own name is what NSS answers for the uid.
+    fn keep_by_uid(&self, a: &Account) {
         self.by_name.put(a.name.clone(), a.clone());
         self.by_uid.put(a.uid, a.clone());
     }
@@ -208,7 +215,7 @@ impl<A: Accounts> Accounts for Cached<A> {
         if a.name != name {
             self.by_name.put(name.to_string(), a.clone());
         }
-        self.keep(&a);
+        self.by_name.put(a.name.clone(), a.clone());
         Some(a)
     }
 
@@ -245,7 +252,7 @@ impl<A: Accounts> Accounts for Cached<A> {
             return Some(a);
         }
         let a = self.inner.user_by_uid(uid)?;
-        self.keep(&a);
+        self.keep_by_uid(&a);
         Some(a)
     }
 
@@ -267,15 +274,23 @@ impl<A: Accounts> Accounts for Cached<A> {
 
     fn name_of_uid(&self, uid: u32) -> Option<String> {
         self.check_files();
-        match self.by_uid.get(&uid) {
-            Some(a) => Some(a.name),
-            None => self.inner.name_of_uid(uid),
+        if let Some(name) = self
+            .by_uid
+            .get(&uid)
+            .map(|a| a.name)
+            .or_else(|| self.name_by_uid.get(&uid))
+        {
+            return Some(name);
         }
+        let name = self.inner.name_of_uid(uid)?;
+        self.name_by_uid.put(uid, name.clone());
+        Some(name)
     }
 
     fn invalidate(&self) {
         self.by_name.clear();
         self.by_uid.clear();
+        self.name_by_uid.clear();
         self.bare_by_name.clear();
         self.inner.invalidate();
     }
@@ -502,6 +517,8 @@ pub(crate) mod tests {
     fn counting() -> Counting {
         Counting {
             table: FakeAccounts::new()
+                .user("root", 0, &[0])
+                .user("toor", 0, &[0])
                 .user("alice", 1000, &[1000, 27])
                 .group("alice", 1000)
                 .group("sudo", 27),
@@ -519,17 +536,20 @@ pub(crate) mod tests {
         let a = c.user_by_name("alice").expect("alice");
         assert_eq!(a.groups, ["alice", "sudo"]);
         assert_eq!(c.user_by_name("alice"), Some(a.clone()));
+        assert_eq!(asked(&c), 1);
+        // By uid: asked once (a name may be an alias of its uid), then kept.
         assert_eq!(c.user_by_uid(1000), Some(a.clone()));
         assert_eq!(c.name_of_uid(1000).as_deref(), Some("alice"));
-        assert_eq!(asked(&c), 1, "one lookup served them all");
+        assert_eq!(c.user_by_uid(1000), Some(a.clone()));
+        assert_eq!(asked(&c), 2);
         // Misses are not kept: an account created now is found at once.
         assert_eq!(c.user_by_name("bob"), None);
         assert_eq!(c.user_by_name("bob"), None);
-        assert_eq!(asked(&c), 3);
+        assert_eq!(asked(&c), 4);
         // A reload empties it.
         c.invalidate();
         assert_eq!(c.user_by_name("alice"), Some(a));
-        assert_eq!(asked(&c), 4);
+        assert_eq!(asked(&c), 5);
     }
 
     #[test]
@@ -545,13 +565,27 @@ pub(crate) mod tests {
         let full = c.user_by_name("alice").expect("alice");
         assert_eq!(full.groups, ["alice", "sudo"]);
         assert_eq!(c.user_by_uid(1000), Some(full.clone()));
-        assert_eq!(asked(&c), 2);
+        assert_eq!(asked(&c), 3);
         // The full account serves a lookup without groups too.
         assert_eq!(c.user_by_name_without_groups("alice"), Some(full));
-        assert_eq!(asked(&c), 2);
+        assert_eq!(asked(&c), 3);
         c.invalidate();
         assert!(c.user_by_name_without_groups("alice").is_some());
-        assert_eq!(asked(&c), 3, "a reload empties both tables");
+        assert_eq!(asked(&c), 4, "a reload empties both tables");
+    }
+
+    #[test]
+    fn an_alias_looked_up_by_name_never_answers_for_its_uid() {
+        let c = Cached::new(counting(), ACCOUNT_TTL);
+        let toor = c.user_by_name("toor").expect("toor");
+        assert_eq!((toor.name.as_str(), toor.uid), ("toor", 0));
+        assert_eq!(c.name_of_uid(0).as_deref(), Some("root"));
+        assert_eq!(c.user_by_uid(0).map(|a| a.name).as_deref(), Some("root"));
+        // Kept by uid from then on, and the alias still by its own name.
+        let asked_before = asked(&c);
+        assert_eq!(c.name_of_uid(0).as_deref(), Some("root"));
+        assert_eq!(c.user_by_name("toor"), Some(toor));
+        assert_eq!(asked(&c), asked_before);
     }
 
     #[test]
