@@ -104,3 +104,16 @@ put("login", "replay", bytes([0]) + ENROLL_ALICE + CONFIRM_ALICE + CLOCK_31 + BE
 put("login", "wrong_codes", bytes([1]) + ENROLL_ALICE + CONFIRM_ALICE + CLOCK_31 + BEGIN_ALICE + ANSWER_NOISE * 4)
 put("login", "recovery", bytes([0]) + ENROLL_ALICE + CONFIRM_ALICE + BEGIN_ALICE + bytes([2, 0, 2, 0, 0]) + bytes([2, 0, 4, 1]) + b"x")
 put("login", "unenrolled", bytes([1]) + BEGIN_ALICE + ANSWER_NOISE)
+# Security keys: the harness's own key (twofactor-fuzz/src/keys.rs), enrolled as a client does.
+BEGIN_KEY_ALICE = bytes([12, 1, 1, 4, 0])          # BeginKey as alice, "key 1", empty code
+REGISTER_NEW_KEY = bytes([13, 1, 0, 1, 0, 2, 1])   # her enrollment, a new ES256 key, UP|UV
+CONFIRM_KEY = bytes([14, 1, 0, 1, 1, 0, 2, 2, 1, 1])  # honest test assertion
+ENROLL_KEY_ALICE = BEGIN_KEY_ALICE + REGISTER_NEW_KEY + CONFIRM_KEY
+ASSERT_HONEST = bytes([15, 0, 0, 1, 0, 2, 2, 1, 1])   # first login, her key, next counter
+ASSERT_REPLAY = bytes([15, 0, 0, 1, 9])               # the key's last assertion again
+ASSERT_REPEAT = bytes([15, 1, 0, 1, 5, 2, 2, 1, 1])   # second open login: the same counter, new challenge
+CODE_AT_CUE = bytes([5, 0, 2, 1, 2, 0, 0])            # SkipKey(declined), then a recovery code
+put("login", "key_enroll_then_login", bytes([0]) + ENROLL_KEY_ALICE + BEGIN_ALICE + ASSERT_HONEST)
+put("login", "key_replay", bytes([0]) + ENROLL_KEY_ALICE + BEGIN_ALICE + ASSERT_HONEST
+    + BEGIN_ALICE + ASSERT_REPLAY + BEGIN_ALICE + ASSERT_REPEAT)
+put("login", "key_code_at_cue", bytes([3]) + ENROLL_KEY_ALICE + BEGIN_ALICE + CODE_AT_CUE)

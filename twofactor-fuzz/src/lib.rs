@@ -12,6 +12,7 @@
 #![allow(clippy::panic)]
 
 mod input;
+mod keys;
 mod login;
 mod parsers;
 

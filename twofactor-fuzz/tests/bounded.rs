@@ -157,3 +157,31 @@ fn login_seeds_are_not_vacuous() {
     let stats = login_stats(&std::fs::read(dir.join("unenrolled")).unwrap());
     assert_eq!(stats.successes, 0, "{stats:?}");
 }
+
+/// The key seeds enroll a key through BeginKey, RegisterKey and ConfirmKey and log in with it:
+/// "no success without a valid assertion" is checked against key logins that happen.
+#[test]
+fn login_key_seeds_are_not_vacuous() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/login");
+    let stats = |name: &str| login_stats(&std::fs::read(dir.join(name)).unwrap());
+    let s = stats("key_enroll_then_login");
+    assert_eq!(
+        (s.key_enrollments, s.successes, s.key_successes),
+        (1, 1, 1),
+        "{s:?}"
+    );
+    // The same assertion again, then the same counter over a new challenge: both refused.
+    let s = stats("key_replay");
+    assert_eq!(
+        (s.key_enrollments, s.successes, s.key_successes),
+        (1, 1, 1),
+        "{s:?}"
+    );
+    // A code typed at the key's cue (SkipKey, then the code prompt): a recovery code.
+    let s = stats("key_code_at_cue");
+    assert_eq!(
+        (s.key_enrollments, s.successes, s.key_successes),
+        (1, 1, 0),
+        "{s:?}"
+    );
+}
