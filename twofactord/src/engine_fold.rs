@@ -1,8 +1,9 @@
 //! Refusals a caller can repeat at will are audited at most once a minute per user, caller and
 //! kind; the ones folded in are counted and written as one record when the minute ends
-//! ("…; and N more in the last minute"). Audit retention by count is global, so without this
-//! one locked-out user calling `BeginLogin` on themself in a loop would push every other
-//! user's records out of the trail (twofactor-policy(5), LIMITS).
+//! ("…; and N more in the last minute"). Without this, one locked-out user calling
+//! `BeginLogin` on themself in a loop would make the store write a record per call, and their
+//! history in the trail would be nothing but that flood (retention by count takes from the
+//! users with the most records first: `store::audit_shares`). twofactor-policy(5), LIMITS.
 //!
 //! What is folded: refusals and notices that change nothing and cost the caller nothing (a
 //! login while locked out, not enrolled or past the grace period, a replay of a code or key
@@ -10,7 +11,8 @@
 //! begins for themself, while root's callers keep one per login). The key holds the caller's
 //! uid, so a user's flood never folds away what sshd reports about them. Real guesses (a wrong
 //! code, a failed key assertion) are never folded: each is recorded and counted, and the
-//! lockout bounds them. Successes are not folded either.
+//! lockout bounds them. Successes are not folded either. A folded refusal that root's callers
+//! report still goes to syslog, each with its remote host, for the tools that watch it.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
