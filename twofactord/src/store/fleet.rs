@@ -597,34 +597,7 @@ impl OfflineCache {
         audit: &AuditRecord,
     ) -> StoreResult<FailureOutcome> {
         let tx = self.conn.transaction()?;
-        let (failures, level): (u32, u32) = tx
-            .query_row(
-                "SELECT failures, lock_level FROM users WHERE uid = ?1",
-                params![uid],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .unwrap_or((0, 0));
-        let (failures, lock) = limit.after_failure(failures, level, now);
-        let outcome = if let Some((level, until)) = lock {
-            tx.execute(
-                "UPDATE users SET failures = 0, lock_level = ?2, locked_until = ?3 WHERE uid = ?1",
-                params![uid, level, until],
-            )?;
-            FailureOutcome {
-                failures,
-                locked_until: Some(until),
-            }
-        } else {
-            tx.execute(
-                "UPDATE users SET failures = ?2 WHERE uid = ?1",
-                params![uid, failures],
-            )?;
-            FailureOutcome {
-                failures,
-                locked_until: None,
-            }
-        };
+        let outcome = super::sqlite::count_failure(&tx, uid, limit, now)?;
         journal(&tx, uid, &Change::Failure(limit.clone()), audit)?;
         tx.commit()?;
         Ok(outcome)

@@ -777,6 +777,35 @@ pub(super) fn code_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCode>
     })
 }
 
+/// Counts one failure of `uid` in `tx` (the users row) and, past the limit, starts a lockout
+/// (here and in the fleet's offline copy). A user without a row has no failures yet.
+pub(super) fn count_failure(
+    tx: &rusqlite::Transaction<'_>,
+    uid: u32,
+    limit: &RateLimit,
+    now: i64,
+) -> rusqlite::Result<FailureOutcome> {
+    let (failures, level): (u32, u32) = tx
+        .prepare_cached("SELECT failures, lock_level FROM users WHERE uid = ?1")?
+        .query_row(params![uid], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, 0));
+    let (failures, lock) = limit.after_failure(failures, level, now);
+    if let Some((level, until)) = lock {
+        tx.prepare_cached(
+            "UPDATE users SET failures = 0, lock_level = ?2, locked_until = ?3 WHERE uid = ?1",
+        )?
+        .execute(params![uid, level, until])?;
+    } else {
+        tx.prepare_cached("UPDATE users SET failures = ?2 WHERE uid = ?1")?
+            .execute(params![uid, failures])?;
+    }
+    Ok(FailureOutcome {
+        failures,
+        locked_until: lock.map(|(_, until)| until),
+    })
+}
+
 /// A user's recovery codes of the current set, by id: those not used yet, or (`used`) those
 /// used (kept so that a used one is told from a wrong one: a replay, not a guess). Here and in
 /// the fleet's offline copy. Sorted here, not by ORDER BY (see `keys`): a wrong code reads
@@ -1116,27 +1145,7 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         Self::ensure_user(&tx, uid, name)?;
         insert_audit(&tx, audit)?;
-        let (failures, level): (u32, u32) = tx
-            .prepare_cached("SELECT failures, lock_level FROM users WHERE uid = ?1")?
-            .query_row(params![uid], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let (failures, lock) = limit.after_failure(failures, level, now);
-        let outcome = if let Some((level, until)) = lock {
-            tx.execute(
-                "UPDATE users SET failures = 0, lock_level = ?2, locked_until = ?3 WHERE uid = ?1",
-                params![uid, level, until],
-            )?;
-            FailureOutcome {
-                failures,
-                locked_until: Some(until),
-            }
-        } else {
-            tx.prepare_cached("UPDATE users SET failures = ?2 WHERE uid = ?1")?
-                .execute(params![uid, failures])?;
-            FailureOutcome {
-                failures,
-                locked_until: None,
-            }
-        };
+        let outcome = count_failure(&tx, uid, limit, now)?;
         tx.commit()?;
         Ok(outcome)
     }
