@@ -862,15 +862,17 @@ pub fn missing_grants(client: &mut Client) -> StoreResult<Vec<String>> {
 }
 
 impl PostgresStore {
-    /// Connects, creates or checks the schema, and checks the role's grants.
-    pub fn open(options: PgOptions) -> StoreResult<PostgresStore> {
+    /// The store for `options`, not connected yet: the URL parsed, TLS set up, the password
+    /// read; with `outage`, the breaker already open and the schema to create or check at the
+    /// first connection.
+    fn unconnected(options: PgOptions, outage: bool) -> StoreResult<PostgresStore> {
         let url = parse_url(&options.url)?;
         let tls = tls::connector(&url)?;
         let password = match options.password {
             Some(p) => Some(p),
             None => pgpass_password(&url.config)?,
         };
-        let store = PostgresStore {
+        Ok(PostgresStore {
             url,
             tls,
             password,
@@ -881,15 +883,21 @@ impl PostgresStore {
             conn: Mutex::new(None),
             breaker: Breaker {
                 hold: BREAKER_HOLD,
-                open_until: Mutex::new(None),
+                open_until: Mutex::new(outage.then(|| Instant::now() + BREAKER_HOLD)),
                 skipped: std::sync::atomic::AtomicU64::new(0),
                 refused: std::sync::atomic::AtomicBool::new(false),
             },
-            schema_pending: std::sync::atomic::AtomicBool::new(false),
+            schema_pending: std::sync::atomic::AtomicBool::new(outage),
             create_schema: options.create_schema,
-        };
+        })
+    }
+
+    /// Connects, creates or checks the schema, and checks the role's grants.
+    pub fn open(options: PgOptions) -> StoreResult<PostgresStore> {
+        let create = options.create_schema;
+        let store = Self::unconnected(options, false)?;
         let mut client = store.connect()?;
-        store.prepare_schema(&mut client, options.create_schema)?;
+        store.prepare_schema(&mut client, create)?;
         *store.lock_conn()? = Some(Conn {
             client,
             statements: HashMap::new(),
@@ -901,37 +909,9 @@ impl PostgresStore {
     /// starting during an outage, with an offline cache to serve from): the store is returned
     /// with the connection error, and the schema is created or checked at the first connection.
     pub fn open_deferred(options: PgOptions) -> StoreResult<(PostgresStore, Option<StoreError>)> {
-        let create = options.create_schema;
-        let url = options.url.clone();
         match Self::open(options.clone()) {
             Ok(store) => Ok((store, None)),
-            Err(e) if e.is_unreachable() => {
-                let parsed = parse_url(&url)?;
-                let tls = tls::connector(&parsed)?;
-                let password = match options.password {
-                    Some(p) => Some(p),
-                    None => pgpass_password(&parsed.config)?,
-                };
-                let store = PostgresStore {
-                    url: parsed,
-                    tls,
-                    password,
-                    key: options.key,
-                    host: options.host,
-                    name_of: options.name_of,
-                    names: Mutex::new(HashMap::new()),
-                    conn: Mutex::new(None),
-                    breaker: Breaker {
-                        hold: BREAKER_HOLD,
-                        open_until: Mutex::new(Some(Instant::now() + BREAKER_HOLD)),
-                        skipped: std::sync::atomic::AtomicU64::new(0),
-                        refused: std::sync::atomic::AtomicBool::new(false),
-                    },
-                    schema_pending: std::sync::atomic::AtomicBool::new(true),
-                    create_schema: create,
-                };
-                Ok((store, Some(e)))
-            }
+            Err(e) if e.is_unreachable() => Ok((Self::unconnected(options, true)?, Some(e))),
             Err(e) => Err(e),
         }
     }
